@@ -1,0 +1,29 @@
+"""Attention implementations: the naive reference, PyTorch's SDPA, and our FlashAttention-2 (tiled PyTorch and Triton)."""
+
+import torch.nn.functional as F
+
+from src.kernels.reference import attention_reference, naive_attention
+
+
+def _sdpa(q, k, v, is_causal=False):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+
+
+def get_attention(name: str):
+    """The attention function named by the harness's --attention: f(q, k, v, is_causal) on (B, nh, T, hs) tensors."""
+    if name == "naive":
+        return naive_attention
+    if name == "sdpa":
+        return _sdpa
+    if name == "flash":
+        from src.kernels.flash_triton import FlashAttentionTriton
+
+        return lambda q, k, v, is_causal=False: FlashAttentionTriton.apply(q, k, v, is_causal)
+    if name == "flash_pytorch":
+        from src.kernels.flash_pytorch import FlashAttentionPytorch
+
+        return lambda q, k, v, is_causal=False: FlashAttentionPytorch.apply(q, k, v, is_causal)
+    raise ValueError(f"unknown attention implementation {name!r}")
+
+
+__all__ = ["attention_reference", "naive_attention", "get_attention"]

@@ -1,0 +1,54 @@
+"""Model configuration: one dataclass, the named presets, and validation at the boundary."""
+
+from dataclasses import dataclass, replace
+
+ATTENTION_IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int
+    d_ff: int
+    num_layers: int
+    num_heads: int
+    vocab_size: int = 10_000
+    context_length: int = 128  # longest sequence the RoPE tables are built for
+    rope_theta: float = 10_000.0
+    attention: str = "naive"  # the original model's softmax(QK^T)V; see ATTENTION_IMPLEMENTATIONS
+
+    def __post_init__(self):
+        for name in ("d_model", "d_ff", "num_layers", "num_heads", "vocab_size", "context_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"head dimension d_model/num_heads = {self.head_dim} must be even for RoPE")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, got {self.attention!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def with_(self, **changes) -> "ModelConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown size {name!r}; choose from {', '.join(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+
+# The five sizes of the original benchmark (CS336 assignment 2), plus a tiny one for tests.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4),
+    "small": ModelConfig(d_model=768, d_ff=3072, num_layers=12, num_heads=12),
+    "medium": ModelConfig(d_model=1024, d_ff=4096, num_layers=24, num_heads=16),
+    "large": ModelConfig(d_model=1280, d_ff=5120, num_layers=36, num_heads=20),
+    "xl": ModelConfig(d_model=1600, d_ff=6400, num_layers=48, num_heads=25),
+    "2.7B": ModelConfig(d_model=2560, d_ff=10240, num_layers=32, num_heads=32),
+}
+ORIGINAL_SIZES = ("small", "medium", "large", "xl", "2.7B")

@@ -1,0 +1,84 @@
+"""Analytic FLOPs and memory of the model: what a step must compute and hold, before anything is measured.
+
+FLOPs count every matmul at 2 FLOPs per multiply-add: the q/k/v/output projections, the two attention matmuls over
+the full T x T score matrix (causal masking is not subtracted, as in PaLM's MFU convention and in
+torch.utils.flop_counter), the three SwiGLU matmuls and the LM head. Backward is twice the forward; a train step
+is forward + backward = 3x forward (the optimizer's arithmetic is negligible; it is bounded by memory traffic).
+"""
+
+from dataclasses import dataclass
+
+from src.model.config import ModelConfig
+from src.model.transformer import count_parameters
+
+BACKWARD_FLOPS_PER_FORWARD = 2
+ADAMW_BYTES_PER_PARAMETER = 7 * 4  # fp32: read param, grad, exp_avg, exp_avg_sq; write param, exp_avg, exp_avg_sq
+
+
+def forward_flops(config: ModelConfig, batch_size: int, seq_len: int) -> int:
+    B, T, d, d_ff = batch_size, seq_len, config.d_model, config.d_ff
+    projections = 2 * B * T * 4 * d * d  # q, k, v, output: (B*T, d) @ (d, d) each
+    attention = 2 * 2 * B * T * T * d  # Q K^T and P V over all heads: (B, nh, T, hs) @ (B, nh, hs, T), ...
+    feed_forward = 2 * B * T * 3 * d * d_ff  # w1, w3: (d -> d_ff), w2: (d_ff -> d)
+    lm_head = 2 * B * T * d * config.vocab_size
+    return config.num_layers * (projections + attention + feed_forward) + lm_head
+
+
+def step_flops(config: ModelConfig, batch_size: int, seq_len: int, mode: str) -> int:
+    """FLOPs of one step of `mode` (forward | forward_backward | train)."""
+    forward = forward_flops(config, batch_size, seq_len)
+    return forward if mode == "forward" else forward * (1 + BACKWARD_FLOPS_PER_FORWARD)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameters: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer_state + self.activations
+
+
+def saved_activation_bytes(config: ModelConfig, batch_size: int, seq_len: int, precision: str) -> int:
+    """Bytes autograd keeps for backward: the tensors saved by each op of the naive-attention model.
+
+    Per layer, in elements (B*T*d = btd): each RMSNorm keeps its input, the normalised x and its output (3 btd);
+    attention keeps rotated q and k, v and the merged heads before the output projection (4 btd) and the softmax
+    probabilities (B*nh*T*T); SwiGLU keeps w1 x, silu(w1 x), w3 x and their product (4 B*T*d_ff). At the end: the
+    final norm, the logits and log_softmax's output (B*T*vocab each).
+    Under bf16/fp16 autocast, matmul outputs are 2 bytes but norms, softmax and log_softmax run in fp32, and each
+    matmul input is kept as a low-precision copy, weights included (one copy of every linear weight per step).
+    """
+    B, T, d, d_ff, V = batch_size, seq_len, config.d_model, config.d_ff, config.vocab_size
+    btd, scores = B * T * d, B * config.num_heads * T * T
+    if precision == "fp32":
+        norm = 3 * 4 * btd
+        per_layer = 2 * norm + 4 * 4 * btd + 4 * scores + 4 * 4 * B * T * d_ff
+        head = norm + 2 * 4 * B * T * V
+        weight_copies = 0
+    else:
+        norm = (4 + 4 + 2) * btd  # fp32 input and normalised x, and the low-precision copy the next matmul keeps
+        per_layer = 2 * norm + 4 * 2 * btd + (4 + 2) * scores + 4 * 2 * B * T * d_ff
+        head = norm + (2 + 4) * B * T * V  # bf16 logits and fp32 log-probabilities
+        weight_copies = 2 * (config.num_layers * (4 * d * d + 3 * d * d_ff) + d * V)
+    return config.num_layers * per_layer + head + weight_copies
+
+
+def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: str, precision: str) -> MemoryEstimate:
+    """Parameters, gradients and AdamW state in fp32 (autocast keeps fp32 weights), plus activations.
+
+    Forward-only runs under no_grad and keeps nothing for backward: its activation figure is the largest
+    transient, the logits with their fp32 log-probabilities, or one layer's score and probability matrices.
+    """
+    params = count_parameters(config) * 4
+    if mode == "forward":
+        B, T = batch_size, seq_len
+        logits = B * T * config.vocab_size * (4 + (4 if precision == "fp32" else 2))
+        attention = 2 * B * config.num_heads * T * T * 4
+        return MemoryEstimate(params, 0, 0, max(logits, attention))
+    activations = saved_activation_bytes(config, batch_size, seq_len, precision)
+    optimizer = 2 * params if mode == "train" else 0
+    return MemoryEstimate(params, params, optimizer, activations)

@@ -1,0 +1,149 @@
+"""The decoder-only Transformer LM of CS336 (BasicsTransformerLM): pre-norm blocks, RoPE, SwiGLU, RMSNorm, untied head.
+
+Parameter names and shapes follow the reference exactly (linear weights are (d_out, d_in)), so a checkpoint of
+that model loads here as it is. Attention is pluggable (config.attention); everything else is plain PyTorch.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from src import nvtx
+from src.kernels import get_attention
+from src.model.config import ModelConfig
+
+
+class Linear(nn.Module):
+    """y = x W^T, no bias; W (d_out, d_in) ~ truncated normal, std sqrt(2 / (d_in + d_out)), cut at 3 std."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        std = math.sqrt(2.0 / (d_in + d_out))
+        nn.init.trunc_normal_(self.weight, std=std, a=-3 * std, b=3 * std)
+
+    def forward(self, x):
+        return F.linear(x, self.weight)
+
+
+class Embedding(nn.Module):
+    def __init__(self, num_embeddings: int, d_model: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_embeddings, d_model))
+        nn.init.trunc_normal_(self.weight, std=1.0, a=-3.0, b=3.0)
+
+    def forward(self, token_ids):
+        return self.weight[token_ids]
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * g, computed in fp32 whatever the input dtype (a bf16 mean of squares loses too much), cast back."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x):
+        in_dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (self.weight * x).to(in_dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE rotating interleaved pairs (x0, x1), (x2, x3), ... by angle position * theta^(-2k/d)."""
+
+    def __init__(self, head_dim: int, context_length: int, theta: float):
+        super().__init__()
+        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hs/2,)
+        angles = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (T_max, hs/2)
+        # Not persistent: derived from the config, and absent from the reference state dict.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x):  # x: (B, nh, T, hs)
+        T = x.shape[-2]
+        if T > self.cos.shape[0]:
+            raise ValueError(f"sequence length {T} exceeds the model's context_length {self.cos.shape[0]}")
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)  # (T, hs/2); keep x's dtype under autocast
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (B, nh, T, hs/2) each
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+        return rotated.flatten(-2)  # (B, nh, T, hs), pairs back in place
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.d_model
+        self.num_heads = config.num_heads
+        self.q_proj, self.k_proj, self.v_proj = Linear(d, d), Linear(d, d), Linear(d, d)
+        self.output_proj = Linear(d, d)
+        self.rope = RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
+        self.attend = get_attention(config.attention)
+
+    def forward(self, x):  # x: (B, T, d)
+        B, T, d = x.shape
+        nh, hs = self.num_heads, d // self.num_heads
+        with nvtx.model_range("qkv projection"):
+            q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = self.k_proj(x).view(B, T, nh, hs).transpose(1, 2)
+            v = self.v_proj(x).view(B, T, nh, hs).transpose(1, 2)
+        with nvtx.model_range("rope"):
+            q, k = self.rope(q), self.rope(k)
+        y = self.attend(q, k, v, is_causal=True)  # (B, nh, T, hs); naive marks scores/softmax/weighted sum itself
+        with nvtx.model_range("output projection"):
+            return self.output_proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+class SwiGLU(nn.Module):
+    """w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.w1, self.w2, self.w3 = Linear(d_model, d_ff), Linear(d_ff, d_model), Linear(d_model, d_ff)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln1 = RMSNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = RMSNorm(config.d_model)
+        self.ffn = SwiGLU(config.d_model, config.d_ff)
+
+    def forward(self, x):
+        with nvtx.model_range("attention"):
+            x = x + self.attn(self.ln1(x))
+        with nvtx.model_range("feed-forward"):
+            return x + self.ffn(self.ln2(x))
+
+
+class TransformerLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.token_embeddings = Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.ln_final = RMSNorm(config.d_model)
+        self.lm_head = Linear(config.d_model, config.vocab_size)
+
+    def forward(self, token_ids):  # (B, T) int64 -> logits (B, T, vocab)
+        x = self.token_embeddings(token_ids)  # (B, T, d)
+        for i, layer in enumerate(self.layers):
+            with nvtx.model_range(f"layer {i}"):
+                x = layer(x)
+        with nvtx.model_range("lm head"):
+            return self.lm_head(self.ln_final(x))
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameters of the model, counted on the meta device: no memory is allocated, so 2.7B costs nothing."""
+    with torch.device("meta"):
+        model = TransformerLM(config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,226 @@
+"""Benchmark the training step of the CS336 Transformer LM: forward, backward and optimizer times per model size.
+
+    python -m src.profiling.benchmark --warmup_steps 5          # the original table: five sizes, fp32, ctx 128
+    python -m src.profiling.benchmark --sizes 2.7B --precision bf16 --context_length 1024 --mode train
+    nsys profile -o result --force-overwrite true python -m src.profiling.benchmark   # annotated with NVTX
+
+Every option that takes several values is a sweep axis; the sweep is their product. Each configuration runs in a
+child process on CUDA (--isolate), so an out-of-memory error becomes a row and the sweep goes on. Rows are
+appended to --output (CSV, or JSON lines for .jsonl) as each configuration finishes.
+"""
+
+import argparse
+import itertools
+import os
+import sys
+
+import torch
+
+from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
+from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
+from src.profiling.results import append_record, check_writable
+from src.profiling.spec import MODES, PRECISIONS, RunSpec
+from src.profiling.sweep import run_sweep
+from src.profiling.table import format_table, progress_line
+from src.profiling.timing import TIMERS
+
+CPU_SIZES = ("tiny", "small")
+CPU_BENCHMARK_STEPS = 5
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block: the message names the problem
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0])
+    size = p.add_argument_group("model size: presets, or one custom size from all four of --d_model --d_ff --num_layers --num_heads")
+    size.add_argument("--sizes", nargs="+", choices=list(PRESETS), help=f"presets (default on CUDA: {' '.join(ORIGINAL_SIZES)})")
+    size.add_argument("--d_model", type=_positive_int)
+    size.add_argument("--d_ff", type=_positive_int)
+    size.add_argument("--num_layers", type=_positive_int)
+    size.add_argument("--num_heads", type=_positive_int)
+    size.add_argument("--vocab_size", type=_positive_int, default=10_000)
+    run = p.add_argument_group("workload (several values sweep)")
+    run.add_argument("--context_length", type=_positive_int, nargs="+", default=[128])
+    run.add_argument("--batch_size", type=_positive_int, nargs="+", default=[4])
+    run.add_argument("--warmup_steps", type=_non_negative_int, nargs="+", default=[5])
+    run.add_argument("--benchmark_steps", type=_positive_int, nargs="+",
+                     help=f"measured steps (default 10; {CPU_BENCHMARK_STEPS} on CPU)")
+    run.add_argument("--mode", nargs="+", choices=MODES, default=["forward_backward"],
+                     help="train adds AdamW's step, timed as a third phase")
+    run.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], help="bf16/fp16 via torch.autocast")
+    run.add_argument("--mixed_precision", dest="precision", action="store_const", const=["bf16"],
+                     help="the original's flag: same as --precision bf16")
+    run.add_argument("--attention", nargs="+", choices=ATTENTION_IMPLEMENTATIONS, default=["naive"],
+                     help="naive is the original model's softmax(QK^T)V")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model; compile time is its own column")
+    run.add_argument("--seed", type=int, default=0)
+    how = p.add_argument_group("measurement")
+    how.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    how.add_argument("--timer", choices=TIMERS, help="events: CUDA events (default on CUDA); sync: synchronise + wall clock")
+    how.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
+                     help="process: one child process per configuration (auto: on CUDA)")
+    how.add_argument("--peak_tflops", type=_positive_float, help="the device's peak for MFU, overriding our GPU table")
+    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
+    prof = p.add_argument_group("profiling")
+    prof.add_argument("--nvtx", choices=("on", "off"), default="on", help="NVTX ranges for Nsight Systems (CUDA only)")
+    prof.add_argument("--profile_steps", type=_positive_int,
+                      help="only the first N measured steps inside cudaProfilerStart/Stop and the other profilers")
+    prof.add_argument("--trace", metavar="DIR", help="torch.profiler trace per configuration into DIR, and a time breakdown")
+    prof.add_argument("--memory_snapshot", metavar="PATH",
+                      help="allocator history over the measured steps: PATH-<config>.pickle for pytorch.org/memory_viz, and a PNG")
+    prof.add_argument("--explain_precision", action="store_true",
+                      help="print the dtype of parameters, activations, logits, loss and gradients under --precision, and exit")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
+    """Turn parsed options into the sweep, or raise UsageError naming the problem. Starts no work."""
+    notes = []
+    if args.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
+    else:
+        device = args.device
+    custom = [args.d_model, args.d_ff, args.num_layers, args.num_heads]
+    if any(v is not None for v in custom) and not all(v is not None for v in custom):
+        raise UsageError("a custom size needs all four of --d_model --d_ff --num_layers --num_heads")
+    sizes = list(args.sizes or [])
+    benchmark_steps = args.benchmark_steps
+    if not sizes and custom[0] is None:
+        if device == "cuda":
+            sizes = list(ORIGINAL_SIZES)
+        else:
+            sizes = list(CPU_SIZES)
+            benchmark_steps = benchmark_steps or [CPU_BENCHMARK_STEPS]
+            notes.append(f"no CUDA device: running the CPU default (sizes {' '.join(CPU_SIZES)}, "
+                         f"{benchmark_steps[0]} measured steps) so it ends in about two minutes; "
+                         "pass --sizes and --benchmark_steps to choose")
+    benchmark_steps = benchmark_steps or [10]
+    models = [(name, PRESETS[name]) for name in sizes]
+    if custom[0] is not None:
+        try:
+            models.append(("custom", ModelConfig(d_model=args.d_model, d_ff=args.d_ff,
+                                                 num_layers=args.num_layers, num_heads=args.num_heads)))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    timer = args.timer or ("events" if device == "cuda" else "sync")
+    if timer == "events" and device != "cuda":
+        raise UsageError("--timer events needs a CUDA device; use --timer sync")
+    for precision in args.precision:
+        if precision == "fp16" and device != "cuda":
+            raise UsageError("--precision fp16 needs a CUDA device (bf16 autocast works on CPU)")
+        if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UsageError(f"--precision bf16: {torch.cuda.get_device_name()} does not support bfloat16")
+    for attention in args.attention:
+        if attention == "flash" and device != "cuda":
+            raise UsageError("--attention flash is the Triton kernel and needs CUDA; use flash_pytorch on CPU")
+    if args.output:
+        try:
+            check_writable(args.output)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if args.memory_snapshot and device != "cuda":
+        raise UsageError("--memory_snapshot records the CUDA caching allocator and needs a CUDA device")
+    for path, what in ((args.trace, "--trace"), (args.memory_snapshot, "--memory_snapshot")):
+        if path:
+            try:
+                check_writable(os.path.join(path, "probe") if what == "--trace" and os.path.isdir(path) else path)
+            except ValueError as error:
+                raise UsageError(f"{what}: {error}") from None
+    isolate = args.isolate if args.isolate != "auto" else ("process" if device == "cuda" else "none")
+    specs = []
+    # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
+    for warmup, steps, mode, precision, attention, batch, context, (name, model) in itertools.product(
+            args.warmup_steps, benchmark_steps, args.mode, args.precision, args.attention,
+            args.batch_size, args.context_length, models):
+        specs.append(RunSpec(
+            size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
+            num_layers=model.num_layers, vocab_size=args.vocab_size, context_length=context, batch_size=batch,
+            warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
+            compile=args.compile, timer=timer, device=device, seed=args.seed, isolate=isolate,
+            nvtx=args.nvtx == "on" and device == "cuda", peak_tflops=args.peak_tflops,
+            profile_steps=args.profile_steps or 0, trace=args.trace or "", memory_snapshot=args.memory_snapshot or "",
+        ))
+    return specs, notes
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        specs, notes = resolve(args)
+    except UsageError as error:
+        print(f"benchmark: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.explain_precision:
+        from src.profiling.precision import explain_precision
+
+        for spec in specs[:1]:
+            print(explain_precision(spec))
+        return 0
+    for note in notes:
+        print(note, file=sys.stderr)
+    records = []
+
+    def on_record(index: int, record: dict) -> None:
+        if args.output:
+            append_record(args.output, record)
+        records.append(record)
+        print(progress_line(index, len(specs), record), file=sys.stderr, flush=True)
+        for warning in record.get("warnings", []):
+            print(f"  warning: {warning}", file=sys.stderr)
+
+    try:
+        run_sweep(specs, on_record)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(records)} of {len(specs)} configurations finished"
+              + (f"; their rows are in {args.output}" if args.output and records else ""), file=sys.stderr)
+        if records:
+            print(format_table(records))
+        return 130
+    print(format_table(records))
+    if records and records[0].get("peak_note"):
+        print(f"\nMFU: {records[0]['peak_note']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

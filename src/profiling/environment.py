@@ -1,0 +1,55 @@
+"""Where a number was measured: GPU, driver, CUDA, torch, project commit, host and time, recorded in every row."""
+
+import datetime
+import os
+import platform
+import socket
+import subprocess
+
+import torch
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=_REPO)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_commit() -> str:
+    """The project's commit, with '+dirty' when the working tree has uncommitted changes to tracked files."""
+    commit = _run(["git", "rev-parse", "--short=12", "HEAD"])
+    if commit and _run(["git", "status", "--porcelain", "--untracked-files=no"]):
+        commit += "+dirty"
+    return commit
+
+
+def collect_environment(device: str, query_gpu: bool = True) -> dict:
+    """`query_gpu=False` keeps a parent process from creating a CUDA context its children would have to share."""
+    env = {
+        "device": device,
+        "gpu_name": "",
+        "driver_version": "",
+        "cuda_version": torch.version.cuda or "",
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "git_commit": git_commit(),
+        "hostname": socket.gethostname(),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device == "cuda" and query_gpu:
+        index = torch.cuda.current_device()
+        env["gpu_name"] = torch.cuda.get_device_name(index)
+        env["gpu_memory_bytes"] = torch.cuda.get_device_properties(index).total_memory
+        env["driver_version"] = _run(["nvidia-smi", f"--id={index}", "--query-gpu=driver_version", "--format=csv,noheader"])
+    try:
+        import triton
+
+        env["triton_version"] = triton.__version__
+    except ImportError:
+        env["triton_version"] = ""
+    return env

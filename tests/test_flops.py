@@ -1,0 +1,77 @@
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from src.model import ModelConfig, TransformerLM
+from src.model.flops import estimate_memory, forward_flops, saved_activation_bytes, step_flops
+
+SHAPES = [  # (config, batch, seq): a preset-like one, odd sizes, a long sequence where attention dominates
+    (ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4), 2, 16),
+    (ModelConfig(d_model=96, d_ff=200, num_layers=3, num_heads=6, vocab_size=500, context_length=64), 3, 50),
+    (ModelConfig(d_model=32, d_ff=64, num_layers=1, num_heads=2, vocab_size=101, context_length=512), 1, 512),
+]
+
+
+def counted_flops(config, batch, seq, backward):
+    model = TransformerLM(config)
+    tokens = torch.randint(0, config.vocab_size, (batch, seq))
+    with FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+        if backward:
+            loss.backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("config,batch,seq", SHAPES)
+def test_forward_flops_agree_with_flop_counter(config, batch, seq):
+    assert forward_flops(config, batch, seq) == pytest.approx(counted_flops(config, batch, seq, False), rel=0.01)
+
+
+@pytest.mark.parametrize("config,batch,seq", SHAPES)
+def test_train_step_flops_agree_with_flop_counter(config, batch, seq):
+    counted = counted_flops(config, batch, seq, True)
+    assert step_flops(config, batch, seq, "train") == pytest.approx(counted, rel=0.01)
+    assert step_flops(config, batch, seq, "forward_backward") == step_flops(config, batch, seq, "train")
+
+
+def measured_saved_bytes(config, batch, seq, precision):
+    """Bytes of the distinct tensors autograd saves for backward (parameters excluded), plus the kept logits."""
+    model = TransformerLM(config)
+    tokens = torch.randint(0, config.vocab_size, (batch, seq))
+    owned = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in owned:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        logits = model(tokens)
+        F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+    saved[logits.untyped_storage().data_ptr()] = logits.untyped_storage().nbytes()
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("config,batch,seq", SHAPES[:2] + [(ModelConfig(768, 3072, 2, 12), 2, 128)])
+def test_activation_estimate_matches_what_autograd_saves(config, batch, seq, precision):
+    measured = measured_saved_bytes(config, batch, seq, precision)
+    # Within 10%: the estimate ignores small tensors (RMSNorm's 1/rms, masks, token ids).
+    assert saved_activation_bytes(config, batch, seq, precision) == pytest.approx(measured, rel=0.10)
+
+
+def test_memory_estimate_parts_follow_the_mode():
+    config = ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4)
+    forward = estimate_memory(config, 2, 16, "forward", "fp32")
+    backward = estimate_memory(config, 2, 16, "forward_backward", "fp32")
+    train = estimate_memory(config, 2, 16, "train", "fp32")
+    assert forward.gradients == forward.optimizer_state == 0
+    assert backward.gradients == backward.parameters and backward.optimizer_state == 0
+    assert train.optimizer_state == 2 * train.parameters
+    assert train.total == train.parameters * 4 + train.activations
