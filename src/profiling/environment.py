@@ -20,8 +20,13 @@ def _run(cmd: list[str]) -> str:
 
 
 def git_commit() -> str:
-    """The project's commit, with '+dirty' when the working tree has uncommitted changes to tracked files."""
+    """The project's commit, with '+dirty' when the working tree has uncommitted changes to tracked files.
+
+    A copy of the tree without .git (a cluster job's staging directory) can name its commit in LMBENCH_COMMIT.
+    """
     commit = _run(["git", "rev-parse", "--short=12", "HEAD"])
+    if not commit:
+        return os.environ.get("LMBENCH_COMMIT", "")
     if commit and _run(["git", "status", "--porcelain", "--untracked-files=no"]):
         commit += "+dirty"
     return commit
