@@ -2,7 +2,7 @@
 
 A record is a dict: scalar summary fields, `config` (every option), `env` (where it ran) and per-step time lists.
 JSON lines keep it as it is. CSV flattens it: config fields become columns, env fields `env_<name>`, lists JSON text.
-Appends are safe against each other (an exclusive flock on a sidecar `<file>.lock`) and against a reader: a
+Appends are safe against each other (an exclusive flock on a hidden sidecar `.<file>.lock`) and against a reader: a
 record is one write() of one line. A CSV written by another version with other columns is rewritten with the
 union of both headers (old values kept in place) through a temporary file and an atomic rename.
 """
@@ -61,7 +61,8 @@ def flatten(record: dict) -> dict:
 def _locked(path: str):
     import fcntl  # POSIX only; imported here so reading results works anywhere
 
-    with open(path + ".lock", "a") as lock:
+    folder, name = os.path.split(os.path.abspath(path))
+    with open(os.path.join(folder, f".{name}.lock"), "a") as lock:  # hidden sidecar: survives the CSV rename
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -211,7 +211,7 @@ def derive_figures(spec: RunSpec, record: dict) -> None:
         flops_per_step=flops,
         tokens_per_second=spec.batch_size * spec.context_length / median if median else None,
         tflops=tflops,
-        peak_tflops=peak.tflops,
+        device_peak_tflops=peak.tflops,
         peak_note=peak.note,
         mfu=tflops / peak.tflops if tflops and peak.tflops else None,
         sol_time=sol_time,
