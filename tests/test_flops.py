@@ -58,9 +58,11 @@ def measured_saved_bytes(config, batch, seq, precision):
     return sum(saved.values())
 
 
+@pytest.mark.parametrize("attention", ["naive", "sdpa"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("config,batch,seq", SHAPES[:2] + [(ModelConfig(768, 3072, 2, 12), 2, 128)])
-def test_activation_estimate_matches_what_autograd_saves(config, batch, seq, precision):
+def test_activation_estimate_matches_what_autograd_saves(config, batch, seq, precision, attention):
+    config = config.with_(attention=attention)
     measured = measured_saved_bytes(config, batch, seq, precision)
     # Within 10%: the estimate ignores small tensors (RMSNorm's 1/rms, masks, token ids).
     assert saved_activation_bytes(config, batch, seq, precision) == pytest.approx(measured, rel=0.10)

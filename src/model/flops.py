@@ -51,17 +51,23 @@ def saved_activation_bytes(config: ModelConfig, batch_size: int, seq_len: int, p
     final norm, the logits and log_softmax's output (B*T*vocab each).
     Under bf16/fp16 autocast, matmul outputs are 2 bytes but norms, softmax and log_softmax run in fp32, and each
     matmul input is kept as a low-precision copy, weights included (one copy of every linear weight per step).
+    Fused attention (sdpa, flash) keeps no T x T matrix: its output and a per-row logsumexp (B*nh*T fp32) instead.
     """
     B, T, d, d_ff, V = batch_size, seq_len, config.d_model, config.d_ff, config.vocab_size
-    btd, scores = B * T * d, B * config.num_heads * T * T
+    btd = B * T * d
+    low = 4 if precision == "fp32" else 2  # bytes of a matmul output
+    if config.attention == "naive":
+        probabilities = B * config.num_heads * T * T * (4 if precision == "fp32" else 4 + 2)  # + low-precision copy
+    else:
+        probabilities = low * btd + 4 * B * config.num_heads * T
     if precision == "fp32":
         norm = 3 * 4 * btd
-        per_layer = 2 * norm + 4 * 4 * btd + 4 * scores + 4 * 4 * B * T * d_ff
+        per_layer = 2 * norm + 4 * 4 * btd + probabilities + 4 * 4 * B * T * d_ff
         head = norm + 2 * 4 * B * T * V
         weight_copies = 0
     else:
         norm = (4 + 4 + 2) * btd  # fp32 input and normalised x, and the low-precision copy the next matmul keeps
-        per_layer = 2 * norm + 4 * 2 * btd + (4 + 2) * scores + 4 * 2 * B * T * d_ff
+        per_layer = 2 * norm + 4 * 2 * btd + probabilities + 4 * 2 * B * T * d_ff
         head = norm + (2 + 4) * B * T * V  # bf16 logits and fp32 log-probabilities
         weight_copies = 2 * (config.num_layers * (4 * d * d + 3 * d * d_ff) + d * V)
     return config.num_layers * per_layer + head + weight_copies
@@ -77,7 +83,7 @@ def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: st
     if mode == "forward":
         B, T = batch_size, seq_len
         logits = B * T * config.vocab_size * (4 + (4 if precision == "fp32" else 2))
-        attention = 2 * B * config.num_heads * T * T * 4
+        attention = 2 * B * config.num_heads * T * T * 4 if config.attention == "naive" else 0
         return MemoryEstimate(params, 0, 0, max(logits, attention))
     activations = saved_activation_bytes(config, batch_size, seq_len, precision)
     optimizer = 2 * params if mode == "train" else 0

@@ -58,3 +58,46 @@ def progress_line(index: int, total: int, record: dict, width: int = 20) -> str:
         times += f" optimizer {row['mean_time_optimizer']:.4g}s"
     return f"[{bar}] {index + 1}/{total} {record['config'].get('size')} ctx={row['context_length']} " \
            f"{row['mode']} {row['precision']} warmup={row['warmup_steps']}: {times} {record['status']}"
+
+
+def environment_lines(records: list[dict]) -> list[str]:
+    """One line per distinct environment in the records: what a committed table must carry."""
+    seen = []
+    for record in records:
+        env = record.get("env") or {}
+        line = (f"GPU {env.get('gpu_name') or 'none (' + str(env.get('cpu')) + ')'}, driver {env.get('driver_version') or '-'}, "
+                f"CUDA {env.get('cuda_version') or '-'}, torch {env.get('torch_version')}, "
+                f"triton {env.get('triton_version') or '-'}, commit {env.get('git_commit') or '-'}, "
+                f"host {env.get('hostname')}, {str(env.get('timestamp', ''))[:10]}")
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+def main(argv=None) -> int:
+    """python -m src.profiling.table RESULTS: the benchmark's table for a results file, with its environment."""
+    import sys
+
+    from src.profiling.results import read_records
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m src.profiling.table RESULTS", file=sys.stderr)
+        return 2
+    try:
+        records, warnings = read_records(args[0])
+    except (OSError, ValueError) as error:
+        print(f"table: error: cannot read {args[0]}: {error}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"table: warning: {warning}", file=sys.stderr)
+    if not records:
+        print(f"table: error: {args[0]} has no rows", file=sys.stderr)
+        return 2
+    print("Environment: " + "; ".join(environment_lines(records)) + "\n")
+    print(format_table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
