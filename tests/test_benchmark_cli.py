@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import signal
 import subprocess
@@ -153,3 +154,26 @@ def test_ctrl_c_stops_cleanly_keeping_finished_rows(tmp_path):
     assert warnings == [] and 2 <= len(records) < 49
     assert all(r["status"] == "ok" for r in records)
     assert out.count("| ok") == len(records)  # the table of what finished is still printed
+
+
+def test_compile_and_fast_recipe_run_on_tiny_and_report_compile_time(tmp_path, capsys):
+    output = tmp_path / "r.jsonl"
+    assert run_cli(TINY + ["--mode", "train", "--compile", "--attention", "naive", "sdpa", "--output", str(output)],
+                   capsys)[0] == 0
+    assert run_cli(TINY + ["--mode", "train", "--recipe", "fast", "--output", str(output)], capsys)[0] == 0
+    records, _ = read_records(str(output))
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert all(r["compile_time_s"] > 0 and r["recompilations"] == 0 for r in records)
+    fast = records[2]["config"]
+    assert (fast["recipe"], fast["precision"], fast["attention"]) == ("fast", "bf16", "sdpa")
+
+
+def test_fast_recipe_refuses_another_precision(capsys):
+    code, _, err = run_cli(TINY + ["--recipe", "fast", "--precision", "fp32"], capsys)
+    assert code == 2 and "bf16" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="checks the message without transformers")
+def test_hf_backend_without_transformers_is_a_usage_error(capsys):
+    code, _, err = run_cli(TINY + ["--backend", "hf_llama"], capsys)
+    assert code == 2 and "transformers" in err

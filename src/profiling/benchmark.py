@@ -10,6 +10,7 @@ appended to --output (CSV, or JSON lines for .jsonl) as each configuration finis
 """
 
 import argparse
+import importlib.util
 import itertools
 import os
 import sys
@@ -19,12 +20,13 @@ import torch
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
 from src.profiling.results import append_record, check_writable
-from src.profiling.spec import MODES, PRECISIONS, RunSpec
+from src.profiling.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
 from src.profiling.sweep import run_sweep
 from src.profiling.table import format_table, progress_line
 from src.profiling.timing import TIMERS
 
 CPU_SIZES = ("tiny", "small")
+FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
 CPU_BENCHMARK_STEPS = 5
 EXIT_USAGE = 2
 
@@ -85,12 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"measured steps (default 10; {CPU_BENCHMARK_STEPS} on CPU)")
     run.add_argument("--mode", nargs="+", choices=MODES, default=["forward_backward"],
                      help="train adds AdamW's step, timed as a third phase")
-    run.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], help="bf16/fp16 via torch.autocast")
+    run.add_argument("--precision", nargs="+", choices=PRECISIONS, help="bf16/fp16 via torch.autocast (default fp32)")
     run.add_argument("--mixed_precision", dest="precision", action="store_const", const=["bf16"],
                      help="the original's flag: same as --precision bf16")
-    run.add_argument("--attention", nargs="+", choices=ATTENTION_IMPLEMENTATIONS, default=["naive"],
-                     help="naive is the original model's softmax(QK^T)V")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model; compile time is its own column")
+    run.add_argument("--attention", nargs="+", choices=ATTENTION_IMPLEMENTATIONS,
+                     help="naive (default) is the original model's softmax(QK^T)V")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the model with its loss; compile time is its own column")
+    run.add_argument("--recipe", choices=RECIPES,
+                     help="fast: bf16, fused attention, compile, fused AdamW, CUDA graphs when launch-bound")
+    run.add_argument("--backend", choices=BACKENDS, default="ours",
+                     help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers)")
     run.add_argument("--seed", type=int, default=0)
     how = p.add_argument_group("measurement")
     how.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
@@ -142,15 +149,26 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                                                  num_layers=args.num_layers, num_heads=args.num_heads)))
         except ValueError as error:
             raise UsageError(str(error)) from None
+    precisions, attentions = args.precision or ["fp32"], args.attention or ["naive"]
+    if args.recipe == "fast":
+        if args.precision and args.precision != ["bf16"]:
+            raise UsageError("--recipe fast trains in bf16 autocast with fp32 master weights; drop --precision")
+        precisions, attentions = ["bf16"], args.attention or [FAST_ATTENTION]
+    if args.backend == "hf_llama":
+        if importlib.util.find_spec("transformers") is None:
+            raise UsageError("--backend hf_llama needs the transformers package (pip install transformers)")
+        if args.attention and args.attention != ["sdpa"]:
+            raise UsageError("--backend hf_llama always uses SDPA attention; drop --attention")
+        attentions = ["sdpa"]
     timer = args.timer or ("events" if device == "cuda" else "sync")
     if timer == "events" and device != "cuda":
         raise UsageError("--timer events needs a CUDA device; use --timer sync")
-    for precision in args.precision:
+    for precision in precisions:
         if precision == "fp16" and device != "cuda":
             raise UsageError("--precision fp16 needs a CUDA device (bf16 autocast works on CPU)")
         if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
             raise UsageError(f"--precision bf16: {torch.cuda.get_device_name()} does not support bfloat16")
-    for attention in args.attention:
+    for attention in attentions:
         if attention == "flash" and device != "cuda":
             raise UsageError("--attention flash is the Triton kernel and needs CUDA; use flash_pytorch on CPU")
     if args.output:
@@ -170,13 +188,13 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
     for warmup, steps, mode, precision, attention, batch, context, (name, model) in itertools.product(
-            args.warmup_steps, benchmark_steps, args.mode, args.precision, args.attention,
+            args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
             args.batch_size, args.context_length, models):
         specs.append(RunSpec(
             size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
             num_layers=model.num_layers, vocab_size=args.vocab_size, context_length=context, batch_size=batch,
             warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
-            compile=args.compile, timer=timer, device=device, seed=args.seed, isolate=isolate,
+            compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device, seed=args.seed, isolate=isolate,
             nvtx=args.nvtx == "on" and device == "cuda", peak_tflops=args.peak_tflops,
             profile_steps=args.profile_steps or 0, trace=args.trace or "", memory_snapshot=args.memory_snapshot or "",
         ))

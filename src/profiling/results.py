@@ -18,7 +18,7 @@ LIST_FIELDS = ("time_forward", "time_backward", "time_optimizer", "warmup_time_s
 # The options that identify a configuration; CSV keeps them as plain columns, records keep them under `config`.
 CONFIG_FIELDS = (
     "size", "d_model", "d_ff", "num_heads", "num_layers", "vocab_size", "context_length", "batch_size",
-    "warmup_steps", "benchmark_steps", "mode", "precision", "attention", "compile", "recipe", "timer",
+    "warmup_steps", "benchmark_steps", "mode", "precision", "attention", "compile", "recipe", "backend", "timer",
     "device", "seed", "isolate", "nvtx", "peak_tflops", "trace", "memory_snapshot", "profile_steps",
 )
 

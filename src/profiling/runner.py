@@ -12,19 +12,18 @@ import sys
 import timeit
 
 import torch
-import torch.nn.functional as F
 
 from src import nvtx
-from src.model import TransformerLM, count_parameters
+from src.model import count_parameters
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
 from src.profiling.hardware import device_peak
 from src.profiling.spec import RunSpec
-from src.profiling.timing import make_timer, phase, summarize
+from src.profiling.timing import make_timer, summarize
+from src.profiling.training import TrainStep, build_model
 
 PHASES = ("forward", "backward", "optimizer")
 SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
 FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|crash|nan:KEY=VALUE" makes matching configurations fail
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _inject_fault(spec: RunSpec, model) -> None:
@@ -44,37 +43,7 @@ def _inject_fault(spec: RunSpec, model) -> None:
         os.abort()
     if kind == "nan":
         with torch.no_grad():
-            model.lm_head.weight.fill_(float("nan"))
-
-
-class TrainStep:
-    """One step of `spec.mode`, each phase timed and annotated: forward (with loss), backward, optimizer."""
-
-    def __init__(self, spec: RunSpec, model, optimizer, scaler):
-        self.spec, self.model, self.optimizer, self.scaler = spec, model, optimizer, scaler
-        dtype = AUTOCAST_DTYPES.get(spec.precision)
-        self.autocast = (lambda: torch.autocast(spec.device, dtype=dtype)) if dtype else contextlib.nullcontext
-        self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
-
-    def __call__(self, inputs, targets, timer):
-        spec = self.spec
-        with nvtx.range("forward"), phase(timer, "forward"), self.grad_mode(), self.autocast():
-            logits = self.model(inputs)  # (B, T, vocab)
-            with nvtx.range("loss"):
-                loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        if spec.mode == "forward":
-            return loss
-        with nvtx.range("backward"), phase(timer, "backward"):
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if spec.mode == "train":
-            with nvtx.range("optimizer"), phase(timer, "optimizer"):
-                if self.scaler:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-        self.model.zero_grad(set_to_none=True)
-        return loss.detach()
+            next(model.parameters()).fill_(float("nan"))
 
 
 def _run_steps(step, batches, first: int, count: int, timer, label: str, on_step=None) -> list:
@@ -99,21 +68,17 @@ def _graph_count() -> int:
 
 def _measure(spec: RunSpec, record: dict, instruments) -> None:
     torch.manual_seed(spec.seed)
-    with torch.device(spec.device):
-        model = TransformerLM(spec.model_config())
+    model = build_model(spec)
     _inject_fault(spec, model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if spec.mode == "train" else None
-    scaler = torch.amp.GradScaler(spec.device) if spec.precision == "fp16" and spec.mode != "forward" else None
-    steps = spec.warmup_steps + spec.benchmark_steps + (1 if spec.compile else 0)
+    compiled = spec.compile or spec.recipe == "fast"
+    steps = spec.warmup_steps + spec.benchmark_steps + (1 if compiled else 0)
     B, T = spec.batch_size, spec.context_length
     tokens = torch.randint(0, spec.vocab_size, (steps, B, T + 1), device=spec.device)
     batches = (tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous())  # (steps, B, T) inputs, targets
-    if spec.compile:
-        model = torch.compile(model)
-    step = TrainStep(spec, model, optimizer, scaler)
+    step = TrainStep(spec, model)
     first = 0
     losses = []
-    if spec.compile:
+    if compiled:
         start = timeit.default_timer()
         with nvtx.range("compile"):
             losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile")
@@ -144,7 +109,7 @@ def _measure(spec: RunSpec, record: dict, instruments) -> None:
     step_times = timer.results()
     for name in PHASES:
         record[f"time_{name}"] = [s[name] for s in step_times if name in s]
-    if spec.compile:
+    if compiled:
         recompiles = _graph_count() - graphs_before_warmup
         record["recompilations"] = recompiles
         if recompiles:
@@ -229,7 +194,7 @@ def run_spec_with_environment(spec: RunSpec) -> dict:
     from src.profiling.environment import collect_environment
     from src.profiling.instruments import build_instruments
 
-    nvtx.configure(harness=spec.nvtx, model=spec.nvtx and not spec.compile)
+    nvtx.configure(harness=spec.nvtx, model=spec.nvtx and not (spec.compile or spec.recipe))
     instruments = build_instruments(spec)
     record = run_spec(spec, instruments)
     for instrument in instruments:

@@ -6,6 +6,8 @@ from src.model.config import ModelConfig
 
 MODES = ("forward", "forward_backward", "train")
 PRECISIONS = ("fp32", "bf16", "fp16")
+RECIPES = ("fast",)
+BACKENDS = ("ours", "hf_llama")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,8 @@ class RunSpec:
     precision: str = "fp32"
     attention: str = "naive"
     compile: bool = False
-    recipe: str = ""
+    recipe: str = ""  # "" or "fast" (see training.py)
+    backend: str = "ours"  # or "hf_llama": transformers' Llama of the same shape, for comparison
     timer: str = "sync"
     device: str = "cpu"
     seed: int = 0
@@ -50,5 +53,6 @@ class RunSpec:
     @property
     def label(self) -> str:
         return (f"{self.size} ctx={self.context_length} bs={self.batch_size} {self.mode} {self.precision} "
-                f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''} "
+                f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
+                f"{'' if self.backend == 'ours' else ' ' + self.backend} "
                 f"warmup={self.warmup_steps}")

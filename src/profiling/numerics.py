@@ -1,0 +1,116 @@
+"""Does a faster recipe still train the same? Train the same model from the same weights on the same tokens with
+the plain bf16 autocast step and with the fast recipe, and compare the loss at every step.
+
+    python -m src.profiling.numerics --size small --steps 100 --out docs/results/numerics
+
+The tokens come from a fixed random Markov chain over ACTIVE_TOKENS of the vocabulary in which every token has
+SUCCESSORS equally likely next tokens: a model can learn it within 100 steps (uniform random tokens would keep the
+loss at ln(vocab)), and its entropy floor ln(SUCCESSORS) keeps the loss away from zero, where relative differences
+between two runs would mean nothing.
+"""
+
+import argparse
+import csv
+import math
+import os
+import sys
+
+import torch
+
+from src.model.config import PRESETS
+from src.profiling.spec import RunSpec
+from src.profiling.training import TrainStep, build_model
+
+SUCCESSORS = 4
+ACTIVE_TOKENS = 1024
+LEARNING_RATE = 1e-3
+TOLERANCE = 0.02  # fast-recipe loss within 2% of the plain bf16 step's, at every step
+
+
+def markov_tokens(vocab: int, steps: int, batch: int, seq: int, seed: int) -> torch.Tensor:
+    """(steps, batch, seq + 1) int64 tokens from a fixed chain: token t is followed by one of SUCCESSORS tokens."""
+    g = torch.Generator().manual_seed(seed)
+    active = torch.randperm(vocab, generator=g)[:ACTIVE_TOKENS]  # which token ids the chain uses
+    successors = active[torch.randint(0, len(active), (vocab, SUCCESSORS), generator=g)]  # (vocab, SUCCESSORS)
+    tokens = torch.empty(steps * batch, seq + 1, dtype=torch.long)
+    tokens[:, 0] = active[torch.randint(0, len(active), (steps * batch,), generator=g)]
+    choices = torch.randint(0, SUCCESSORS, (steps * batch, seq), generator=g)
+    for t in range(seq):
+        tokens[:, t + 1] = successors[tokens[:, t], choices[:, t]]
+    return tokens.view(steps, batch, seq + 1)
+
+
+def train_losses(spec: RunSpec, tokens: torch.Tensor) -> list[float]:
+    torch.manual_seed(spec.seed)  # the same initial weights for every recipe
+    model = build_model(spec)
+    step = TrainStep(spec, model, lr=LEARNING_RATE)
+    tokens = tokens.to(spec.device)
+    losses = [step(tokens[i, :, :-1], tokens[i, :, 1:], None) for i in range(tokens.shape[0])]
+    return [float(loss) for loss in losses]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.profiling.numerics", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=list(PRESETS), default="small")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--context_length", type=int, default=1024)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="numerics", help="directory for losses.csv and losses.png")
+    args = parser.parse_args(argv)
+    if min(args.steps, args.batch_size, args.context_length) < 1:
+        parser.error("--steps, --batch_size and --context_length must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    os.makedirs(args.out, exist_ok=True)
+    preset = PRESETS[args.size]
+    base = dict(size=args.size, d_model=preset.d_model, d_ff=preset.d_ff, num_heads=preset.num_heads,
+                num_layers=preset.num_layers, context_length=args.context_length, batch_size=args.batch_size,
+                mode="train", precision="bf16", attention="sdpa", device=args.device)
+    tokens = markov_tokens(preset.vocab_size, args.steps, args.batch_size, args.context_length, seed=1234)
+    plain = train_losses(RunSpec(**base), tokens)
+    fast = train_losses(RunSpec(**base, recipe="fast"), tokens)
+    deviation = [abs(f - p) / p for p, f in zip(plain, fast)]
+    with open(os.path.join(args.out, "losses.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss_plain_bf16", "loss_fast_recipe", "relative_difference"])
+        writer.writerows([i, f"{p:.6f}", f"{q:.6f}", f"{d:.6f}"] for i, (p, q, d) in enumerate(zip(plain, fast, deviation)))
+    _plot(plain, fast, args, os.path.join(args.out, "losses.png"))
+    fell = plain[-1] <= plain[0] / 2
+    print(f"| step | plain bf16 | fast recipe | relative difference |\n|---:|---:|---:|---:|")
+    for i in sorted({*range(0, args.steps, 10), args.steps - 1}):
+        print(f"| {i} | {plain[i]:.4f} | {fast[i]:.4f} | {deviation[i]:.2%} |")
+    worst = max(range(len(deviation)), key=deviation.__getitem__)
+    print(f"\nloss fell from {plain[0]:.3f} to {plain[-1]:.3f} (floor ln {SUCCESSORS} = {math.log(SUCCESSORS):.3f}): "
+          f"{'at least' if fell else 'NOT'} by half")
+    print(f"largest relative difference {deviation[worst]:.2%} at step {worst}: "
+          f"{'within' if deviation[worst] <= TOLERANCE else 'OUTSIDE'} {TOLERANCE:.0%}")
+    return 0 if fell and deviation[worst] <= TOLERANCE else 1
+
+
+def _plot(plain, fast, args, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=[2, 1])
+    top.plot(plain, label="plain bf16 autocast (eager, SDPA, foreach AdamW)")
+    top.plot(fast, "--", label="fast recipe (compiled, fused AdamW)")
+    top.axhline(math.log(SUCCESSORS), color="gray", lw=0.8, ls=":", label=f"entropy floor ln {SUCCESSORS}")
+    top.set_ylabel("training loss (nats)")
+    top.set_title(f"{args.size} preset, batch {args.batch_size} x {args.context_length} tokens, {device}")
+    top.legend()
+    bottom.plot([100 * abs(f - p) / p for p, f in zip(plain, fast)])
+    bottom.axhline(100 * TOLERANCE, color="red", lw=0.8, ls="--", label="2% tolerance")
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("|fast - plain| / plain (%)")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
