@@ -2,7 +2,7 @@
 
 Each instrument is a context manager entered just before the first measured step, with `step()` called after
 every measured step and `report(record)` called once the record's figures are known. None are built unless the
-user asks for one, so an ordinary benchmark pays nothing for them.
+user asks for one, and their modules are imported only then, so an ordinary benchmark pays nothing for them.
 """
 
 from src.profiling.spec import RunSpec
@@ -10,4 +10,12 @@ from src.profiling.spec import RunSpec
 
 def build_instruments(spec: RunSpec) -> list:
     instruments = []
+    if spec.trace:
+        from src.profiling.torch_trace import TorchTrace
+
+        instruments.append(TorchTrace(spec))
+    if spec.memory_snapshot and spec.device == "cuda":  # the CLI refuses it elsewhere; the allocator is CUDA's
+        from src.profiling.memory import MemorySnapshot
+
+        instruments.append(MemorySnapshot(spec))
     return instruments
