@@ -210,7 +210,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
         bad.mkdir()
     elif case == "not_results":
         bad.write_text("a,b\n1,2\n")
-    args = {"three_files": [good, good, good], "bad_option": [good, "--min-effect", "2"]}.get(case, [str(bad)])
+    args = {"three_files": [good, good, good], "bad_option": [good, "--min_effect", "2"]}.get(case, [str(bad)])
     out = tmp_path / "out"
     assert main(args + ["--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -26,4 +26,28 @@ def get_attention(name: str):
     raise ValueError(f"unknown attention implementation {name!r}")
 
 
-__all__ = ["attention_reference", "naive_attention", "get_attention"]
+def flash_attention(q, k, v, is_causal=False):
+    """FlashAttention-2 on (B, [nh,] T, d) tensors: the Triton kernels on CUDA, the tiled PyTorch version elsewhere."""
+    if q.is_cuda:
+        from src.kernels.flash_triton import FlashAttentionTriton
+
+        return FlashAttentionTriton.apply(q, k, v, is_causal)
+    from src.kernels.flash_pytorch import FlashAttentionPytorch
+
+    return FlashAttentionPytorch.apply(q, k, v, is_causal)
+
+
+_LAZY = {"FlashAttentionPytorch": "src.kernels.flash_pytorch", "FlashAttentionTriton": "src.kernels.flash_triton"}
+
+
+def __getattr__(name):
+    """The FlashAttention classes, imported on first use: Triton is loaded only by whoever needs it."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["attention_reference", "naive_attention", "get_attention", "flash_attention",
+           "FlashAttentionPytorch", "FlashAttentionTriton"]

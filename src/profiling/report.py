@@ -3,7 +3,7 @@
     python -m src.profiling.report RESULTS [--out DIR]
         one sweep: a table per configuration, failed rows, warm-up check, and four plots
         (phase_times.png, throughput.png, memory.png, warmup.png)
-    python -m src.profiling.report A B [--out DIR] [--min-effect 0.02] [--ignore FIELD ...]
+    python -m src.profiling.report A B [--out DIR] [--min_effect 0.02] [--ignore FIELD ...]
         B against A: per common configuration the ratio of median step times B/A with a 95% bootstrap CI
         and a verdict (see compare.py), what differs in the environment, and ratios.png
 
@@ -246,7 +246,7 @@ def parse_args(argv):
     parser = OneLineParser(prog="python -m src.profiling.report", description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="+", metavar="RESULTS", help="a results file, or two to compare (A B)")
     parser.add_argument("--out", help="directory for report.md and the plots (default: next to RESULTS)")
-    parser.add_argument("--min-effect", type=float, default=compare.MIN_EFFECT,
+    parser.add_argument("--min_effect", type=float, default=compare.MIN_EFFECT,
                         help="smallest |B/A - 1| reported as a difference (default %(default)s)")
     parser.add_argument("--ignore", action="append", default=[], choices=CONFIG_FIELDS, metavar="FIELD",
                         help="also match A and B across this config field, e.g. precision (repeatable)")
@@ -254,7 +254,7 @@ def parse_args(argv):
     if len(args.results) > 2:
         raise InputError("give one results file, or two to compare")
     if not 0 <= args.min_effect < 1:
-        raise InputError(f"--min-effect must be in [0, 1), got {args.min_effect}")
+        raise InputError(f"--min_effect must be in [0, 1), got {args.min_effect}")
     return args
 
 
