@@ -23,7 +23,8 @@ from src.profiling.training import TrainStep, build_model
 
 SUCCESSORS = 4
 ACTIVE_TOKENS = 1024
-LEARNING_RATE = 1e-3
+LEARNING_RATE = 3e-4
+WARMUP_STEPS = 10  # linear learning-rate warm-up: Adam's first, sign-like steps otherwise make the loss chaotic
 TOLERANCE = 0.02  # fast-recipe loss within 2% of the plain bf16 step's, at every step
 
 
@@ -51,12 +52,17 @@ VARIANTS = {
 }
 
 
-def train_losses(spec: RunSpec, tokens: torch.Tensor, **step_options) -> list[float]:
+def train_losses(spec: RunSpec, tokens: torch.Tensor, lr: float = LEARNING_RATE, warmup: int = WARMUP_STEPS,
+                 **step_options) -> list[float]:
     torch.manual_seed(spec.seed)  # the same initial weights for every recipe
     model = build_model(spec)
-    step = TrainStep(spec, model, lr=LEARNING_RATE, **step_options)
+    step = TrainStep(spec, model, lr=lr, **step_options)
+    schedule = torch.optim.lr_scheduler.LambdaLR(step.optimizer, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
     tokens = tokens.to(spec.device)
-    losses = [step(tokens[i, :, :-1], tokens[i, :, 1:], None) for i in range(tokens.shape[0])]
+    losses = []
+    for i in range(tokens.shape[0]):
+        losses.append(step(tokens[i, :, :-1], tokens[i, :, 1:], None))
+        schedule.step()
     return [float(loss) for loss in losses]
 
 
@@ -68,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--context_length", type=int, default=1024)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["plain", "plain_repeat", "fast"],
                         help="the first is the reference the others are compared with")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE)
+    parser.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="steps of linear learning-rate warm-up")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="numerics", help="directory for losses.csv and losses.png")
     args = parser.parse_args(argv)
@@ -84,7 +92,7 @@ def main(argv=None) -> int:
     losses = {}
     for name in args.variants:
         spec_changes, step_options = VARIANTS[name]
-        losses[name] = train_losses(RunSpec(**base, **spec_changes), tokens, **step_options)
+        losses[name] = train_losses(RunSpec(**base, **spec_changes), tokens, args.lr, args.warmup, **step_options)
     reference, others = args.variants[0], args.variants[1:]
     deviation = {n: [abs(x - r) / r for r, x in zip(losses[reference], losses[n])] for n in others}
     with open(os.path.join(args.out, "losses.csv"), "w", newline="") as f:
@@ -122,7 +130,8 @@ def _plot(losses, deviation, reference, args, path):
         top.plot(values, "-" if name == reference else "--", label=name)
     top.axhline(math.log(SUCCESSORS), color="gray", lw=0.8, ls=":", label=f"entropy floor ln {SUCCESSORS}")
     top.set_ylabel("training loss (nats)")
-    top.set_title(f"{args.size} preset, bf16 autocast, batch {args.batch_size} x {args.context_length} tokens, {device}")
+    top.set_title(f"{args.size}, bf16 autocast, batch {args.batch_size} x {args.context_length}, AdamW lr {args.lr:g} "
+                  f"(warm-up {args.warmup}), {device}", fontsize=10)
     top.legend()
     for name, values in deviation.items():
         bottom.plot([100 * v for v in values], label=f"{name} vs {reference}")
