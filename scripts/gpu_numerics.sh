@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The numerics check behind docs/results/numerics_*: 100 train steps of the small preset on a learnable token
-# stream: the plain bf16 step against itself (run-to-run noise) and against the fast recipe, at the default
-# learning rate with warm-up (OUT_DIR/default) and at lr 1e-3 without warm-up, where training is chaotic (OUT_DIR/lr1e-3).
+# stream: the plain bf16 step against itself (run-to-run noise), compiled alone, and the fast recipe, at the
+# default learning rate with warm-up (OUT_DIR/default); CHAOTIC=1 adds lr 1e-3 without warm-up (OUT_DIR/lr1e-3).
 #   bash scripts/gpu_numerics.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: scripts/gpu_numerics.sh OUT_DIR}
-mkdir -p "$out/default" "$out/lr1e-3"
+mkdir -p "$out/default"
 python3 -m src.profiling.numerics --size small --steps 100 --out "$out/default" \
-    --variants plain plain_repeat fused_adamw compiled fast | tee "$out/default/numerics.md" || true
-python3 -m src.profiling.numerics --size small --steps 100 --lr 1e-3 --warmup 0 --out "$out/lr1e-3" \
-    --variants plain plain_repeat fast | tee "$out/lr1e-3/numerics.md" || true
+    --variants plain plain_repeat compiled fast | tee "$out/default/numerics.md" || true
+if [ "${CHAOTIC:-0}" = 1 ]; then  # lr 1e-3 without warm-up: even the plain step differs from itself by 25-50%
+    mkdir -p "$out/lr1e-3"
+    python3 -m src.profiling.numerics --size small --steps 100 --lr 1e-3 --warmup 0 --out "$out/lr1e-3" \
+        --variants plain plain_repeat fast | tee "$out/lr1e-3/numerics.md" || true
+fi

@@ -68,10 +68,12 @@ class RotaryEmbedding(nn.Module):
         T = x.shape[-2]
         if T > self.cos.shape[0]:
             raise ValueError(f"sequence length {T} exceeds the model's context_length {self.cos.shape[0]}")
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)  # (T, hs/2); keep x's dtype under autocast
-        x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (B, nh, T, hs/2) each
+        cos, sin = self.cos[:T], self.sin[:T]  # (T, hs/2), fp32
+        # Rotate in fp32 and round once: with bf16 cos/sin and bf16 products (three roundings) the eager bf16 model
+        # trained measurably differently from the compiled one, which keeps the intermediates in fp32.
+        x_even, x_odd = x[..., 0::2].float(), x[..., 1::2].float()  # (B, nh, T, hs/2) each
         rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rotated.flatten(-2)  # (B, nh, T, hs), pairs back in place
+        return rotated.flatten(-2).to(x.dtype)  # (B, nh, T, hs), pairs back in place
 
 
 class CausalSelfAttention(nn.Module):
