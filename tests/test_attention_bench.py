@@ -1,0 +1,81 @@
+"""The attention benchmark CLI on CPU, at tiny sizes: rows, records, FLOP counts, OOM rows and usage errors."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from src.profiling import attention
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # tests/conftest.py sets it without a GPU
+FAST = ["--device", "cpu", "--warmup_ms", "1", "--rep_ms", "2"]
+
+
+def test_sweep_prints_a_table_and_appends_one_record_per_configuration(tmp_path, capsys):
+    output = tmp_path / "attention.jsonl"
+    impls = ["naive", "sdpa", "flash_pytorch"] + (["flash"] if INTERPRETED else [])
+    code = attention.main([*FAST, "--implementations", *impls, "--seq_lens", "16", "33", "--head_dims", "16",
+                           "--dtypes", "fp32", "--causal", "true", "false", "--batch_size", "2", "--num_heads", "3",
+                           "--output", str(output)])
+    assert code == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == len(impls) * 2 * 2
+    assert {r["status"] for r in records} == {"ok"}
+    first = records[0]
+    assert first["config"]["batch_size"] == 2 and first["config"]["num_heads"] == 3
+    assert first["env"]["device"] == "cpu"
+    for key in ("forward_ms", "backward_ms", "forward_backward_ms", "forward_backward_tflops"):
+        assert first[key] > 0
+    table = capsys.readouterr().out
+    assert table.count("\n| flash_pytorch | 33 | 16 | fp32 |") == 2
+    if INTERPRETED:
+        assert "flash / sdpa throughput" in table
+
+
+def test_csv_output(tmp_path):
+    output = tmp_path / "attention.csv"
+    assert attention.main([*FAST, "--implementations", "naive", "--seq_lens", "8", "--head_dims", "16",
+                           "--causal", "true", "--output", str(output)]) == 0
+    header, row = output.read_text().splitlines()
+    assert "implementation" in header and "env_torch_version" in header and "naive" in row
+
+
+def test_flops_count_causal_as_half():
+    c = dict(batch_size=2, num_heads=3, seq_len=128, head_dim=64, causal=False)
+    assert attention.forward_flops(c) == 4 * 2 * 3 * 128 * 128 * 64
+    assert attention.forward_flops(dict(c, causal=True)) == attention.forward_flops(c) / 2
+
+
+def test_out_of_memory_becomes_a_row(monkeypatch):
+    def fail(c, device):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(attention, "measure", fail)
+    result = attention.run_one(dict(implementation="naive", seq_len=8), "cpu")
+    assert result["status"] == "oom"
+
+
+def test_flash_pytorch_past_its_length_limit_is_skipped():
+    result = attention.run_one(dict(implementation="flash_pytorch", seq_len=512, max_pytorch_seq_len=256), "cpu")
+    assert result["status"] == "skipped"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seq_lens", "0"], "at least 1"),
+    (["--dtypes", "fp8"], "invalid choice"),
+    (["--implementations", "flash_pytorch", "--head_dims", "8"], "16 to 128"),
+    (["--causal", "maybe"], "true or false"),
+    (["--output", "/no/such/dir/out.csv"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert attention.main(["--device", "cpu", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and message in captured.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_standard_case_needs_cuda(capsys):
+    assert attention.main(["--standard_case"]) == 2
+    assert "CUDA" in capsys.readouterr().err

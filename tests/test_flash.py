@@ -1,0 +1,224 @@
+"""FlashAttention-2, tiled PyTorch and Triton, against the float64 reference: O, the saved logsumexp L, dQ, dK, dV.
+
+Without a GPU the Triton kernels run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET) on small
+shapes; bfloat16 is left to the GPU there, because Triton 3.9's interpreter multiplies bfloat16 bit patterns as
+integers in tl.dot. Larger shapes and the autotuned tiles (lengths past SHORT_SEQ) run only on CUDA.
+"""
+
+import os
+
+import pytest
+import torch
+
+from src.kernels import FlashAttentionPytorch, FlashAttentionTriton, flash_attention
+from src.kernels import flash_pytorch, flash_triton
+from src.kernels.reference import attention_reference
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+INTERPRETED = not CUDA and os.environ.get("TRITON_INTERPRET") == "1"
+cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+# (atol, rtol) per dtype against float64. L is a float32 sum of exact products of the rounded inputs, so it stays
+# near float32 accuracy in every dtype. O rounds P to the input dtype before P @ V, and the gradients round dS too.
+# A float64 emulation of those rounding points (T up to 4096, d 64 and 128, causal or not) used about a third at most
+# of each 16-bit bound; float32 errors measured 2e-6 at most.
+TOLERANCES = {
+    torch.float32: {"out": (1e-5, 1e-5), "lse": (1e-5, 1e-5), "grad": (5e-5, 1e-4)},
+    torch.float16: {"out": (2e-3, 2e-3), "lse": (1e-4, 1e-5), "grad": (5e-3, 5e-3)},
+    torch.bfloat16: {"out": (1e-2, 1e-2), "lse": (1e-4, 1e-5), "grad": (2e-2, 2e-2)},
+}
+triton_runs = pytest.mark.skipif(not (CUDA or INTERPRETED), reason="needs CUDA or TRITON_INTERPRET=1 (conftest.py)")
+IMPLEMENTATIONS = [pytest.param(FlashAttentionPytorch.apply, id="pytorch"),
+                   pytest.param(FlashAttentionTriton.apply, id="triton", marks=triton_runs)]
+
+
+@pytest.fixture(autouse=True)
+def _first_tile_shapes(monkeypatch):
+    """One tile shape per kernel instead of autotuning every length: a few compiles per test instead of dozens.
+    test_triton_every_tuned_tile_shape checks the other shapes; tests that want the autotuner turn it back on."""
+    monkeypatch.setattr(flash_triton, "AUTOTUNE", False)
+    monkeypatch.setattr(flash_triton, "_CHOSEN", {})
+
+
+def _skip_unsupported(fn, dtype):
+    if fn == FlashAttentionTriton.apply and INTERPRETED and dtype == torch.bfloat16:
+        pytest.skip("Triton 3.9's interpreter gets bfloat16 tl.dot wrong; bfloat16 is tested on CUDA")
+
+
+def _inputs(shape_q, shape_k, dtype, seed):
+    """Fresh random q (shape_q), k, v (shape_k) and the upstream gradient, drawn on the test device."""
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    q = torch.randn(shape_q, generator=g, device=DEVICE, dtype=dtype, requires_grad=True)
+    k = torch.randn(shape_k, generator=g, device=DEVICE, dtype=dtype, requires_grad=True)
+    v = torch.randn(shape_k, generator=g, device=DEVICE, dtype=dtype, requires_grad=True)
+    dout = torch.randn(shape_q, generator=g, device=DEVICE, dtype=dtype)
+    return q, k, v, dout
+
+
+def _saved_lse(out, q):
+    """L as the autograd Function saved it: the one saved tensor shaped like Q without its last dim."""
+    found = [t for t in out.grad_fn.saved_tensors if t.shape == q.shape[:-1]]
+    assert len(found) == 1, [tuple(t.shape) for t in out.grad_fn.saved_tensors]
+    return found[0]
+
+
+def _check(fn, q, k, v, dout, is_causal):
+    tol = TOLERANCES[q.dtype]
+    out = fn(q, k, v, is_causal)
+    lse = _saved_lse(out, q)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    assert lse.dtype == torch.float32
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref_out, ref_lse = attention_reference(q64, k64, v64, is_causal)
+    ref_grads = torch.autograd.grad(ref_out, (q64, k64, v64), dout.double())
+
+    def close(name, actual, expected, kind):
+        atol, rtol = tol[kind]
+        torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=rtol,
+                                   msg=lambda m: f"{name}: {m}")
+
+    close("O", out, ref_out, "out")
+    close("L", lse, ref_lse, "lse")
+    for name, grad, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        assert grad.shape == ref.shape and grad.dtype == q.dtype
+        close(name, grad, ref, "grad")
+
+
+# Odd lengths, one-row and one-key inputs, Tq != Tk both ways, and an exact multiple of every tile size.
+LENGTHS = [(1, 1), (17, 17), (100, 100), (17, 100), (100, 17), (1, 33), (128, 128)]
+HEAD_DIMS = [16, 32, 64, 80, 96, 128]
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("tq,tk", LENGTHS)
+def test_lengths(fn, tq, tk, is_causal):
+    q, k, v, dout = _inputs((2, 2, tq, 64), (2, 2, tk, 64), torch.float32, seed=tq * 1000 + tk)
+    _check(fn, q, k, v, dout, is_causal)
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_head_dims(fn, d, is_causal):
+    q, k, v, dout = _inputs((2, 1, 70, d), (2, 1, 45, d), torch.float32, seed=d)
+    _check(fn, q, k, v, dout, is_causal)
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_dtypes(fn, dtype, is_causal):
+    _skip_unsupported(fn, dtype)
+    q, k, v, dout = _inputs((1, 2, 90, 32), (1, 2, 90, 32), dtype, seed=3)
+    _check(fn, q, k, v, dout, is_causal)
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
+def test_three_dim_inputs_and_a_long_sequence(fn):
+    """(batch, seq, d) as the CS336 tests call it, at length 1000: many tiles, causal."""
+    q, k, v, dout = _inputs((1, 1000, 64), (1, 1000, 64), torch.float32, seed=1000)
+    _check(fn, q, k, v, dout, True)
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
+def test_strided_heads_and_a_broadcast_gradient(fn):
+    """Heads split off the model's (B, T, nh, hs) layout are strided views; o.sum()'s gradient has stride 0."""
+    g = torch.Generator(device=DEVICE).manual_seed(7)
+    qkv = torch.randn(2, 50, 3, 3, 32, generator=g, device=DEVICE)  # (B, T, q|k|v, nh, hs)
+    q, k, v = (qkv[:, :, i].transpose(1, 2).requires_grad_() for i in range(3))  # (B, nh, T, hs), not contiguous
+    dout = torch.ones(1, device=DEVICE).expand(q.shape)
+    _check(fn, q, k, v, dout, True)
+
+
+def test_pytorch_tile_sizes_do_not_change_the_result():
+    q, k, v, dout = _inputs((1, 1, 50, 16), (1, 1, 50, 16), torch.float32, seed=5)
+    expected = flash_pytorch.flash_forward(q, k, v, True, q_tile=64, k_tile=64)
+    for q_tile, k_tile in [(16, 16), (16, 48), (32, 8), (1, 7)]:
+        out, lse = flash_pytorch.flash_forward(q, k, v, True, q_tile=q_tile, k_tile=k_tile)
+        torch.testing.assert_close(out, expected[0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(lse, expected[1], atol=1e-6, rtol=1e-6)
+
+
+def test_public_flash_attention_picks_the_device_path():
+    q, k, v, dout = _inputs((1, 2, 40, 16), (1, 2, 40, 16), torch.float32, seed=9)
+    out = flash_attention(q, k, v, is_causal=True)
+    assert type(out.grad_fn).__name__.startswith("FlashAttentionTriton" if CUDA else "FlashAttentionPytorch")
+    torch.testing.assert_close(out.double(), attention_reference(q, k, v, True)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shapes,message", [
+    (((1, 8, 8), (1, 8, 8)), "head dim"),
+    (((1, 8, 256), (1, 8, 256)), "head dim"),
+    (((8, 16), (8, 16)), "batch"),
+    (((1, 8, 16), (2, 8, 16)), "share batch"),
+    (((1, 0, 16), (1, 8, 16)), "at least 1"),
+])
+def test_triton_rejects_what_it_cannot_run(shapes, message):
+    q, k = (torch.zeros(s) for s in shapes)
+    with pytest.raises(ValueError, match=message):
+        flash_triton.check_inputs(q, k, k)
+
+
+def test_triton_rejects_mixed_dtypes():
+    q = torch.zeros(1, 8, 16)
+    with pytest.raises(ValueError, match="dtype"):
+        flash_triton.check_inputs(q, q.half(), q)
+
+
+# ------------------------------------------------------------------------------------------------ CUDA only
+@cuda_only
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("tq,tk", [(1000, 1000), (1024, 2048), (2048, 1024)])
+def test_triton_long_sequences_bf16(tq, tk, d, is_causal):
+    """Past SHORT_SEQ (the tuned regime), with and without a ragged end."""
+    q, k, v, dout = _inputs((2, 2, tq, d), (2, 2, tk, d), torch.bfloat16, seed=tq + d)
+    _check(FlashAttentionTriton.apply, q, k, v, dout, is_causal)
+
+
+@cuda_only
+@pytest.mark.parametrize("d", [64, 128])
+def test_triton_every_tuned_tile_shape(d, monkeypatch):
+    """Whatever the autotuner picks must be right: run each kernel with each of its tuned tile shapes."""
+    monkeypatch.setattr(flash_triton, "AUTOTUNE", True)
+    lists = {name: flash_triton._TUNERS[(name, "tuned")].configs for name in ("fwd", "dq", "dkdv")}
+    q, k, v, dout = _inputs((1, 2, 1000, d), (1, 2, 1000, d), torch.bfloat16, seed=d)
+    key = (flash_triton._seq_bucket(1000), d, True, torch.bfloat16)
+    for i in range(max(len(c) for c in lists.values())):
+        for name, configs in lists.items():
+            flash_triton._CHOSEN[(name, "tuned", key)] = configs[i % len(configs)]
+        _check(FlashAttentionTriton.apply, q, k, v, dout, True)
+
+
+@cuda_only
+def test_triton_autotuned(monkeypatch):
+    monkeypatch.setattr(flash_triton, "AUTOTUNE", True)
+    q, k, v, dout = _inputs((1, 2, 1000, 64), (1, 2, 1000, 64), torch.bfloat16, seed=4)
+    for _ in range(2):  # the second call skips the autotuner
+        _check(FlashAttentionTriton.apply, q, k, v, dout, True)
+    assert flash_triton.chosen_tiles(torch.bfloat16, 1000, 64, True).count("x") == 3
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_triton_long_sequence_other_dtypes(dtype):
+    q, k, v, dout = _inputs((1, 2, 1500, 64), (1, 2, 1500, 64), dtype, seed=15)
+    _check(FlashAttentionTriton.apply, q, k, v, dout, True)
+
+
+@cuda_only
+def test_triton_under_torch_compile():
+    q, k, v, dout = _inputs((2, 300, 64), (2, 300, 64), torch.bfloat16, seed=21)
+    compiled = torch.compile(FlashAttentionTriton.apply)
+    out = compiled(q, k, v, True)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    q2, k2, v2 = (x.detach().requires_grad_() for x in (q, k, v))
+    eager = FlashAttentionTriton.apply(q2, k2, v2, True)
+    eager_grads = torch.autograd.grad(eager, (q2, k2, v2), dout)
+    torch.testing.assert_close(out, eager, atol=1e-2, rtol=1e-2)  # bf16
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
