@@ -230,3 +230,15 @@ def test_default_output_is_next_to_the_results(tmp_path):
     results = write(tmp_path / "sweep.csv", sweep())
     assert main([results]) == 0
     assert (tmp_path / "sweep_report" / "report.md").exists()
+
+
+def test_repeated_runs_widen_the_interval_to_cover_run_to_run_variation():
+    from src.profiling.compare import SAME, compare_samples
+
+    rng = np.random.default_rng(3)
+    # Two runs per side whose levels differ by 15% (as launch-bound sizes did between processes on the H100),
+    # each with 1% step noise; B's runs happen to sit 8% below A's.
+    runs_a = [list(rng.normal(1.00, 0.01, 20)), list(rng.normal(1.15, 0.01, 20))]
+    runs_b = [list(rng.normal(0.92, 0.01, 20)), list(rng.normal(1.06, 0.01, 20))]
+    assert compare_samples(runs_a[1], runs_b[1]).verdict != SAME  # one run each: looks like a real change
+    assert compare_samples(runs_a, runs_b).verdict == SAME  # with the runs as the unit: within their spread

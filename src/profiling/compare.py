@@ -43,16 +43,37 @@ class RatioEstimate:
     verdict: str
 
 
+def _bootstrap_medians(runs: list[np.ndarray], rng, n_boot: int) -> np.ndarray:
+    """(n_boot,) medians of resamples. One run: its steps resampled. Several runs of the same configuration (a
+    file that repeats it): runs resampled first, then steps within each, so the interval also covers how much
+    runs differ from each other, which steps of one run cannot show."""
+    if len(runs) == 1:
+        (a,) = runs
+        return np.median(a[rng.integers(0, a.size, (n_boot, a.size))], axis=1)
+    medians = np.empty(n_boot)
+    for i in range(n_boot):
+        chosen = [runs[j] for j in rng.integers(0, len(runs), len(runs))]
+        medians[i] = np.median(np.concatenate([r[rng.integers(0, r.size, r.size)] for r in chosen]))
+    return medians
+
+
 def bootstrap_median_ratio(a, b, n_boot: int = N_BOOTSTRAP, seed: int = SEED,
                            confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(median(b)/median(a), CI low, CI high) by the percentile bootstrap; see the module docstring."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    """(median(b)/median(a), CI low, CI high) by the percentile bootstrap; a and b are step times, or lists of
+    step-time lists (one per run); see the module docstring."""
+    runs_a, runs_b = _as_runs(a), _as_runs(b)
     rng = np.random.default_rng(seed)
-    medians_a = np.median(a[rng.integers(0, a.size, (n_boot, a.size))], axis=1)  # (n_boot,)
-    medians_b = np.median(b[rng.integers(0, b.size, (n_boot, b.size))], axis=1)  # (n_boot,)
+    medians_a, medians_b = _bootstrap_medians(runs_a, rng, n_boot), _bootstrap_medians(runs_b, rng, n_boot)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(medians_b / medians_a, [tail, 100 - tail])
-    return float(np.median(b) / np.median(a)), float(low), float(high)
+    ratio = np.median(np.concatenate(runs_b)) / np.median(np.concatenate(runs_a))
+    return float(ratio), float(low), float(high)
+
+
+def _as_runs(samples) -> list[np.ndarray]:
+    if len(samples) and isinstance(samples[0], (list, tuple, np.ndarray)):
+        return [np.asarray(run, dtype=float) for run in samples]
+    return [np.asarray(samples, dtype=float)]
 
 
 def verdict(ratio: float, low: float, high: float, min_effect: float = MIN_EFFECT) -> str:
@@ -62,13 +83,15 @@ def verdict(ratio: float, low: float, high: float, min_effect: float = MIN_EFFEC
 
 
 def compare_samples(a, b, min_effect: float = MIN_EFFECT) -> RatioEstimate:
-    """Ratio, CI and verdict of B against A from per-step times (seconds); raises ValueError if too few."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    """Ratio, CI and verdict of B against A from per-step times (seconds), or from one list of them per run;
+    raises ValueError if too few."""
+    runs_a, runs_b = _as_runs(a), _as_runs(b)
+    a, b = np.concatenate(runs_a), np.concatenate(runs_b)
     if min(a.size, b.size) < MIN_SAMPLES:
         raise ValueError(f"too few measured steps ({a.size} in A, {b.size} in B; need {MIN_SAMPLES})")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.median(a) > 0):
         raise ValueError("step times are not finite positive numbers")
-    ratio, low, high = bootstrap_median_ratio(a, b)
+    ratio, low, high = bootstrap_median_ratio(runs_a, runs_b)
     return RatioEstimate(ratio, low, high, verdict(ratio, low, high, min_effect))
 
 

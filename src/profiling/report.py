@@ -52,7 +52,12 @@ def load(path: str) -> tuple[list[dict], list[str]]:
         raise InputError(f"{path} does not look like a results file: some rows have no config size")
     unique = list(compare.latest_by_config(records, ignored=()).values())
     if len(unique) < len(records):
-        warnings.append(f"{path}: {len(records) - len(unique)} rows repeat a configuration; the last ok one is used")
+        warnings.append(f"{path}: {len(records) - len(unique)} rows repeat a configuration; the last ok one is "
+                        "shown, and an A/B comparison uses every ok run of it (runs resampled, then steps)")
+        for record in unique:
+            key = compare.config_key(record, ignored=())
+            record["_runs"] = [measured_step_times(r) for r in records
+                               if compare.config_key(r, ignored=()) == key and plots.is_ok(r)]
     return unique, warnings
 
 
@@ -208,13 +213,15 @@ def comparison_report(paths: list[str], records_a: list[dict], records_b: list[d
             continue
         steps_a, steps_b = measured_step_times(a), measured_step_times(b)
         try:
-            est = compare.compare_samples(steps_a, steps_b, min_effect)
+            est = compare.compare_samples(a.get("_runs") or steps_a, b.get("_runs") or steps_b, min_effect)
         except ValueError as e:
             skipped.append(f"- {label}: {e}")
             continue
         counts[est.verdict] = counts.get(est.verdict, 0) + 1
         plotted.append((label, est))
-        rows.append([label, fmt(np.median(steps_a), 1e3, 2), fmt(np.median(steps_b), 1e3, 2), f"{est.ratio:.3f}",
+        pooled_a = np.concatenate(a.get("_runs") or [steps_a])
+        pooled_b = np.concatenate(b.get("_runs") or [steps_b])
+        rows.append([label, fmt(np.median(pooled_a), 1e3, 2), fmt(np.median(pooled_b), 1e3, 2), f"{est.ratio:.3f}",
                      f"{est.low:.3f}-{est.high:.3f}", est.verdict])
     if rows:
         lines += [tabulate(rows, ["configuration", "A step ms", "B step ms", "B/A", "95% CI", "verdict"],
