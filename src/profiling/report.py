@@ -227,7 +227,8 @@ def comparison_report(paths: list[str], records_a: list[dict], records_b: list[d
         lines += [tabulate(rows, ["configuration", "A step ms", "B step ms", "B/A", "95% CI", "verdict"],
                            tablefmt="github", disable_numparse=True), "",
                   "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
-        title = f"Median step time, B against A\nA: {paths[0]} ({gpu_a})   B: {paths[1]} ({gpu_b})"
+        title = (f"Median step time, B against A\nA: {os.path.basename(paths[0])} ({gpu_a})   "
+                 f"B: {os.path.basename(paths[1])} ({gpu_b})")
         plots.plot_ratios(plotted, min_effect, title, os.path.join(out, "ratios.png"))
         lines += ["![ratios](ratios.png)", ""]
     else:
