@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from src.kernels.reference import naive_attention
+from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, positive_float, positive_int
 from src.profiling.environment import collect_environment
 from src.profiling.results import append_record, check_writable
 
@@ -36,36 +37,6 @@ CPU_HEAD_DIMS = [16, 32]
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 128  # the Triton kernels' range
 STANDARD_CASE = dict(batch_size=16, num_heads=1, seq_len=16384, head_dim=64, dtype="bf16", causal=True,
                      implementation="flash_compiled", warmup_ms=1000, rep_ms=10000)
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _bool(text: str) -> bool:
@@ -77,25 +48,25 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m src.profiling.attention", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m src.profiling.attention", description=__doc__.split("\n")[0])
     sweep = p.add_argument_group("sweep (each option takes several values; the sweep is their product)")
     sweep.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS,
                        help="default: all on CUDA; naive sdpa flash_pytorch on CPU, and flash under TRITON_INTERPRET=1")
-    sweep.add_argument("--seq_lens", nargs="+", type=_positive_int,
+    sweep.add_argument("--seq_lens", nargs="+", type=positive_int,
                        help=f"default: 128 .. 65536 by powers of 2 on CUDA, {' '.join(map(str, CPU_SEQ_LENS))} on CPU")
-    sweep.add_argument("--head_dims", nargs="+", type=_positive_int,
+    sweep.add_argument("--head_dims", nargs="+", type=positive_int,
                        help=f"default: {' '.join(map(str, CUDA_HEAD_DIMS))} on CUDA, "
                             f"{' '.join(map(str, CPU_HEAD_DIMS))} on CPU")
     sweep.add_argument("--dtypes", nargs="+", choices=list(DTYPES), help="default: bf16 fp32 on CUDA, fp32 on CPU")
     sweep.add_argument("--causal", nargs="+", type=_bool, default=[True, False], help="default: true false")
-    p.add_argument("--batch_size", type=_positive_int, default=1)
-    p.add_argument("--num_heads", type=_positive_int, default=1)
-    p.add_argument("--max_pytorch_seq_len", type=_positive_int, default=8192,
+    p.add_argument("--batch_size", type=positive_int, default=1)
+    p.add_argument("--num_heads", type=positive_int, default=1)
+    p.add_argument("--max_pytorch_seq_len", type=positive_int, default=8192,
                    help="flash_pytorch loops over tiles in Python: longer sequences are skipped rows")
     how = p.add_argument_group("measurement")
     how.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    how.add_argument("--warmup_ms", type=_positive_float, default=25.0, help="do_bench warm-up per timing (ms)")
-    how.add_argument("--rep_ms", type=_positive_float, default=100.0, help="do_bench measuring time per timing (ms)")
+    how.add_argument("--warmup_ms", type=positive_float, default=25.0, help="do_bench warm-up per timing (ms)")
+    how.add_argument("--rep_ms", type=positive_float, default=100.0, help="do_bench measuring time per timing (ms)")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--output", help="append one record per configuration: CSV, or JSON lines for .jsonl")
     p.add_argument("--standard_case", action="store_true",

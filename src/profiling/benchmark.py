@@ -19,6 +19,7 @@ import torch
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
+from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, non_negative_int, positive_float, positive_int
 from src.profiling.results import append_record, check_writable
 from src.profiling.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
 from src.profiling.sweep import run_sweep
@@ -28,62 +29,22 @@ from src.profiling.timing import TIMERS
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
 CPU_BENCHMARK_STEPS = 5
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block: the message names the problem
-        raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0])
     size = p.add_argument_group("model size: presets, or one custom size from all four of --d_model --d_ff --num_layers --num_heads")
     size.add_argument("--sizes", nargs="+", choices=list(PRESETS), help=f"presets (default on CUDA: {' '.join(ORIGINAL_SIZES)})")
-    size.add_argument("--d_model", type=_positive_int)
-    size.add_argument("--d_ff", type=_positive_int)
-    size.add_argument("--num_layers", type=_positive_int)
-    size.add_argument("--num_heads", type=_positive_int)
-    size.add_argument("--vocab_size", type=_positive_int, default=10_000)
+    size.add_argument("--d_model", type=positive_int)
+    size.add_argument("--d_ff", type=positive_int)
+    size.add_argument("--num_layers", type=positive_int)
+    size.add_argument("--num_heads", type=positive_int)
+    size.add_argument("--vocab_size", type=positive_int, default=10_000)
     run = p.add_argument_group("workload (several values sweep)")
-    run.add_argument("--context_length", type=_positive_int, nargs="+", default=[128])
-    run.add_argument("--batch_size", type=_positive_int, nargs="+", default=[4])
-    run.add_argument("--warmup_steps", type=_non_negative_int, nargs="+", default=[5])
-    run.add_argument("--benchmark_steps", type=_positive_int, nargs="+",
+    run.add_argument("--context_length", type=positive_int, nargs="+", default=[128])
+    run.add_argument("--batch_size", type=positive_int, nargs="+", default=[4])
+    run.add_argument("--warmup_steps", type=non_negative_int, nargs="+", default=[5])
+    run.add_argument("--benchmark_steps", type=positive_int, nargs="+",
                      help=f"measured steps (default 10; {CPU_BENCHMARK_STEPS} on CPU)")
     run.add_argument("--mode", nargs="+", choices=MODES, default=["forward_backward"],
                      help="train adds AdamW's step, timed as a third phase")
@@ -104,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--timer", choices=TIMERS, help="events: CUDA events (default on CUDA); sync: synchronise + wall clock")
     how.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
                      help="process: one child process per configuration (auto: on CUDA)")
-    how.add_argument("--peak_tflops", type=_positive_float, help="the device's peak for MFU, overriding our GPU table")
+    how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
     how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
     prof = p.add_argument_group("profiling")
     prof.add_argument("--nvtx", choices=("on", "off"), default="on", help="NVTX ranges for Nsight Systems (CUDA only)")
-    prof.add_argument("--profile_steps", type=_positive_int,
+    prof.add_argument("--profile_steps", type=positive_int,
                       help="only the first N measured steps inside cudaProfilerStart/Stop and the other profilers")
     prof.add_argument("--trace", metavar="DIR", help="torch.profiler trace per configuration into DIR, and a time breakdown")
     prof.add_argument("--memory_snapshot", metavar="PATH",
