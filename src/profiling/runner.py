@@ -200,4 +200,8 @@ def run_spec_with_environment(spec: RunSpec) -> dict:
     for instrument in instruments:
         instrument.report(record)
     record["env"] = collect_environment(spec.device)
+    if spec.backend == "hf_llama":  # the comparison is only as good as knowing which transformers it was
+        import transformers
+
+        record["env"]["transformers_version"] = transformers.__version__
     return record
