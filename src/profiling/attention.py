@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from src.kernels.reference import naive_attention
-from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, positive_float, positive_int
+from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
 from src.profiling.environment import collect_environment
 from src.profiling.results import append_record, check_writable
 
@@ -302,12 +302,10 @@ def format_comparison(records: list[dict], baseline: str = "sdpa", candidate: st
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        device, configs = resolve(args)
-    except UsageError as error:
-        print(f"attention: error: {error}", file=sys.stderr)
+    parsed = parse_and_resolve(build_parser, resolve, argv, "attention")
+    if parsed is None:
         return EXIT_USAGE
+    args, (device, configs) = parsed
     env = collect_environment(device)
     records = []
     for index, c in enumerate(configs, 1):

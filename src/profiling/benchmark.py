@@ -19,7 +19,8 @@ import torch
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
-from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, non_negative_int, positive_float, positive_int
+from src.profiling.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
+                               positive_float, positive_int)
 from src.profiling.results import append_record, check_writable
 from src.profiling.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
 from src.profiling.sweep import run_sweep
@@ -163,12 +164,10 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        specs, notes = resolve(args)
-    except UsageError as error:
-        print(f"benchmark: error: {error}", file=sys.stderr)
+    parsed = parse_and_resolve(build_parser, resolve, argv, "benchmark")
+    if parsed is None:
         return EXIT_USAGE
+    args, (specs, notes) = parsed
     if args.explain_precision:
         from src.profiling.precision import explain_precision
 

@@ -47,3 +47,15 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def parse_and_resolve(build_parser, resolve, argv, name: str):
+    """(args, resolved) from the command line, or None once the one-line error has been printed (exit EXIT_USAGE)."""
+    import sys
+
+    try:
+        args = build_parser().parse_args(argv)
+        return args, resolve(args)
+    except UsageError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return None
