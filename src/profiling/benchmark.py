@@ -10,9 +10,11 @@ appended to --output (CSV, or JSON lines for .jsonl) as each configuration finis
 """
 
 import argparse
+import contextlib
 import importlib.util
 import itertools
 import os
+import signal
 import sys
 
 import torch
@@ -163,6 +165,19 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     return specs, notes
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold a SIGINT that arrives inside the block and raise KeyboardInterrupt once the block is done."""
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     parsed = parse_and_resolve(build_parser, resolve, argv, "benchmark")
     if parsed is None:
@@ -179,9 +194,10 @@ def main(argv=None) -> int:
     records = []
 
     def on_record(index: int, record: dict) -> None:
-        if args.output:
-            append_record(args.output, record)
-        records.append(record)
+        with interrupts_deferred():  # Ctrl-C between the two would print a table that disagrees with the file
+            if args.output:
+                append_record(args.output, record)
+            records.append(record)
         print(progress_line(index, len(specs), record), file=sys.stderr, flush=True)
         for warning in record.get("warnings", []):
             print(f"  warning: {warning}", file=sys.stderr)
