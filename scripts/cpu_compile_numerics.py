@@ -13,17 +13,16 @@ import sys
 import torch
 
 sys.path.insert(0, ".")
-from src.profiling.numerics import markov_tokens, train_losses  # noqa: E402
-from src.profiling.spec import RunSpec  # noqa: E402
+from src.profiling.numerics import VARIANTS, build_variant, markov_tokens, train_losses, variant_context  # noqa: E402
 
 tokens = markov_tokens(10000, 50, 4, 256, seed=1234)
 base = dict(size="custom", d_model=256, d_ff=1024, num_heads=4, num_layers=4, context_length=256, batch_size=4,
             mode="train", precision="bf16", attention="sdpa")
-losses = {"eager": train_losses(RunSpec(**base), tokens, lr=1e-3, warmup=10),
-          "compiled": train_losses(RunSpec(**base, compile=True), tokens, lr=1e-3, warmup=10)}
-torch._inductor.config.emulate_precision_casts = True
-torch._dynamo.reset()
-losses["compiled, emulate_precision_casts"] = train_losses(RunSpec(**base, compile=True), tokens, lr=1e-3, warmup=10)
+losses = {}
+for label, name in [("eager", "plain"), ("compiled", "compiled"),
+                    ("compiled, emulate_precision_casts", "compiled_emulate_casts")]:
+    with variant_context(VARIANTS[name]):
+        losses[label] = train_losses(build_variant(base, VARIANTS[name], lr=1e-3), tokens, warmup=10)
 print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
       f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
 for name, values in losses.items():

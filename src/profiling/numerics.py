@@ -10,10 +10,12 @@ between two runs would mean nothing.
 """
 
 import argparse
+import contextlib
 import csv
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,29 +43,99 @@ def markov_tokens(vocab: int, steps: int, batch: int, seq: int, seed: int) -> to
     return tokens.view(steps, batch, seq + 1)
 
 
-# Each variant changes one thing on the way from the plain step to the fast recipe, so a difference can be traced.
+@dataclass(frozen=True)
+class Variant:
+    """One way of training the same model: what it changes from the plain bf16 eager step, and why it is here."""
+
+    why: str
+    spec: dict = field(default_factory=dict)  # RunSpec fields
+    step: dict = field(default_factory=dict)  # TrainStep options
+    inductor: dict = field(default_factory=dict)  # torch._inductor.config values while it compiles
+    sdpa_backend: str = ""  # force SDPA onto one of torch.nn.attention.SDPBackend's kernels
+    round_initial_weights: bool = False  # start from weights rounded through bf16
+
+
+# Each variant changes one thing on the way from the plain step to the fast recipe, so a difference can be traced;
+# the controls perturb the plain step by no more than bf16 itself does, to show what size of difference the
+# check's dynamics make of such a perturbation.
 VARIANTS = {
-    "plain": ({}, {}),  # eager, SDPA, foreach AdamW
-    "plain_repeat": ({}, {}),  # the same again: run-to-run nondeterminism (atomics in embedding/attention backward)
-    "fused_adamw": ({}, {"fused_adamw": True}),
-    "compiled": ({"compile": True}, {}),
-    "compiled_cuda_graphs": ({"compile": True}, {"cuda_graphs": True}),
-    "fast": ({"recipe": "fast"}, {}),
+    "plain": Variant("eager, SDPA, foreach AdamW"),
+    "plain_repeat": Variant("the same again: run-to-run nondeterminism (atomics in the embedding backward)"),
+    "plain_math_sdpa": Variant("control: SDPA's math kernel instead of its fused one", sdpa_backend="MATH"),
+    "plain_rounded_init": Variant("control: initial weights rounded to bf16 (a relative change <= 2^-9)",
+                                  round_initial_weights=True),
+    "plain_fp32": Variant("no autocast: fp32 end to end", spec={"precision": "fp32"}),
+    "fused_adamw": Variant("fused AdamW", step={"fused_adamw": True}),
+    "compiled": Variant("torch.compile of model and loss", spec={"compile": True}),
+    "compiled_emulate_casts": Variant("torch.compile, rounding intermediates to bf16 where eager does",
+                                      spec={"compile": True}, inductor={"emulate_precision_casts": True}),
+    "compiled_fp32": Variant("torch.compile, no autocast", spec={"compile": True, "precision": "fp32"}),
+    "compiled_cuda_graphs": Variant("torch.compile and CUDA graphs", spec={"compile": True},
+                                    step={"cuda_graphs": True}),
+    "fast": Variant("the fast recipe", spec={"recipe": "fast"}),
 }
 
 
-def train_losses(spec: RunSpec, tokens: torch.Tensor, lr: float = LEARNING_RATE, warmup: int = WARMUP_STEPS,
-                 **step_options) -> list[float]:
-    torch.manual_seed(spec.seed)  # the same initial weights for every recipe
+@contextlib.contextmanager
+def variant_context(variant: Variant):
+    """Inductor settings and the SDPA kernel a variant asks for, for as long as it trains (compilation included)."""
+    with contextlib.ExitStack() as stack:
+        if variant.inductor:
+            import torch._inductor.config as inductor_config
+
+            stack.enter_context(inductor_config.patch(variant.inductor))
+        if variant.sdpa_backend:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(getattr(SDPBackend, variant.sdpa_backend)))
+        torch._dynamo.reset()  # compile afresh: a cached graph would ignore changed inductor settings
+        yield
+
+
+def build_variant(base: dict, variant: Variant, lr: float, **step_options) -> TrainStep:
+    spec = RunSpec(**{**base, **variant.spec})
+    torch.manual_seed(spec.seed)  # the same initial weights for every variant
     model = build_model(spec)
-    step = TrainStep(spec, model, lr=lr, **step_options)
+    if variant.round_initial_weights:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.bfloat16())
+    return TrainStep(spec, model, lr=lr, **{**variant.step, **step_options})
+
+
+def train_losses(step: TrainStep, tokens: torch.Tensor, warmup: int = WARMUP_STEPS) -> list[float]:
+    """Train on tokens (steps, B, T + 1), one batch per step; the loss of every step."""
     schedule = torch.optim.lr_scheduler.LambdaLR(step.optimizer, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
-    tokens = tokens.to(spec.device)
+    tokens = tokens.to(step.spec.device)
     losses = []
     for i in range(tokens.shape[0]):
         losses.append(step(tokens[i, :, :-1], tokens[i, :, 1:], None))
         schedule.step()
     return [float(loss) for loss in losses]
+
+
+def first_gradients(step: TrainStep, batch: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and every parameter's gradient (fp32, flattened) at the initial weights, batch (B, T + 1)."""
+    batch = batch.to(step.spec.device)
+    loss = step._forward(batch[:, :-1], batch[:, 1:])
+    step._backward(loss)
+    grads = {name: p.grad.detach().float().flatten().clone() for name, p in step.model.named_parameters()}
+    step.model.zero_grad(set_to_none=True)
+    return float(loss.detach()), grads
+
+
+def gradient_errors(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict:
+    """How far one variant's first gradient is from the reference's: ||g - ref|| / ||ref|| over all parameters,
+    the parameter where that ratio is largest, and the share of elements whose sign differs (Adam's first steps
+    move every element by about lr in the direction of its sign, whatever its size)."""
+    diff2 = sum(float((grads[n] - r).double().pow(2).sum()) for n, r in reference.items())
+    ref2 = sum(float(r.double().pow(2).sum()) for r in reference.values())
+    per_parameter = {n: float((grads[n] - r).norm() / r.norm().clamp_min(1e-30)) for n, r in reference.items()}
+    worst = max(per_parameter, key=per_parameter.get)
+    nonzero = sum(int((r != 0).sum()) for r in reference.values())
+    flipped = sum(int(((grads[n] * r) < 0).sum()) for n, r in reference.items())
+    return {"relative_error": math.sqrt(diff2 / ref2), "worst_parameter": worst,
+            "worst_relative_error": per_parameter[worst], "sign_flips": flipped / max(nonzero, 1)}
 
 
 def main(argv=None) -> int:
@@ -78,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="steps of linear learning-rate warm-up")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="numerics", help="directory for losses.csv and losses.png")
+    parser.add_argument("--gradients", action="store_true",
+                        help="first compare each variant's first gradient with an fp32 eager one (gradients.csv)")
     args = parser.parse_args(argv)
     if min(args.steps, args.batch_size, args.context_length) < 1:
         parser.error("--steps, --batch_size and --context_length must be at least 1")
@@ -89,10 +163,12 @@ def main(argv=None) -> int:
                 num_layers=preset.num_layers, context_length=args.context_length, batch_size=args.batch_size,
                 mode="train", precision="bf16", attention="sdpa", device=args.device)
     tokens = markov_tokens(preset.vocab_size, args.steps, args.batch_size, args.context_length, seed=1234)
+    if args.gradients:
+        _compare_first_gradients(base, args.variants, tokens[0], os.path.join(args.out, "gradients.csv"))
     losses = {}
     for name in args.variants:
-        spec_changes, step_options = VARIANTS[name]
-        losses[name] = train_losses(RunSpec(**base, **spec_changes), tokens, args.lr, args.warmup, **step_options)
+        with variant_context(VARIANTS[name]):
+            losses[name] = train_losses(build_variant(base, VARIANTS[name], args.lr), tokens, args.warmup)
     reference, others = args.variants[0], args.variants[1:]
     deviation = {n: [abs(x - r) / r for r, x in zip(losses[reference], losses[n])] for n in others}
     with open(os.path.join(args.out, "losses.csv"), "w", newline="") as f:
@@ -116,6 +192,27 @@ def main(argv=None) -> int:
         print(f"{n}: largest relative difference from {reference} {deviation[n][worst]:.2%} at step {worst} "
               f"({'within' if within else 'OUTSIDE'} {TOLERANCE:.0%}); at the last step {deviation[n][-1]:.2%}")
     return 0 if ok else 1
+
+
+def _compare_first_gradients(base: dict, names: list[str], batch: torch.Tensor, path: str) -> None:
+    """Print and write how far each variant's first gradient is from fp32 eager arithmetic (TF32 off)."""
+    with variant_context(VARIANTS["plain_fp32"]):
+        _, reference = first_gradients(build_variant(base, VARIANTS["plain_fp32"], LEARNING_RATE), batch)
+    rows = []
+    for name in names:
+        with variant_context(VARIANTS[name]):
+            loss, grads = first_gradients(build_variant(base, VARIANTS[name], LEARNING_RATE), batch)
+        rows.append({"variant": name, "loss": loss, **gradient_errors(grads, reference)})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print("| variant | first loss | gradient error vs fp32 | worst parameter | its error | signs flipped |")
+    print("|---|---:|---:|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['loss']:.6f} | {r['relative_error']:.2e} | {r['worst_parameter']} | "
+              f"{r['worst_relative_error']:.2e} | {r['sign_flips']:.3%} |")
+    print()
 
 
 def _plot(losses, deviation, reference, args, path):
