@@ -1,0 +1,67 @@
+"""Are SDPA's gradients right under torch.compile, kernel by kernel? The isolated form of the fast recipe's numerics bug.
+
+    python3 scripts/cudnn_sdpa_compile_check.py
+
+One attention layer of the small preset (q/k/v projections, causal SDPA, output projection; B 4, T 1024, 12 heads
+of 64, bf16 autocast), eager and compiled, with SDPA held to one kernel at a time. Each gradient is compared with
+the same layer in float64 (math kernel): ||g - ref|| / ||ref||. bf16 arithmetic lands near 1e-2. Needs CUDA.
+"""
+
+import sys
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+B, T, NH, HS = 4, 1024, 12, 64
+D = NH * HS
+
+
+def attention_layer(x, wq, wk, wv, wo):  # x (B, T, D) -> (B, T, D)
+    q, k, v = ((x @ w.t()).view(B, T, NH, HS).transpose(1, 2) for w in (wq, wk, wv))  # (B, NH, T, HS)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, NH, T, HS)
+    return y.transpose(1, 2).reshape(B, T, D) @ wo.t()
+
+
+def gradients(fn, inputs, grad_out, dtype):
+    leaves = [t.detach().to(dtype).requires_grad_() for t in inputs]
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype != torch.float64):
+        out = fn(*leaves)
+    out.backward(grad_out.to(out.dtype))
+    return [t.grad.double() for t in leaves]
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("cudnn_sdpa_compile_check.py: needs a CUDA device", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    x = torch.randn(B, T, D, device="cuda")
+    weights = [torch.randn(D, D, device="cuda") / D**0.5 for _ in range(4)]
+    grad_out = torch.randn(B, T, D, device="cuda")
+    with sdpa_kernel(SDPBackend.MATH):
+        reference = gradients(attention_layer, [x, *weights], grad_out, torch.float64)
+    names = ["x", "wq", "wk", "wv", "wo"]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}\n")
+    print(f"| SDPA kernel | mode | {' | '.join('d' + n for n in names)} | warnings |")
+    print(f"|---|---|{'---:|' * len(names)}---|")
+    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        for mode in ("eager", "compiled"):
+            torch._dynamo.reset()
+            fn = torch.compile(attention_layer) if mode == "compiled" else attention_layer
+            with sdpa_kernel(backend), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    grads = gradients(fn, [x, *weights], grad_out, torch.float32)
+                except RuntimeError as error:
+                    print(f"| {backend.name} | {mode} | {str(error).splitlines()[0][:80]} |")
+                    continue
+            errors = [float((g - r).norm() / r.norm()) for g, r in zip(grads, reference)]
+            said = "; ".join(sorted({str(w.message).splitlines()[0][:90] for w in caught})) or ""
+            print(f"| {backend.name} | {mode} | {' | '.join(f'{e:.1e}' for e in errors)} | {said} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
