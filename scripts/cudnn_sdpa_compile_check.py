@@ -7,6 +7,8 @@ of 64, bf16 autocast), eager and compiled, with SDPA held to one kernel at a tim
 the same layer in float64 (math kernel): ||g - ref|| / ||ref||. bf16 arithmetic lands near 1e-2. Needs CUDA.
 """
 
+import contextlib
+import re
 import sys
 import warnings
 
@@ -15,11 +17,13 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 B, T, NH, HS = 4, 1024, 12, 64
+ATTENTION_KERNEL = re.compile(r"sdpa|flash|fmha|attention|cudnn", re.IGNORECASE)
 D = NH * HS
 
 
 def attention_layer(x, wq, wk, wv, wo):  # x (B, T, D) -> (B, T, D)
     q, k, v = ((x @ w.t()).view(B, T, NH, HS).transpose(1, 2) for w in (wq, wk, wv))  # (B, NH, T, HS)
+    q, k = q.float().contiguous().to(v.dtype), k.float().contiguous().to(v.dtype)  # as the model's RoPE leaves them
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, NH, T, HS)
     return y.transpose(1, 2).reshape(B, T, D) @ wo.t()
 
@@ -30,6 +34,10 @@ def gradients(fn, inputs, grad_out, dtype):
         out = fn(*leaves)
     out.backward(grad_out.to(out.dtype))
     return [t.grad.double() for t in leaves]
+
+
+def name(backend) -> str:
+    return backend.name if backend else "default (torch's choice)"
 
 
 def main() -> int:
@@ -44,22 +52,28 @@ def main() -> int:
         reference = gradients(attention_layer, [x, *weights], grad_out, torch.float64)
     names = ["x", "wq", "wk", "wv", "wo"]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}\n")
-    print(f"| SDPA kernel | mode | {' | '.join('d' + n for n in names)} | warnings |")
-    print(f"|---|---|{'---:|' * len(names)}---|")
-    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+    print(f"| SDPA kernel | mode | {' | '.join('d' + n for n in names)} | attention kernels that ran | warnings |")
+    print(f"|---|---|{'---:|' * len(names)}---|---|")
+    backends = [None, SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    for backend in backends:
         for mode in ("eager", "compiled"):
             torch._dynamo.reset()
             fn = torch.compile(attention_layer) if mode == "compiled" else attention_layer
-            with sdpa_kernel(backend), warnings.catch_warnings(record=True) as caught:
+            chosen = sdpa_kernel(backend) if backend else contextlib.nullcontext()
+            with chosen, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    grads = gradients(fn, [x, *weights], grad_out, torch.float32)
+                    gradients(fn, [x, *weights], grad_out, torch.float32)  # compile outside the profiler
+                    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                        grads = gradients(fn, [x, *weights], grad_out, torch.float32)
                 except RuntimeError as error:
-                    print(f"| {backend.name} | {mode} | {str(error).splitlines()[0][:80]} |")
+                    print(f"| {name(backend)} | {mode} | {str(error).splitlines()[0][:80]} |")
                     continue
             errors = [float((g - r).norm() / r.norm()) for g, r in zip(grads, reference)]
             said = "; ".join(sorted({str(w.message).splitlines()[0][:90] for w in caught})) or ""
-            print(f"| {backend.name} | {mode} | {' | '.join(f'{e:.1e}' for e in errors)} | {said} |")
+            kernels = sorted({e.name[:40] for e in prof.events() if ATTENTION_KERNEL.search(e.name)})
+            print(f"| {name(backend)} | {mode} | {' | '.join(f'{e:.1e}' for e in errors)} | {', '.join(kernels)} "
+                  f"| {said} |")
     return 0
 
 

@@ -73,6 +73,8 @@ VARIANTS = {
     "compiled_cudnn_sdpa": Variant("torch.compile with SDPA's cuDNN kernel (compiled steps exclude it)",
                                    spec={"compile": True}, step={"cudnn_attention": True},
                                    sdpa_backend="CUDNN_ATTENTION"),
+    "compiled_default_sdpa": Variant("torch.compile with every SDPA kernel allowed, torch's choice",
+                                     spec={"compile": True}, step={"cudnn_attention": True}),
     "compiled_fp32": Variant("torch.compile, no autocast", spec={"compile": True, "precision": "fp32"}),
     "compiled_cuda_graphs": Variant("torch.compile and CUDA graphs", spec={"compile": True},
                                     step={"cuda_graphs": True}),
