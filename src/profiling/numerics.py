@@ -14,6 +14,7 @@ import contextlib
 import csv
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -130,6 +131,19 @@ def first_gradients(step: TrainStep, batch: torch.Tensor) -> tuple[float, dict[s
     return float(loss.detach()), grads
 
 
+ATTENTION_KERNEL = re.compile(r"sdpa|flash|fmha|attention|attn|cudnn", re.IGNORECASE)
+
+
+def attention_kernels(step: TrainStep, batch: torch.Tensor) -> str:
+    """The attention kernels one more forward and backward run (CUDA only): which SDPA kernel a variant really used."""
+    if step.spec.device != "cuda":
+        return ""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        first_gradients(step, batch)
+    names = {e.name.split("<")[0].removeprefix("void ")[:48] for e in prof.events() if ATTENTION_KERNEL.search(e.name)}
+    return ", ".join(sorted(names))
+
+
 def gradient_errors(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict:
     """How far one variant's first gradient is from the reference's: ||g - ref|| / ||ref|| over all parameters,
     the parameter where that ratio is largest, and the share of elements whose sign differs (Adam's first steps
@@ -207,17 +221,20 @@ def _compare_first_gradients(base: dict, names: list[str], batch: torch.Tensor, 
     rows = []
     for name in names:
         with variant_context(VARIANTS[name]):
-            loss, grads = first_gradients(build_variant(base, VARIANTS[name], LEARNING_RATE), batch)
-        rows.append({"variant": name, "loss": loss, **gradient_errors(grads, reference)})
+            step = build_variant(base, VARIANTS[name], LEARNING_RATE)
+            loss, grads = first_gradients(step, batch)
+            kernels = attention_kernels(step, batch)
+        rows.append({"variant": name, "loss": loss, **gradient_errors(grads, reference), "attention_kernels": kernels})
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print("| variant | first loss | gradient error vs fp32 | worst parameter | its error | signs flipped |")
-    print("|---|---:|---:|---|---:|---:|")
+    print("| variant | first loss | gradient error vs fp32 | worst parameter | its error | signs flipped | "
+          "attention kernels |")
+    print("|---|---:|---:|---|---:|---:|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['loss']:.6f} | {r['relative_error']:.2e} | {r['worst_parameter']} | "
-              f"{r['worst_relative_error']:.2e} | {r['sign_flips']:.3%} |")
+              f"{r['worst_relative_error']:.2e} | {r['sign_flips']:.3%} | {r['attention_kernels']} |")
     print()
 
 
