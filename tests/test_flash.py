@@ -1,12 +1,10 @@
 """FlashAttention-2, tiled PyTorch and Triton, against the float64 reference: O, the saved logsumexp L, dQ, dK, dV.
-The Triton kernels are checked with each backward strategy, split (two launches) and fused (one).
 
 Without a GPU the Triton kernels run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET) on small
 shapes; bfloat16 is left to the GPU there, because Triton 3.9's interpreter multiplies bfloat16 bit patterns as
 integers in tl.dot. Larger shapes and the autotuned tiles (lengths past SHORT_SEQ) run only on CUDA.
 """
 
-import importlib.util
 import os
 
 import pytest
@@ -31,9 +29,8 @@ TOLERANCES = {
     torch.bfloat16: {"out": (1e-2, 1e-2), "lse": (1e-4, 1e-5), "grad": (2e-2, 2e-2)},
 }
 triton_runs = pytest.mark.skipif(not (CUDA or INTERPRETED), reason="needs CUDA or TRITON_INTERPRET=1 (conftest.py)")
-# Names for the indirect fixture `fn`: the Triton forward with each backward strategy.
-IMPLEMENTATIONS = [pytest.param("pytorch"), pytest.param("triton-split", marks=triton_runs),
-                   pytest.param("triton-fused", marks=triton_runs)]
+IMPLEMENTATIONS = [pytest.param(FlashAttentionPytorch.apply, id="pytorch"),
+                   pytest.param(FlashAttentionTriton.apply, id="triton", marks=triton_runs)]
 
 
 @pytest.fixture(autouse=True)
@@ -42,22 +39,6 @@ def _first_tile_shapes(monkeypatch):
     test_triton_every_tuned_tile_shape checks the other shapes; tests that want the autotuner turn it back on."""
     monkeypatch.setattr(flash_triton, "AUTOTUNE", False)
     monkeypatch.setattr(flash_triton, "_CHOSEN", {})
-
-
-@pytest.fixture
-def fn(request, monkeypatch):
-    """The attention function an IMPLEMENTATIONS name stands for; a Triton one sets flash_triton.BACKWARD."""
-    if request.param == "pytorch":
-        return FlashAttentionPytorch.apply
-    monkeypatch.setattr(flash_triton, "BACKWARD", request.param.removeprefix("triton-"))
-    return FlashAttentionTriton.apply
-
-
-@pytest.fixture(params=flash_triton.BACKWARDS)
-def backward(request, monkeypatch):
-    """Each Triton backward strategy in turn, for the tests that call the Triton path directly."""
-    monkeypatch.setattr(flash_triton, "BACKWARD", request.param)
-    return request.param
 
 
 def _skip_unsupported(fn, dtype):
@@ -111,7 +92,7 @@ LENGTHS = [(1, 1), (17, 17), (100, 100), (17, 100), (100, 17), (1, 33), (128, 12
 HEAD_DIMS = [16, 32, 64, 80, 96, 128]
 
 
-@pytest.mark.parametrize("fn", IMPLEMENTATIONS, indirect=True)
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("tq,tk", LENGTHS)
 def test_lengths(fn, tq, tk, is_causal):
@@ -119,7 +100,7 @@ def test_lengths(fn, tq, tk, is_causal):
     _check(fn, q, k, v, dout, is_causal)
 
 
-@pytest.mark.parametrize("fn", IMPLEMENTATIONS, indirect=True)
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", HEAD_DIMS)
 def test_head_dims(fn, d, is_causal):
@@ -127,7 +108,7 @@ def test_head_dims(fn, d, is_causal):
     _check(fn, q, k, v, dout, is_causal)
 
 
-@pytest.mark.parametrize("fn", IMPLEMENTATIONS, indirect=True)
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_dtypes(fn, dtype, is_causal):
@@ -136,14 +117,14 @@ def test_dtypes(fn, dtype, is_causal):
     _check(fn, q, k, v, dout, is_causal)
 
 
-@pytest.mark.parametrize("fn", IMPLEMENTATIONS, indirect=True)
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
 def test_three_dim_inputs_and_a_long_sequence(fn):
     """(batch, seq, d) as the CS336 tests call it, at length 1000: many tiles, causal."""
     q, k, v, dout = _inputs((1, 1000, 64), (1, 1000, 64), torch.float32, seed=1000)
     _check(fn, q, k, v, dout, True)
 
 
-@pytest.mark.parametrize("fn", IMPLEMENTATIONS, indirect=True)
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
 def test_strided_heads_and_a_broadcast_gradient(fn):
     """Heads split off the model's (B, T, nh, hs) layout are strided views; o.sum()'s gradient has stride 0."""
     g = torch.Generator(device=DEVICE).manual_seed(7)
@@ -188,39 +169,12 @@ def test_triton_rejects_mixed_dtypes():
         flash_triton.check_inputs(q, q.half(), q)
 
 
-def _import_fresh_flash_triton():
-    """A second copy of the module, executed under the current environment; the tests' own copy is untouched."""
-    spec = importlib.util.spec_from_file_location("flash_triton_fresh", flash_triton.__file__)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("value,expected", [("fused", "fused"), ("split", "split"), ("", "split")])
-def test_backward_from_the_environment(value, expected, monkeypatch):
-    monkeypatch.setenv("LMBENCH_FLASH_BACKWARD", value)
-    assert _import_fresh_flash_triton().BACKWARD == expected
-
-
-def test_backward_environment_rejects_a_bad_value(monkeypatch):
-    monkeypatch.setenv("LMBENCH_FLASH_BACKWARD", "atomic")
-    with pytest.raises(ValueError, match="LMBENCH_FLASH_BACKWARD must be one of split, fused; got 'atomic'"):
-        _import_fresh_flash_triton()
-
-
-def test_flash_backward_rejects_a_bad_strategy(monkeypatch):
-    monkeypatch.setattr(flash_triton, "BACKWARD", "atomic")
-    x = torch.zeros(1, 8, 16)
-    with pytest.raises(ValueError, match="flash_triton.BACKWARD must be one of"):
-        flash_triton.flash_backward(x, x, x, x, x[..., 0], x)
-
-
 # ------------------------------------------------------------------------------------------------ CUDA only
 @cuda_only
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("tq,tk", [(1000, 1000), (1024, 2048), (2048, 1024)])
-def test_triton_long_sequences_bf16(tq, tk, d, is_causal, backward):
+def test_triton_long_sequences_bf16(tq, tk, d, is_causal):
     """Past SHORT_SEQ (the tuned regime), with and without a ragged end."""
     q, k, v, dout = _inputs((2, 2, tq, d), (2, 2, tk, d), torch.bfloat16, seed=tq + d)
     _check(FlashAttentionTriton.apply, q, k, v, dout, is_causal)
@@ -228,11 +182,10 @@ def test_triton_long_sequences_bf16(tq, tk, d, is_causal, backward):
 
 @cuda_only
 @pytest.mark.parametrize("d", [64, 128])
-def test_triton_every_tuned_tile_shape(d, backward, monkeypatch):
+def test_triton_every_tuned_tile_shape(d, monkeypatch):
     """Whatever the autotuner picks must be right: run each kernel with each of its tuned tile shapes."""
     monkeypatch.setattr(flash_triton, "AUTOTUNE", True)
-    names = ("fwd", *flash_triton._BACKWARD_KERNELS[backward])
-    lists = {name: flash_triton._TUNERS[(name, "tuned")].configs for name in names}
+    lists = {name: flash_triton._TUNERS[(name, "tuned")].configs for name in ("fwd", "dq", "dkdv")}
     q, k, v, dout = _inputs((1, 2, 1000, d), (1, 2, 1000, d), torch.bfloat16, seed=d)
     key = (flash_triton._seq_bucket(1000), d, True, torch.bfloat16)
     for i in range(max(len(c) for c in lists.values())):
@@ -242,25 +195,23 @@ def test_triton_every_tuned_tile_shape(d, backward, monkeypatch):
 
 
 @cuda_only
-def test_triton_autotuned(backward, monkeypatch):
+def test_triton_autotuned(monkeypatch):
     monkeypatch.setattr(flash_triton, "AUTOTUNE", True)
     q, k, v, dout = _inputs((1, 2, 1000, 64), (1, 2, 1000, 64), torch.bfloat16, seed=4)
     for _ in range(2):  # the second call skips the autotuner
         _check(FlashAttentionTriton.apply, q, k, v, dout, True)
-    tiles = flash_triton.chosen_tiles(torch.bfloat16, 1000, 64, True).split("; ")
-    assert [part.split()[0] for part in tiles] == ["fwd", *flash_triton._BACKWARD_KERNELS[backward]], tiles
+    assert flash_triton.chosen_tiles(torch.bfloat16, 1000, 64, True).count("x") == 3
 
 
 @cuda_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_triton_long_sequence_other_dtypes(dtype, backward):
+def test_triton_long_sequence_other_dtypes(dtype):
     q, k, v, dout = _inputs((1, 2, 1500, 64), (1, 2, 1500, 64), dtype, seed=15)
     _check(FlashAttentionTriton.apply, q, k, v, dout, True)
 
 
 @cuda_only
-def test_triton_under_torch_compile(backward):
-    torch._dynamo.reset()  # BACKWARD is read while the backward is traced: no graph of the other strategy reused
+def test_triton_under_torch_compile():
     q, k, v, dout = _inputs((2, 300, 64), (2, 300, 64), torch.bfloat16, seed=21)
     compiled = torch.compile(FlashAttentionTriton.apply)
     out = compiled(q, k, v, True)

@@ -1,11 +1,25 @@
 """Attention implementations: the naive reference, PyTorch's SDPA, and our FlashAttention-2 (tiled PyTorch and Triton)."""
 
+import torch
 import torch.nn.functional as F
 
 from src.kernels.reference import attention_reference, naive_attention
 
+# The SDPA kernels compiled CUDA code may use: not cuDNN's (None: torch's own choice). Compiled with cuDNN's
+# attention, our models' q/k projection gradients came out 68% away from fp32 arithmetic (eager bf16, cuDNN
+# too: 0.7%) and the small preset trained up to 23% away from the eager step (torch 2.11, cuDNN 9.19, H100;
+# `python -m src.profiling.numerics --gradients --variants plain compiled_cudnn_sdpa compiled`). The choice is
+# made inside the compiled region so that it is part of the traced graph: a context around a compiled call is
+# read only while tracing, and a graph cached from a run without it was reused (AOTAutogradCache ignores it).
+COMPILED_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+
 
 def _sdpa(q, k, v, is_causal=False):
+    if COMPILED_SDPA_BACKENDS and q.is_cuda and torch.compiler.is_compiling():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([getattr(SDPBackend, name) for name in COMPILED_SDPA_BACKENDS]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
 

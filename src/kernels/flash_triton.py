@@ -9,13 +9,10 @@ Scores run in base 2: exp2(s * log2(e)) == exp(s), with 1/sqrt(d) and log2(e) fo
 Key tiles wholly above the diagonal are never visited, and only tiles that cross it (or hold the ragged end of the
 keys) are masked: each loop runs twice, once unmasked over the tiles that need no mask and once masked.
 Causal grids start the longest tiles first, so the last programs to start are short (grid order: see L2_BYTES).
-Backward, two strategies, picked by BACKWARD (or LMBENCH_FLASH_BACKWARD=split|fused at import); both recompute S
-and dP twice, 7 matrix products instead of 5, but need no atomics: adding dQ with atomics from the dK/dV pass
-measured 10.2 ms against 4.2 ms for separate passes (H100, q, k, v (16, 16384, 64) bf16 causal, backward only).
-"split" (the default), two launches: a dQ pass over key tiles per query tile, which also leaves D = rowsum(dO * O)
-for its rows, then a dK/dV pass over query tiles per key tile. "fused", as in Triton's fused-attention tutorial: a
-tiny launch computes D, then one launch whose program p computes dK/dV of key tile p and then dQ of query tile p,
-which makes causal programs (Tq == Tk) equally long.
+Backward, two launches: a dQ pass over key tiles per query tile, which also leaves D = rowsum(dO * O) for its rows,
+then a dK/dV pass over query tiles per key tile. That recomputes S and dP twice, 7 matrix products instead of 5,
+but needs no atomics: adding dQ with atomics from the dK/dV pass measured 10.2 ms against 4.2 ms for separate
+passes (H100, q, k, v (16, 16384, 64) bf16 causal, backward only).
 float32 inputs use IEEE float32 dot products (torch's default for float32 matmuls), not TF32.
 On CPU the kernels run under Triton's interpreter when TRITON_INTERPRET=1 is set before this module is imported.
 """
@@ -33,17 +30,6 @@ _LN2 = tl.constexpr(0.6931471805599453)  # ln(2): turns a base-2 logsumexp back 
 EVEN_MULTIPLE = 128  # every tile size divides this: a length that is a multiple of it never ends inside a tile
 SHORT_SEQ = 512  # up to this length one fixed tile shape is used: tuning there is all launch overhead
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 128
-BACKWARDS = ("split", "fused")
-
-
-def _checked_backward(value: str, source: str) -> str:
-    if value not in BACKWARDS:
-        raise ValueError(f"{source} must be one of {', '.join(BACKWARDS)}; got {value!r}")
-    return value
-
-
-# The backward strategy flash_backward runs (see the module docstring); unset or empty in the environment: "split".
-BACKWARD = _checked_backward(os.environ.get("LMBENCH_FLASH_BACKWARD") or "split", "LMBENCH_FLASH_BACKWARD")
 
 
 @triton.jit
@@ -189,35 +175,6 @@ def _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_
 
 
 @triton.jit
-def _dq_tile(K, V, L, DQ, q, do, delta, stride_qt, stride_kt, start_m, offs_m, offs_d, N_Q, N_K,
-             QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-             IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
-             DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Store dQ of the query tile at rows offs_m = start_m + [0, BLOCK_M), given its q and dO (BM, D) and D (BM,).
-    Pointers are at this (batch, head)."""
-    lse2 = _load_row(L + offs_m, offs_m, N_Q, CHECK_M) * _LOG2E
-    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    offs_n = tl.arange(0, BLOCK_N)
-    kT_ptrs = K + offs_n[None, :] * stride_kt + offs_d[:, None]  # (D, BN)
-    vT_ptrs = V + offs_n[None, :] * stride_kt + offs_d[:, None]  # (D, BN)
-
-    if IS_CAUSAL:
-        free = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, N_K)
-        hi = tl.minimum(start_m + BLOCK_M, N_K)
-    else:
-        free = N_K
-        hi = N_K
-    dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, 0, free, N_K,
-                   QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_N, CHECK_D, False, DOT_PRECISION)
-    if IS_CAUSAL:
-        dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, free, hi, N_K,
-                       QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_N, CHECK_D, True, DOT_PRECISION)
-
-    _store_tile(DQ + offs_m[:, None] * stride_qt + offs_d[None, :], (dq * SM_SCALE).to(DQ.dtype.element_ty),
-                offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
-
-
-@triton.jit
 def _attn_bwd_dq(Q, K, V, O, DO, L, Delta, DQ, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                  H, N_Q, N_K, SEQ_BUCKET,
                  QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -240,6 +197,7 @@ def _attn_bwd_dq(Q, K, V, O, DO, L, Delta, DQ, stride_qb, stride_qh, stride_qt, 
     Delta += bh.to(tl.int64) * N_Q
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
 
     q = _load_tile(Q + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
@@ -248,8 +206,25 @@ def _attn_bwd_dq(Q, K, V, O, DO, L, Delta, DQ, stride_qb, stride_qh, stride_qt, 
     o = _load_tile(O + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # (BM,) = rowsum(dP * P), without P or dP
     _store_row(Delta + offs_m, delta, offs_m, N_Q, CHECK_M)
-    _dq_tile(K, V, L, DQ, q, do, delta, stride_qt, stride_kt, start_m, offs_m, offs_d, N_Q, N_K, QK_SCALE, SM_SCALE,
-             HEAD_DIM, BLOCK_D, IS_CAUSAL, CHECK_M, CHECK_N, CHECK_D, DOT_PRECISION, BLOCK_M, BLOCK_N)
+    lse2 = _load_row(L + offs_m, offs_m, N_Q, CHECK_M) * _LOG2E
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    kT_ptrs = K + offs_n[None, :] * stride_kt + offs_d[:, None]  # (D, BN)
+    vT_ptrs = V + offs_n[None, :] * stride_kt + offs_d[:, None]  # (D, BN)
+
+    if IS_CAUSAL:
+        free = tl.minimum(((start_m + 1) // BLOCK_N) * BLOCK_N, N_K)
+        hi = tl.minimum(start_m + BLOCK_M, N_K)
+    else:
+        free = N_K
+        hi = N_K
+    dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, 0, free, N_K,
+                   QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_N, CHECK_D, False, DOT_PRECISION)
+    if IS_CAUSAL:
+        dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, free, hi, N_K,
+                       QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_N, CHECK_D, True, DOT_PRECISION)
+
+    _store_tile(DQ + offs_m[:, None] * stride_qt + offs_d[None, :], (dq * SM_SCALE).to(DQ.dtype.element_ty),
+                offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
 
 
 @triton.jit
@@ -276,11 +251,26 @@ def _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, stride_qt, L, Delta, offs_n, off
 
 
 @triton.jit
-def _dkdv_tile(Q, K, V, DO, L, Delta, DK, DV, stride_qt, stride_kt, start_n, N_Q, N_K,
-               QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-               IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
-               DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Store dK and dV of the key tile at rows start_n + [0, BLOCK_N). Pointers are at this (batch, head)."""
+def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                   H, N_Q, N_K, SEQ_BUCKET,
+                   QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                   IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
+                   DOT_PRECISION: tl.constexpr, TILE_AXIS: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
+    """One program: dK and dV of one key tile of one (batch, head). dO is laid out like Q; V, dK and dV like K.
+    Causal, the first key tiles are seen by the most queries and already come first."""
+    bh = tl.program_id(1 - TILE_AXIS)
+    pid_n = tl.program_id(TILE_AXIS)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_kb + h * stride_kh
+    DO += b * stride_qb + h * stride_qh
+    DK += b * stride_kb + h * stride_kh
+    DV += b * stride_kb + h * stride_kh
+    L += bh.to(tl.int64) * N_Q
+    Delta += bh.to(tl.int64) * N_Q
+    start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -311,103 +301,10 @@ def _dkdv_tile(Q, K, V, DO, L, Delta, DK, DV, stride_qt, stride_kt, start_n, N_Q
                 offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
 
 
-@triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-                   H, N_Q, N_K, SEQ_BUCKET,
-                   QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                   IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr, TILE_AXIS: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr):
-    """One program: dK and dV of one key tile of one (batch, head). dO is laid out like Q; V, dK and dV like K.
-    Causal, the first key tiles are seen by the most queries and already come first."""
-    bh = tl.program_id(1 - TILE_AXIS)
-    pid_n = tl.program_id(TILE_AXIS)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_kb + h * stride_kh
-    DO += b * stride_qb + h * stride_qh
-    DK += b * stride_kb + h * stride_kh
-    DV += b * stride_kb + h * stride_kh
-    L += bh.to(tl.int64) * N_Q
-    Delta += bh.to(tl.int64) * N_Q
-    _dkdv_tile(Q, K, V, DO, L, Delta, DK, DV, stride_qt, stride_kt, pid_n * BLOCK_N, N_Q, N_K, QK_SCALE, SM_SCALE,
-               HEAD_DIM, BLOCK_D, IS_CAUSAL, CHECK_M, CHECK_N, CHECK_D, DOT_PRECISION, BLOCK_M, BLOCK_N)
-
-
-@triton.jit
-def _attn_bwd_delta(O, DO, Delta, stride_qb, stride_qh, stride_qt, H, N_Q, HEAD_DIM: tl.constexpr,
-                    BLOCK_D: tl.constexpr, CHECK_M: tl.constexpr, CHECK_D: tl.constexpr, BLOCK_M: tl.constexpr):
-    """One program: D = rowsum(dO * O) of BLOCK_M rows of one (batch, head), in float32, for the fused backward.
-    O and dO are laid out like Q."""
-    bh = tl.program_id(0)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    O += b * stride_qb + h * stride_qh
-    DO += b * stride_qb + h * stride_qh
-    Delta += bh.to(tl.int64) * N_Q
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    o = _load_tile(O + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
-    do = _load_tile(DO + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
-                    CHECK_D)
-    _store_row(Delta + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), offs_m, N_Q, CHECK_M)
-
-
-@triton.jit
-def _attn_bwd_fused(Q, K, V, DO, L, Delta, DQ, DK, DV, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh,
-                    stride_kt, H, N_Q, N_K, SEQ_BUCKET,
-                    QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                    IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr, TILE_AXIS: tl.constexpr, BLOCK_M1: tl.constexpr,
-                    BLOCK_N1: tl.constexpr, BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr):
-    """One program p of one (batch, head): dK and dV of key tile p (BLOCK_N1 keys, over query tiles of BLOCK_M1),
-    then dQ of query tile p (BLOCK_M2 rows, over key tiles of BLOCK_N2), with D from _attn_bwd_delta: no program
-    waits on another. The two halves own tiles of one size, so with Tq == Tk the grid covers both sequences; a
-    program past the end of one of them skips that half. Causal with Tq == Tk, every program sees n + 1 tiles of
-    that size: n - p query tiles for dK/dV, p + 1 key tiles for dQ; so programs need no longest-first order.
-    dO and dQ are laid out like Q; V, dK and dV like K."""
-    tl.static_assert(BLOCK_N1 == BLOCK_M2, "one owned tile size: key tile p and query tile p cover the same rows")
-    bh = tl.program_id(1 - TILE_AXIS)
-    pid = tl.program_id(TILE_AXIS)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_kb + h * stride_kh
-    DO += b * stride_qb + h * stride_qh
-    DQ += b * stride_qb + h * stride_qh
-    DK += b * stride_kb + h * stride_kh
-    DV += b * stride_kb + h * stride_kh
-    L += bh.to(tl.int64) * N_Q
-    Delta += bh.to(tl.int64) * N_Q
-
-    start_n = pid * BLOCK_N1
-    if start_n < N_K:
-        _dkdv_tile(Q, K, V, DO, L, Delta, DK, DV, stride_qt, stride_kt, start_n, N_Q, N_K, QK_SCALE, SM_SCALE,
-                   HEAD_DIM, BLOCK_D, IS_CAUSAL, CHECK_M, CHECK_N, CHECK_D, DOT_PRECISION, BLOCK_M1, BLOCK_N1)
-
-    start_m = pid * BLOCK_M2
-    if start_m < N_Q:
-        offs_m = start_m + tl.arange(0, BLOCK_M2)
-        offs_d = tl.arange(0, BLOCK_D)
-        q = _load_tile(Q + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
-                       CHECK_D)
-        do = _load_tile(DO + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
-                        CHECK_D)
-        delta = _load_row(Delta + offs_m, offs_m, N_Q, CHECK_M)
-        _dq_tile(K, V, L, DQ, q, do, delta, stride_qt, stride_kt, start_m, offs_m, offs_d, N_Q, N_K, QK_SCALE,
-                 SM_SCALE, HEAD_DIM, BLOCK_D, IS_CAUSAL, CHECK_M, CHECK_N, CHECK_D, DOT_PRECISION, BLOCK_M2, BLOCK_N2)
-
-
 # --------------------------------------------------------------------------------------------------------- launchers
-# Each kernel's tile-size meta-parameters: M counts queries, N keys. The fused backward has one pair per half.
-_BLOCKS = {"fwd": ("BLOCK_M", "BLOCK_N"), "dkdv": ("BLOCK_M", "BLOCK_N"), "dq": ("BLOCK_M", "BLOCK_N"),
-           "fused": ("BLOCK_M1", "BLOCK_N1", "BLOCK_M2", "BLOCK_N2")}
-
-
-def _configs(name: str, shapes):
-    """(*tile sizes in _BLOCKS[name] order, num_warps, num_stages) -> triton.Config."""
-    return [triton.Config(dict(zip(_BLOCKS[name], shape[:-2], strict=True)), num_warps=shape[-2],
-                          num_stages=shape[-1]) for shape in shapes]
+def _configs(shapes):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) -> triton.Config; BLOCK_M counts queries, BLOCK_N keys."""
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
 
 
 _TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "IS_CAUSAL"]  # the autotuner adds the tensors' dtypes itself
@@ -433,33 +330,21 @@ _TILES = {
         "short": [(64, 64, 4, 3)],
         "fp32": [(64, 32, 4, 2)],
     },
-    # (BLOCK_M1, BLOCK_N1) for dK/dV, (BLOCK_M2, BLOCK_N2) for dQ, BLOCK_N1 == BLOCK_M2. Candidates not yet
-    # measured here: the tutorial's own shape first, then the split kernels' winners paired up.
-    "fused": {
-        "tuned": [(32, 128, 128, 32, 4, 3), (64, 64, 64, 64, 4, 3), (32, 64, 64, 32, 4, 3), (64, 128, 128, 64, 8, 3),
-                  (32, 128, 128, 32, 8, 3), (64, 128, 128, 32, 8, 2)],
-        "short": [(64, 64, 64, 64, 4, 3)],
-        "fp32": [(32, 64, 64, 32, 4, 2)],
-    },
 }
 # Under the interpreter: small, unequal tiles, so that short test sequences still span several of them.
 _INTERPRETER_TILES = {"fwd": {"BLOCK_M": 32, "BLOCK_N": 16}, "dkdv": {"BLOCK_M": 16, "BLOCK_N": 32},
-                      "dq": {"BLOCK_M": 32, "BLOCK_N": 16},
-                      "fused": {"BLOCK_M1": 16, "BLOCK_N1": 32, "BLOCK_M2": 32, "BLOCK_N2": 16}}
-_KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq, "fused": _attn_bwd_fused}
-_BACKWARD_KERNELS = {"split": ("dq", "dkdv"), "fused": ("fused",)}  # the autotuned kernels of each strategy
+                      "dq": {"BLOCK_M": 32, "BLOCK_N": 16}}
+_KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
 _TUNERS = {
-    (name, regime): triton.autotune(configs=_configs(name, shapes), key=_TUNE_KEY)(_KERNELS[name])
+    (name, regime): triton.autotune(configs=_configs(shapes), key=_TUNE_KEY)(_KERNELS[name])
     for name, regimes in _TILES.items() for regime, shapes in regimes.items()
 }
 # Grid order. (batch, head) on axis 0 and tiles on axis 1 starts the longest causal tiles of every head first.
 # The forward and dQ programs all sweep K and V from key 0, in step, so that order costs them no L2 reuse. dK/dV
 # programs sweep Q and dO from their own first row, out of step: once Q and dO of all heads outgrow L2, tiles go
 # on axis 0 so that the programs in flight share one head. H100, (16, 16384, 128) bf16 causal: dK/dV 3.80 ms
-# tiles-first vs 4.61 heads-first; (16, 4096, 128): 0.316 vs 0.297 ms. The fused backward's dK/dV half sweeps
-# like the dK/dV pass, so it follows the same rule.
+# tiles-first vs 4.61 heads-first; (16, 4096, 128): 0.316 vs 0.297 ms.
 L2_BYTES = 50 * 2**20  # the H100's L2
-DELTA_ROWS = 64  # rows per _attn_bwd_delta program; divides EVEN_MULTIPLE, as CHECK_M assumes
 AUTOTUNE = True  # False: the "tuned" regime runs each list's first shape (the GPU tests use this to bound compiles)
 _CHOSEN: dict = {}  # (kernel, regime, autotune key) -> the Config the autotuner picked
 
@@ -487,18 +372,16 @@ def _launch(name: str, grid, args: tuple, meta: dict, regime: str, key: tuple) -
 
 
 def chosen_tiles(dtype: torch.dtype, seq_len: int, head_dim: int, is_causal: bool) -> str:
-    """The tiles eager calls run for this problem under the current BACKWARD, e.g. 'fwd 128x64 w4 s3; dq ...;
-    dkdv ...', or 'fwd ...; fused 32x128/128x32 w4 s3' (dK/dV tile / dQ tile). A kernel not yet tuned is left out."""
+    """The tiles eager calls run for this problem, e.g. 'fwd 128x64 w4 s3; dq ...; dkdv ...' ('' before any call)."""
     regime = _regime(dtype, seq_len)
     key = (_seq_bucket(seq_len), head_dim, bool(is_causal), dtype)
     parts = []
-    for name in ("fwd", *_BACKWARD_KERNELS[BACKWARD]):
+    for name in ("fwd", "dq", "dkdv"):
         configs = _TUNERS[(name, regime)].configs
         config = configs[0] if len(configs) == 1 or not AUTOTUNE else _CHOSEN.get((name, regime, key))
         if config is not None:
-            sizes = [str(config.kwargs[block]) for block in _BLOCKS[name]]
-            tiles = "/".join("x".join(sizes[i:i + 2]) for i in range(0, len(sizes), 2))
-            parts.append(f"{name} {tiles} w{config.num_warps} s{config.num_stages}")
+            parts.append(f"{name} {config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']} "
+                         f"w{config.num_warps} s{config.num_stages}")
     return "; ".join(parts)
 
 
@@ -589,8 +472,7 @@ def flash_forward(Q, K, V, is_causal=False):
 
 
 def flash_backward(Q, K, V, O, L, dO, is_causal=False):
-    """-> (dQ, dK, dV), each shaped like its input. Recomputes P tile by tile from L, with the BACKWARD strategy."""
-    _checked_backward(BACKWARD, "flash_triton.BACKWARD")
+    """-> (dQ, dK, dV), each shaped like its input. Recomputes P tile by tile from L."""
     Q, K = _dense(Q), _dense(K)  # as in flash_forward, so O has Q's strides
     V = _laid_out_like(V, K)
     dO = _laid_out_like(dO, Q)  # the gradient of o.sum() is an expanded tensor with stride 0
@@ -603,17 +485,9 @@ def flash_backward(Q, K, V, O, L, dO, is_causal=False):
     regime, key, meta, sm_scale = _problem(Q, K, is_causal)
     meta["SM_SCALE"] = sm_scale
     strides = (*q4.stride()[:3], *k4.stride()[:3], H, Tq, Tk, key[0])
-    tile_axis = 0 if 2 * Q.numel() * Q.element_size() > L2_BYTES else 1
-    if BACKWARD == "fused":
-        rows_meta = {name: meta[name] for name in ("HEAD_DIM", "BLOCK_D", "CHECK_M", "CHECK_D")}
-        _attn_bwd_delta[(B * H, triton.cdiv(Tq, DELTA_ROWS))](o4, do4, delta, *q4.stride()[:3], H, Tq, **rows_meta,
-                                                              BLOCK_M=DELTA_ROWS)
-        # Key tile p and query tile p share program p: the grid covers the longer sequence.
-        _launch("fused", _grid(B * H, max(Tq, Tk), "BLOCK_N1", tile_axis),
-                (q4, k4, v4, do4, L, delta, dq4, dk4, dv4, *strides), dict(meta, TILE_AXIS=tile_axis), regime, key)
-        return dQ, dK, dV
     # dQ first: it leaves D = rowsum(dO * O) for the dK/dV pass.
     _launch("dq", _grid(B * H, Tq, "BLOCK_M", 1), (q4, k4, v4, o4, do4, L, delta, dq4, *strides), meta, regime, key)
+    tile_axis = 0 if 2 * Q.numel() * Q.element_size() > L2_BYTES else 1
     _launch("dkdv", _grid(B * H, Tk, "BLOCK_N", tile_axis), (q4, k4, v4, do4, L, delta, dk4, dv4, *strides),
             dict(meta, TILE_AXIS=tile_axis), regime, key)
     return dQ, dK, dV

@@ -16,10 +16,12 @@ import math
 import os
 import re
 import sys
+import unittest.mock
 from dataclasses import dataclass, field
 
 import torch
 
+import src.kernels
 from src.model.config import PRESETS
 from src.profiling.spec import RunSpec
 from src.profiling.training import TrainStep, build_model
@@ -53,6 +55,7 @@ class Variant:
     step: dict = field(default_factory=dict)  # TrainStep options
     inductor: dict = field(default_factory=dict)  # torch._inductor.config values while it compiles
     sdpa_backend: str = ""  # force SDPA onto one of torch.nn.attention.SDPBackend's kernels
+    compiled_cudnn_attention: bool = False  # let compiled code use cuDNN's SDPA (src.kernels keeps it off)
     round_initial_weights: bool = False  # start from weights rounded through bf16
 
 
@@ -72,10 +75,10 @@ VARIANTS = {
     "compiled_emulate_casts": Variant("torch.compile, rounding intermediates to bf16 where eager does",
                                       spec={"compile": True}, inductor={"emulate_precision_casts": True}),
     "compiled_cudnn_sdpa": Variant("torch.compile with SDPA's cuDNN kernel (compiled steps exclude it)",
-                                   spec={"compile": True}, step={"cudnn_attention": True},
+                                   spec={"compile": True}, compiled_cudnn_attention=True,
                                    sdpa_backend="CUDNN_ATTENTION"),
     "compiled_default_sdpa": Variant("torch.compile with every SDPA kernel allowed, torch's choice",
-                                     spec={"compile": True}, step={"cudnn_attention": True}),
+                                     spec={"compile": True}, compiled_cudnn_attention=True),
     "compiled_fp32": Variant("torch.compile, no autocast", spec={"compile": True, "precision": "fp32"}),
     "compiled_cuda_graphs": Variant("torch.compile and CUDA graphs", spec={"compile": True},
                                     step={"cuda_graphs": True}),
@@ -95,6 +98,8 @@ def variant_context(variant: Variant):
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             stack.enter_context(sdpa_kernel(getattr(SDPBackend, variant.sdpa_backend)))
+        if variant.compiled_cudnn_attention:
+            stack.enter_context(unittest.mock.patch.object(src.kernels, "COMPILED_SDPA_BACKENDS", None))
         torch._dynamo.reset()  # compile afresh: a cached graph would ignore changed inductor settings
         yield
 

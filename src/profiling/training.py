@@ -19,11 +19,6 @@ from src.profiling.spec import RunSpec
 from src.profiling.timing import phase
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# SDPA kernels a compiled step may use on CUDA: not cuDNN's. Under torch.compile (torch 2.11, H100, bf16) the
-# cuDNN attention backward returned q/k projection gradients 67% away from fp32 arithmetic (eager bf16: 0.7%),
-# and the fast recipe then trained up to 23% away from the plain step. `python -m src.profiling.numerics
-# --gradients --variants plain compiled compiled_cudnn_sdpa` shows it; docs/results/fast_path_h100_*.md has it.
-COMPILED_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 # Below this many parameters the step is launch-bound on an H100 (the small preset's eager step is 57 ms for
 # ~4 ms of matmul work), so the recipe replays the compiled step as a CUDA graph.
 CUDA_GRAPH_MAX_PARAMETERS = 500_000_000
@@ -84,9 +79,8 @@ class TrainStep:
     """
 
     def __init__(self, spec: RunSpec, model: nn.Module, lr: float = 1e-4,
-                 fused_adamw: bool | None = None, cuda_graphs: bool | None = None, cudnn_attention: bool = False):
-        """fused_adamw / cuda_graphs override the recipe's choice (the numerics check isolates each change);
-        cudnn_attention lets a compiled step use cuDNN's SDPA kernels again (to show what they do)."""
+                 fused_adamw: bool | None = None, cuda_graphs: bool | None = None):
+        """fused_adamw / cuda_graphs override the recipe's choice (the numerics check isolates each change)."""
         self.spec, self.model = spec, model
         fast = spec.recipe == "fast"
         parameters = sum(p.numel() for p in model.parameters())
@@ -110,18 +104,12 @@ class TrainStep:
             if dtype else contextlib.nullcontext
         self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
         self.loss = LanguageModelLoss(model)
-        self.sdpa_backends = contextlib.nullcontext
         if spec.compile or fast:
             self.loss = torch.compile(self.loss)
-            if spec.device == "cuda" and not cudnn_attention:
-                from torch.nn.attention import SDPBackend, sdpa_kernel
-
-                backends = [getattr(SDPBackend, name) for name in COMPILED_SDPA_BACKENDS]
-                self.sdpa_backends = lambda: sdpa_kernel(backends)  # chosen while compiling, baked into the graph
         self.graphs = None
 
     def _forward(self, inputs, targets):
-        with self.grad_mode(), self.autocast(), self.sdpa_backends():
+        with self.grad_mode(), self.autocast():
             return self.loss(inputs, targets)
 
     def _backward(self, loss):
