@@ -5,6 +5,8 @@
 One attention layer of the small preset (q/k/v projections, causal SDPA, output projection; B 4, T 1024, 12 heads
 of 64, bf16 autocast), eager and compiled, with SDPA held to one kernel at a time. Each gradient is compared with
 the same layer in float64 (math kernel): ||g - ref|| / ||ref||. bf16 arithmetic lands near 1e-2. Needs CUDA.
+Compile caches are off: the kernel choice is made while tracing, and a graph cached by an earlier row (the same
+code, another kernel) would otherwise be reused, as it was in the first run of this script.
 """
 
 import contextlib
@@ -44,6 +46,11 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("cudnn_sdpa_compile_check.py: needs a CUDA device", file=sys.stderr)
         return 2
+    import torch._functorch.config
+    import torch._inductor.config
+
+    torch._functorch.config.enable_autograd_cache = False
+    torch._inductor.config.fx_graph_cache = False
     torch.manual_seed(0)
     x = torch.randn(B, T, D, device="cuda")
     weights = [torch.randn(D, D, device="cuda") / D**0.5 for _ in range(4)]

@@ -111,3 +111,14 @@ def test_jsonl_records_keep_lists_and_nested_fields(tmp_path):
     append_record(path, record(3, warnings=["a"]))
     with open(path) as f:
         assert json.loads(f.readline())["warnings"] == ["a"]
+
+
+def test_a_stated_commit_wins_over_what_git_answers(monkeypatch):
+    """The GPU machine's copy of the tree had a stale .git: the commit named in LMBENCH_COMMIT is the one recorded."""
+    from src.profiling.environment import git_commit
+
+    monkeypatch.delenv("LMBENCH_COMMIT", raising=False)
+    from_git = git_commit()
+    assert from_git  # this checkout is a git repository
+    monkeypatch.setenv("LMBENCH_COMMIT", "0123456789ab")
+    assert git_commit() == "0123456789ab"

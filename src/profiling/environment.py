@@ -22,11 +22,14 @@ def _run(cmd: list[str]) -> str:
 def git_commit() -> str:
     """The project's commit, with '+dirty' when the working tree has uncommitted changes to tracked files.
 
-    A copy of the tree without .git (a cluster job's staging directory) can name its commit in LMBENCH_COMMIT.
+    A copy of the tree whose .git is missing or stale (a cluster job's staging directory; the lent GPU machine's
+    copy answered with an hours-old HEAD) names its commit in LMBENCH_COMMIT, which then wins.
     """
+    if os.environ.get("LMBENCH_COMMIT"):
+        return os.environ["LMBENCH_COMMIT"]
     commit = _run(["git", "rev-parse", "--short=12", "HEAD"])
     if not commit:
-        return os.environ.get("LMBENCH_COMMIT", "")
+        return ""
     if commit and _run(["git", "status", "--porcelain", "--untracked-files=no"]):
         commit += "+dirty"
     return commit
