@@ -15,6 +15,8 @@ import sys
 import warnings
 
 import torch
+import torch._functorch.config
+import torch._inductor.config
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -46,9 +48,6 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("cudnn_sdpa_compile_check.py: needs a CUDA device", file=sys.stderr)
         return 2
-    import torch._functorch.config
-    import torch._inductor.config
-
     torch._functorch.config.enable_autograd_cache = False
     torch._inductor.config.fx_graph_cache = False
     torch.manual_seed(0)
