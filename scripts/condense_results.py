@@ -37,26 +37,20 @@ if which == 'memory':
         g = lambda k: f"{m[k]/1e9:.1f}" if k in m else ""
         png = r['memory_summary'].get('plot', '').split('/')[-1]
         print(f"| {c['precision']} | {c['mode']} | {c['context_length']} | {r['peak_memory_gb']:.1f} | {g('forward')} | {g('backward')} | {g('optimizer')} | {r['estimated_memory_bytes']/1e9:.1f} | {e['parameters']/1e9:.1f} | {e['gradients']/1e9:.1f} | {e['optimizer_state']/1e9:.1f} | {e['activations']/1e9:.1f} | [png](memory_2p7b_h100_2026-11-24/{png}) |")
-if which == 'fast':
-    rows = load('docs/results/fast_path_h100_2026-11-24.jsonl') + load('docs/results/fast_recipe_graphs_h100_2026-11-24.jsonl')
-    print(env_line(rows[:1])); print(env_line(rows[-1:])); print()
+if which == 'fast':  # the side-by-side train step, one run (scripts/gpu_fast_path.sh)
+    rows = load('docs/results/side_by_side_h100_2026-11-24.jsonl')
+    print(env_line(rows)); print()
     N = {'small': 128625408, '2.7B': 3406809600}
-    print("| size | variant | forward ms | backward ms | optimizer ms | step ms (median) | TFLOP/s (6·N·tokens) | TFLOP/s (model FLOPs) | compile s | peak GB | run |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| size | variant | forward ms | backward ms | optimizer ms | step ms (median) | TFLOP/s (6·N·tokens) | TFLOP/s (model FLOPs) | compile s | peak GB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in ['small', '2.7B']:
-        for i, r in enumerate(rows):
+        for r in rows:
             c = r['config']
             if c['size'] != size: continue
-            first_run = r['env']['git_commit'].startswith('7cc')
-            if c['recipe'] and c['size'] == 'small':
-                recipe = "fast recipe, torch.compile reduce-overhead (superseded)" if first_run else "fast recipe, whole-step CUDA graphs"
-            else:
-                recipe = "fast recipe (compile + fused AdamW)" + ("" if first_run else ", RoPE in fp32")
-            name = ("hf_llama (eager, SDPA)" if c['backend'] == 'hf_llama' else recipe if c['recipe'] else
+            name = ("Hugging Face Llama (eager, SDPA)" if c['backend'] == 'hf_llama' else "**fast recipe**" if c['recipe'] else
                     f"compile, {c['attention']}" if c['compile'] else f"eager, {c['attention']}")
-            run = r['env']['git_commit']
             if r['status'] != 'ok':
-                print(f"| {size} | {name} | | | | | | | | {r['peak_memory_gb']:.1f} (at failure) | {run} ({r['status']}) |"); continue
+                print(f"| {size} | {name} | | | | {r['status']} | | | | {r['peak_memory_gb']:.1f} (at failure) |"); continue
             t = r['median_time_step']
             cs = '' if r['compile_time_s'] is None else format(r['compile_time_s'], '.1f')
-            print(f"| {size} | {name} | {ms(r['median_time_forward'])} | {ms(r['median_time_backward'])} | {ms(r['median_time_optimizer'])} | {ms(t)} | {6*N[size]*4096/t/1e12:.0f} | {r['tflops']:.0f} | {cs} | {r['peak_memory_gb']:.1f} | {run} |")
+            print(f"| {size} | {name} | {ms(r['median_time_forward'])} | {ms(r['median_time_backward'])} | {ms(r['median_time_optimizer'])} | {ms(t)} | {6*N[size]*4096/t/1e12:.0f} | {r['tflops']:.0f} | {cs} | {r['peak_memory_gb']:.1f} |")

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The numerics check behind docs/results/numerics_*: 100 train steps of the small preset on a learnable token
-# stream: the plain bf16 step against itself (run-to-run noise), compiled alone, and the fast recipe, at the
+# stream: the plain bf16 step against itself (run-to-run noise), a bf16-sized perturbation of it, compiled with
+# and without cuDNN's attention, and the fast recipe (first gradients against fp32 arithmetic too), at the
 # default learning rate with warm-up (OUT_DIR/default); CHAOTIC=1 adds lr 1e-3 without warm-up (OUT_DIR/lr1e-3).
 #   bash scripts/gpu_numerics.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: scripts/gpu_numerics.sh OUT_DIR}
 mkdir -p "$out/default"
-python3 -m src.profiling.numerics --size small --steps 100 --out "$out/default" \
-    --variants plain plain_repeat compiled fast | tee "$out/default/numerics.md" || true
+python3 -m src.profiling.numerics --size small --steps 100 --out "$out/default" --gradients \
+    --variants plain plain_repeat plain_rounded_init compiled_cudnn_sdpa compiled fast | tee "$out/default/numerics.md" || true
 if [ "${CHAOTIC:-0}" = 1 ]; then  # lr 1e-3 without warm-up: even the plain step differs from itself by 25-50%
     mkdir -p "$out/lr1e-3"
     python3 -m src.profiling.numerics --size small --steps 100 --lr 1e-3 --warmup 0 --out "$out/lr1e-3" \
