@@ -49,3 +49,22 @@ def test_compiled_bf16_gradients_are_as_close_to_fp32_as_eager_bf16(variant):
     compiled = gradient_errors(grads[variant], grads["plain_fp32"])["relative_error"]
     assert 0 < eager < 5e-2  # bf16 rounding, nothing more
     assert compiled <= 2 * eager
+
+
+def test_bf16_weights_with_masters_train_like_autocast_casting_fp32_weights():
+    """bf16 linear weights updated through fp32 masters are autocast's casts done once per step: same weights, same
+    gradients, so the same losses up to AdamW's fp32 rounding (on CPU the update runs under Triton's interpreter)."""
+    from src.profiling.training import TrainStep, build_model
+
+    spec = tiny(precision="bf16", attention="sdpa", context_length=32, batch_size=2)
+    tokens = torch.randint(0, spec.vocab_size, (1, 2, 33)).expand(4, 2, 33)  # one batch, learnt by heart
+    losses, dtypes = {}, {}
+    for bf16_weights in (False, True):
+        torch.manual_seed(0)
+        model = build_model(spec)
+        step = TrainStep(spec, model, lr=3e-3, bf16_weights=bf16_weights)
+        losses[bf16_weights] = [float(step(t[:, :-1], t[:, 1:], None)) for t in tokens]
+        dtypes[bf16_weights] = {p.dtype for p in model.parameters()}
+    assert dtypes == {False: {torch.float32}, True: {torch.float32, torch.bfloat16}}
+    assert losses[True][-1] < losses[True][0]  # it trains
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
