@@ -74,7 +74,8 @@ def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
 
 
 def uses_bf16_weights(spec: RunSpec) -> bool:
-    """The fast recipe trains our model's linear layers on bf16 weights with fp32 masters in the optimizer."""
+    """The fast recipe trains our model's linear layers on bf16 weights with fp32 masters in the optimizer (where
+    it does not use CUDA graphs)."""
     return (spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.backend == "ours"
             and spec.precision == "bf16")
 
@@ -95,7 +96,11 @@ class TrainStep:
         fast = spec.recipe == "fast"
         parameters = sum(p.numel() for p in model.parameters())
         self.cuda_graphs = uses_cuda_graphs(spec, parameters) if cuda_graphs is None else cuda_graphs
-        self.bf16_weights = uses_bf16_weights(spec) if bf16_weights is None else bf16_weights
+        self.bf16_weights = uses_bf16_weights(spec) and not self.cuda_graphs if bf16_weights is None else bf16_weights
+        if self.bf16_weights and self.cuda_graphs:
+            # Capturing the backward graph failed on an H100 (torch 2.11: cudaErrorStreamCaptureImplicit, "would
+            # make the legacy stream depend on a capturing blocking stream"); not investigated further.
+            raise ValueError("bf16 weights with fp32 masters do not run under the recipe's CUDA graphs")
         self.notes: list[str] = []  # what the step had to change, for the record's warnings
         self.optimizer = None
         if spec.mode == "train" and self.bf16_weights:
