@@ -8,7 +8,7 @@ set -euo pipefail
 out=${1:?usage: scripts/gpu_numerics.sh OUT_DIR}
 mkdir -p "$out/default"
 python3 -m src.profiling.numerics --size small --steps 100 --out "$out/default" --gradients \
-    --variants plain plain_repeat plain_rounded_init compiled_cudnn_sdpa compiled fast | tee "$out/default/numerics.md" || true
+    --variants plain plain_repeat plain_rounded_init compiled_cudnn_sdpa compiled fast fast_bf16_weights | tee "$out/default/numerics.md" || true
 if [ "${CHAOTIC:-0}" = 1 ]; then  # lr 1e-3 without warm-up: even the plain step differs from itself by 25-50%
     mkdir -p "$out/lr1e-3"
     python3 -m src.profiling.numerics --size small --steps 100 --lr 1e-3 --warmup 0 --out "$out/lr1e-3" \

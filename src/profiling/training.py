@@ -15,7 +15,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import nvtx
-from src.kernels.master_adamw import MasterWeightAdamW, bf16_with_masters
 from src.model import TransformerLM
 from src.model.transformer import Linear
 from src.profiling.spec import RunSpec
@@ -107,6 +106,8 @@ class TrainStep:
             # Linear weights become bf16 Parameters and their fp32 masters move into the optimizer, which writes
             # the rounded copy as it updates: no autocast casts of weights and gradients (about 16 ms of the
             # 2.7B step's 226 on an H100), the same arithmetic (src/kernels/master_adamw.py).
+            from src.kernels.master_adamw import MasterWeightAdamW, bf16_with_masters  # Triton, loaded when used
+
             masters = bf16_with_masters(m.weight for m in model.modules() if isinstance(m, Linear))
             self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
         elif spec.mode == "train":
