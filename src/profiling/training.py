@@ -184,7 +184,7 @@ class TrainStep:
         records), then put the weights and AdamW's state back, so a graphed run trains exactly like an eager one."""
         mode = self.spec.mode
         saved = [p.detach().clone() for p in self.model.parameters()]
-        saved_state = {id(t): t.clone() for t in self._optimizer_tensors()}
+        saved_state = {id(t): (t, t.clone()) for t in self._optimizer_tensors()}  # holding t keeps its id unique
         self.static_inputs, self.static_targets = inputs.clone(), targets.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -201,7 +201,10 @@ class TrainStep:
             for p, value in zip(self.model.parameters(), saved):
                 p.copy_(value)
             for t in self._optimizer_tensors():  # master weights, moments, step counts as before the warm-up
-                t.copy_(saved_state[id(t)]) if id(t) in saved_state else t.zero_()  # zero: made by the warm-up
+                if id(t) in saved_state:
+                    t.copy_(saved_state[id(t)][1])
+                else:  # state torch's AdamW made at its first step: zero is what it starts from
+                    t.zero_()
         self.graphs = {"forward": torch.cuda.CUDAGraph()}
         with torch.cuda.graph(self.graphs["forward"]):
             self.static_loss = self._forward(self.static_inputs, self.static_targets)
