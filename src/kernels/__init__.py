@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from src.kernels.reference import attention_reference, naive_attention
 
 # The SDPA kernels compiled CUDA code may use: not cuDNN's (None: torch's own choice). Compiled with cuDNN's
-# attention, our models' q/k projection gradients came out 68% away from fp32 arithmetic (eager bf16, cuDNN
+# attention, our models' q/k projection gradients came out 67% away from fp32 arithmetic (eager bf16, cuDNN
 # too: 0.7%) and the small preset trained up to 23% away from the eager step (torch 2.11, cuDNN 9.19, H100;
 # `python -m src.profiling.numerics --gradients --variants plain compiled_cudnn_sdpa compiled`). The choice is
 # made inside the compiled region so that it is part of the traced graph: a context around a compiled call is

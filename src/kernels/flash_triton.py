@@ -18,13 +18,14 @@ On CPU the kernels run under Triton's interpreter when TRITON_INTERPRET=1 is set
 """
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+from src.kernels.triton_interpreter import interpreted
+
+_INTERPRET = interpreted()
 _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) == exp2(x * log2(e))
 _LN2 = tl.constexpr(0.6931471805599453)  # ln(2): turns a base-2 logsumexp back into a natural one
 EVEN_MULTIPLE = 128  # every tile size divides this: a length that is a multiple of it never ends inside a tile

@@ -15,7 +15,6 @@ An out-of-memory configuration becomes a row with status "oom" and the sweep goe
 import argparse
 import gc
 import itertools
-import os
 import statistics
 import sys
 import time
@@ -24,7 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from src.kernels.reference import naive_attention
-from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
+from src.kernels.triton_interpreter import interpreted
+from src.profiling.cli import (EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float,
+                               positive_int, resolve_device)
 from src.profiling.environment import collect_environment
 from src.profiling.results import append_record, check_writable
 
@@ -75,19 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interpreted() -> bool:
-    """Triton kernels run on CPU tensors only under its interpreter, switched on before they were defined."""
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
-
-
 def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
     """(device, configurations) from parsed options, or UsageError naming the problem. Starts no work."""
-    if args.device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
-    else:
-        device = args.device
+    device = resolve_device(args.device)
     if args.output:
         try:
             check_writable(args.output)
@@ -99,10 +90,10 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
         return device, [dict(STANDARD_CASE)]
     cuda = device == "cuda"
     default_impls = list(IMPLEMENTATIONS) if cuda else ["naive", "sdpa", "flash_pytorch"] + (
-        ["flash"] if _interpreted() else [])
+        ["flash"] if interpreted() else [])
     implementations = args.implementations or default_impls
     for impl in implementations:
-        if impl == "flash" and not cuda and not _interpreted():
+        if impl == "flash" and not cuda and not interpreted():
             raise UsageError("flash is the Triton kernel: it needs CUDA, or TRITON_INTERPRET=1 on CPU")
         if impl == "flash_compiled" and not cuda:
             raise UsageError("flash_compiled (torch.compile of the Triton kernels) needs a CUDA device")

@@ -22,7 +22,7 @@ import torch
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
 from src.profiling.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
-                               positive_float, positive_int)
+                               positive_float, positive_int, resolve_device)
 from src.profiling.results import append_record, check_writable
 from src.profiling.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
 from src.profiling.sweep import run_sweep
@@ -85,12 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     """Turn parsed options into the sweep, or raise UsageError naming the problem. Starts no work."""
     notes = []
-    if args.device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
-    else:
-        device = args.device
+    device = resolve_device(args.device)
     custom = [args.d_model, args.d_ff, args.num_layers, args.num_heads]
     if any(v is not None for v in custom) and not all(v is not None for v in custom):
         raise UsageError("a custom size needs all four of --d_model --d_ff --num_layers --num_heads")

@@ -13,6 +13,17 @@ class UsageError(Exception):
     pass
 
 
+def resolve_device(requested: str) -> str:
+    """--device: 'auto' is cuda when torch sees a GPU, else cpu; 'cuda' without one is a usage error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
+    return requested
+
+
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
