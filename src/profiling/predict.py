@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     hw.add_argument("--gpu_memory_gb", type=positive_float, help="memory per GPU (default: the GPU's datasheet)")
     hw.add_argument("--mfu", type=fraction, default=0.4, help="model FLOPs utilisation when no --results row matches")
     hw.add_argument("--link", choices=list(LINKS), default="nvlink4", help="link between GPUs of one node")
-    hw.add_argument("--inter_link", choices=NETWORK_LINKS, help="network between nodes (one NIC per GPU unless --nics_per_node)")
+    hw.add_argument("--inter_link", choices=NETWORK_LINKS + ["none"], default="ib_ndr",
+                    help="network between nodes, one NIC per GPU unless --nics_per_node; none: one node only")
     hw.add_argument("--gpus_per_node", type=positive_int, default=8)
     hw.add_argument("--nics_per_node", type=positive_int)
     hw.add_argument("--overlap", type=fraction, help="measured fraction of the hideable communication that hides")
@@ -119,17 +120,19 @@ def resolve(args: argparse.Namespace) -> dict:
         memory = device_memory_bytes(args.gpu, args.gpu_memory_gb)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if args.nics_per_node and not args.inter_link:
+    inter = None if args.inter_link == "none" else LINKS[args.inter_link]
+    if args.nics_per_node and inter is None:
         raise UsageError("--nics_per_node describes the network: pass --inter_link too")
     if LINKS[args.link].kind == "net":
         raise UsageError(f"--link {args.link} is a network; inside a node use one of nvlink3/4/5, pcie4/5")
     measured = measured_busbw(_read(args.collectives, "--collectives")) if args.collectives else {}
     if args.collectives and not measured:
         raise UsageError(f"--collectives {args.collectives}: no ok rows with op, world_size, size_bytes, busbw_gbps")
-    network = Network(LINKS[args.link], LINKS[args.inter_link] if args.inter_link else None, args.gpus_per_node,
+    network = Network(LINKS[args.link], inter, args.gpus_per_node,
                       args.nics_per_node, measured)
-    if not args.check and not args.inter_link and max(args.world_sizes) > args.gpus_per_node:
-        raise UsageError(f"world size {max(args.world_sizes)} spans nodes of {args.gpus_per_node} GPUs: pass --inter_link")
+    if not args.check and inter is None and max(args.world_sizes) > args.gpus_per_node:
+        raise UsageError(f"world size {max(args.world_sizes)} spans nodes of {args.gpus_per_node} GPUs: "
+                         "--inter_link none describes one node")
     results = _read(args.results, "--results") if args.results else []
     checked = _read(args.check, "--check") if args.check else None
     for path, what in ((args.output, "--output"), (args.plot, "--plot")):
