@@ -18,9 +18,9 @@ import sys
 from src.distributed.alpha_beta import LINKS, Network
 from src.distributed.cost import ALL_STRATEGIES, parse_checkpointing
 from src.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS, ModelConfig
-from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
-from src.profiling.hardware import find_gpu_spec
-from src.profiling.results import append_record, check_writable, read_records
+from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
+from src.harness.hardware import find_gpu_spec
+from src.harness.results import append_record, check_writable, read_records
 from src.reports.predict import Workload, compute_from_flops, compute_from_record, predict_scaling, single_gpu_record
 from src.reports.predict_plots import plot_scaling
 from src.reports.predict_report import (
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--reduce_dtype", choices=("fp32", "bf16"), default="fp32",
                      help="fsdp2's MixedPrecisionPolicy reduce_dtype (torch's default follows the fp32 parameters)")
     hw = p.add_argument_group("hardware")
-    hw.add_argument("--gpu", default="H100 SXM", help="GPU name matched against src/harness hardware table")
+    hw.add_argument("--gpu", default="H100 SXM", help="GPU name matched against src/harness/hardware.py")
     hw.add_argument("--gpu_memory_gb", type=positive_float, help="memory per GPU (default: the GPU's datasheet)")
     hw.add_argument("--mfu", type=fraction, default=0.4, help="model FLOPs utilisation when no --results row matches")
     hw.add_argument("--link", choices=list(LINKS), default="nvlink4", help="link between GPUs of one node")

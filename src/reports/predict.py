@@ -19,7 +19,7 @@ from src.distributed.alpha_beta import Network, collective_time
 from src.distributed.cost import collectives_per_step, memory_per_rank, parameters_of, parse_checkpointing
 from src.model.config import ModelConfig
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, forward_flops
-from src.profiling.hardware import GpuSpec
+from src.harness.hardware import GpuSpec
 
 # Datasheet memory per GPU in GB (1e9 bytes): what "fits" is checked against unless --gpu_memory_gb says otherwise.
 DEVICE_MEMORY_GB = {

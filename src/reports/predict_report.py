@@ -8,7 +8,7 @@ import pandas as pd
 
 from src.distributed.alpha_beta import Network
 from src.model.config import ModelConfig
-from src.profiling.hardware import find_gpu_spec
+from src.harness.hardware import find_gpu_spec
 from src.reports.predict import (
     DEVICE_MEMORY_GB, ComputeTime, Prediction, Workload, compute_from_flops, compute_from_record, predict,
     single_gpu_record, strategy_of, world_size_of,

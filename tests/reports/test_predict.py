@@ -8,7 +8,7 @@ from src.distributed.alpha_beta import LINKS, Network, collective_time
 from src.distributed.cost import collectives_per_step, memory_per_rank
 from src.model.config import PRESETS
 from src.model.flops import forward_flops
-from src.profiling.hardware import find_gpu_spec
+from src.harness.hardware import find_gpu_spec
 from src.profiling.predict import main
 from src.reports.predict import ComputeTime, Workload, compute_from_flops, predict, predict_scaling
 from src.reports.predict_report import check
