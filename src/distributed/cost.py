@@ -43,8 +43,14 @@ MB = 1024 * 1024
 class Parameter:
     name: str
     numel: int
-    sharded: bool  # a Linear or Embedding weight: our FSDP shards these, TP splits them
+    dim0: int  # FSDP2 chunks every parameter on dim 0
+    module: str  # "linear", "embedding" or "other" (the norms)
     unit: str  # FSDP2's communication unit: "layers.<i>" for a block's parameters, "root" for the rest
+
+    @property
+    def sharded(self) -> bool:
+        """A Linear or Embedding weight: our FSDP shards these (and replicates the rest), TP splits them."""
+        return self.module != "other"
 
 
 @functools.lru_cache(maxsize=32)
@@ -52,29 +58,42 @@ def parameters_of(config: ModelConfig) -> tuple[Parameter, ...]:
     """Every trainable parameter (a tied one once) in registration order; backward produces them in reverse."""
     with torch.device("meta"):
         model = TransformerLM(config)
-    owner_types = {f"{name}.{p}": type(m) for name, m in model.named_modules() for p, _ in m.named_parameters(recurse=False)}
+    owner = {f"{name}.{p}" if name else p: m for name, m in model.named_modules() for p, _ in m.named_parameters(recurse=False)}
     block_names = {name for name, m in model.named_modules() if isinstance(m, TransformerBlock)}
     result = []
     for name, p in model.named_parameters():  # named_parameters() yields a shared tensor once
         if not p.requires_grad:
             continue
         block = next((b for b in block_names if name.startswith(b + ".")), None)
-        sharded = issubclass(owner_types[name], (Linear, Embedding, torch.nn.Linear, torch.nn.Embedding))
-        result.append(Parameter(name, p.numel(), sharded, block or "root"))
+        module = owner[name]
+        kind = ("embedding" if isinstance(module, (Embedding, torch.nn.Embedding))
+                else "linear" if isinstance(module, (Linear, torch.nn.Linear)) else "other")
+        result.append(Parameter(name, p.numel(), p.shape[0], kind, block or "root"))
     return tuple(result)
 
 
-def units_of(config: ModelConfig) -> dict[str, int]:
-    """FSDP2's units (fully_shard per block and at the root): elements each all-gathers at once."""
+def padded(numel: int, n: int) -> int:
+    """Elements after padding to a multiple of n, as our FSDP pads each flat weight before splitting it."""
+    return math.ceil(numel / n) * n
+
+
+def padded_dim0(p: Parameter, n: int) -> int:
+    """Elements after FSDP2 pads dim 0 to a multiple of n (torch.chunk on dim 0, padded to equal shards)."""
+    return math.ceil(p.dim0 / n) * n * (p.numel // p.dim0)
+
+
+def units_of(config: ModelConfig, n: int = 1) -> dict[str, int]:
+    """FSDP2's units (fully_shard per block and at the root): elements each all-gathers at once on n ranks
+    (every parameter's dim 0 padded to a multiple of n)."""
     units: dict[str, int] = {}
     for p in parameters_of(config):
-        units[p.unit] = units.get(p.unit, 0) + p.numel
+        units[p.unit] = units.get(p.unit, 0) + padded_dim0(p, n)
     return units
 
 
 def greedy_buckets(sizes_bytes: list[int], cap_bytes: int, first_cap_bytes: int | None = None) -> list[int]:
-    """Bucket sizes when gradients are packed in the order they become ready, a bucket closing once it reaches
-    the cap (a parameter larger than the cap gets a bucket of its own), as DDP's reducer does."""
+    """Bucket sizes as torch's DDP reducer packs gradients in the order they become ready: a bucket closes once
+    it reaches the cap (the first bucket has its own, smaller cap), so a bucket can exceed the cap by one tensor."""
     buckets, current, cap = [], 0, first_cap_bytes or cap_bytes
     for size in sizes_bytes:
         current += size
@@ -84,6 +103,27 @@ def greedy_buckets(sizes_bytes: list[int], cap_bytes: int, first_cap_bytes: int 
     if current:
         buckets.append(current)
     return buckets
+
+
+def buckets_within_cap(sizes_bytes: list[int], cap_bytes: float) -> list[int]:
+    """Bucket sizes as our BucketedDDP packs them: a new bucket starts where the next gradient would exceed the
+    cap; a gradient larger than the cap gets a bucket of its own."""
+    buckets: list[int] = []
+    for size in sizes_bytes:
+        if buckets and buckets[-1] + size <= cap_bytes:
+            buckets[-1] += size
+        else:
+            buckets.append(size)
+    return buckets
+
+
+def owner_loads(numels: list[int], n: int, largest_first: bool) -> list[int]:
+    """Elements of optimizer state on each rank when each parameter goes to the least-loaded rank: in
+    registration order (our ShardedOptimizer) or largest first (torch's ZeroRedundancyOptimizer)."""
+    loads = [0] * n
+    for numel in sorted(numels, reverse=True) if largest_first else numels:
+        loads[loads.index(min(loads))] += numel
+    return loads
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,7 +203,7 @@ def collectives_per_step(
         if strategy == "ddp_flat":
             calls, hideable, edge = 1, False, gradients
         elif strategy == "ddp_bucketed":
-            buckets = greedy_buckets(tensor_bytes, int(bucket_mb * MB))
+            buckets = buckets_within_cap(tensor_bytes, bucket_mb * MB)
             calls, hideable, edge = len(buckets), True, buckets[-1]
         elif strategy == "torch_ddp":
             buckets = greedy_buckets(tensor_bytes, TORCH_DDP_BUCKET_MB * MB, TORCH_DDP_FIRST_BUCKET_MB * MB)
@@ -176,42 +216,46 @@ def collectives_per_step(
             result.append(Collective("broadcast", gradients, len(params), "world", "after_step", False))
         return result
     if strategy == "fsdp":
-        return _fsdp_collectives(params, compute_dtype_bytes, "world")
+        return _fsdp_collectives(params, compute_dtype_bytes, "world", world_size)
     reduce_bytes = PARAM_BYTES if reduce_dtype_bytes is None else reduce_dtype_bytes
     if strategy == "fsdp2":
-        return _fsdp2_collectives(config, compute_dtype_bytes, reduce_bytes, "world", 1, root_reshard_after_forward)
+        units = units_of(config, world_size)
+        return _fsdp2_collectives(units, compute_dtype_bytes, reduce_bytes, "world", root_reshard_after_forward)
     if batch_size is None or context_length is None:
         raise ValueError(f"{strategy} moves activations: pass batch_size and context_length")
     tp = world_size if strategy == "tp" else _fsdp_tp_degree(world_size, tp_size)
     result = _tp_collectives(config, batch_size, context_length, compute_dtype_bytes)
     if strategy == "fsdp_tp" and world_size // tp > 1:  # FSDP2 over the data-parallel ranks, on 1/tp of each unit
-        result += _fsdp2_collectives(config, compute_dtype_bytes, reduce_bytes, "dp", tp, root_reshard_after_forward)
+        units = {k: v // tp for k, v in units_of(config).items()}  # on paper: no padding
+        result += _fsdp2_collectives(units, compute_dtype_bytes, reduce_bytes, "dp", root_reshard_after_forward)
     return result
 
 
-def _fsdp_collectives(params: tuple[Parameter, ...], c: int, group: str) -> list[Collective]:
-    """Ours: each Linear/Embedding weight gathered before forward and again before backward (c bytes), its gradient
-    reduce-scattered (c bytes); the replicated RMSNorm weights' gradients all-reduced in fp32 after backward."""
-    sharded = [p.numel for p in params if p.sharded]
+def _fsdp_collectives(params: tuple[Parameter, ...], c: int, group: str, n: int) -> list[Collective]:
+    """Ours (src/distributed/fsdp.py): each Linear/Embedding weight, flattened and padded to a multiple of n, is
+    gathered before forward and again when backward unpacks it (an embedding's backward needs no weight: not
+    gathered), its gradient reduce-scattered, all in the compute dtype (c bytes); the replicated RMSNorm weights'
+    gradients are all-reduced in fp32 from their post-accumulate hooks, during backward."""
+    sharded = [p for p in params if p.sharded]
+    full = [padded(p.numel, n) * c for p in sharded]
+    in_backward = [size for p, size in zip(sharded, full) if p.module != "embedding"]
     replicated = [p.numel for p in params if not p.sharded]
-    first = sharded[0] * c  # the embedding: gathered first in forward, its gradient reduced last in backward
-    last = sharded[-1] * c  # the LM head: gathered first in backward
+    # Forward gathers the embedding first; backward gathers the LM head first and reduces the embedding last.
     result = [
-        Collective("all_gather", sum(sharded) * c, len(sharded), group, "forward", True, first),
-        Collective("all_gather", sum(sharded) * c, len(sharded), group, "backward", True, last),
-        Collective("reduce_scatter", sum(sharded) * c, len(sharded), group, "backward", True, first),
+        Collective("all_gather", sum(full), len(full), group, "forward", True, full[0]),
+        Collective("all_gather", sum(in_backward), len(in_backward), group, "backward", True, in_backward[-1]),
+        Collective("reduce_scatter", sum(full), len(full), group, "backward", True, full[0]),
     ]
     if replicated:
-        result.append(Collective("all_reduce", sum(replicated) * PARAM_BYTES, len(replicated), group, "after_backward", False))
+        result.append(Collective("all_reduce", sum(replicated) * PARAM_BYTES, len(replicated), group, "backward", True,
+                                 replicated[0] * PARAM_BYTES))
     return result
 
 
-def _fsdp2_collectives(
-    config: ModelConfig, c: int, r: int, group: str, tp: int, root_reshard: bool
-) -> list[Collective]:
+def _fsdp2_collectives(units: dict[str, int], c: int, r: int, group: str, root_reshard: bool) -> list[Collective]:
     """fully_shard per block and at the root: one all-gather per unit in forward, the blocks (and the root if it
-    reshards) again in backward, one reduce-scatter per unit; on a 2-D mesh each unit is 1/tp of the model's."""
-    units = {k: v // tp for k, v in units_of(config).items()}
+    reshards) again in backward, one reduce-scatter per unit (on a 2-D mesh, units of 1/tp of the model's)."""
+    units = dict(units)
     root, blocks = units.pop("root"), list(units.values())
     backward_gather = sum(blocks) + (root if root_reshard else 0)
     total = root + sum(blocks)
@@ -346,17 +390,19 @@ def memory_per_rank(
     if strategy in DDP_STRATEGIES:
         buffers = P * PARAM_BYTES if strategy in ("ddp_flat", "ddp_bucketed", "torch_ddp") else 0
         return RankMemory(base.parameters, base.gradients, base.optimizer_state, activations, buffers)
-    if strategy in ZERO1_STRATEGIES:
-        return RankMemory(base.parameters, base.gradients, math.ceil(base.optimizer_state / n), activations)
+    if strategy in ZERO1_STRATEGIES:  # the rank that owns the most elements
+        most = max(owner_loads([p.numel for p in params], n, largest_first=strategy == "torch_zero1"))
+        return RankMemory(base.parameters, base.gradients, held(most)[2], activations)
     copies = autocast_weight_copy_bytes(config) if precision != "fp32" and mode != "forward" else 0
     if strategy == "fsdp":
-        sharded = sorted((p.numel for p in params if p.sharded), reverse=True)
-        replicated = P - sum(sharded)
+        sharded = sorted((padded(p.numel, n) for p in params if p.sharded), reverse=True)
+        local = sum(sharded) // n + sum(p.numel for p in params if not p.sharded)
         gathered = (sum(sharded[:2]) + sharded[0]) * c
-        return RankMemory(*held(sum(sharded) / n + replicated), activations - copies, gathered)
-    units = units_of(config)
+        return RankMemory(*held(local), activations - copies, gathered)
     if strategy == "fsdp2":
-        return RankMemory(*held(P / n), activations - copies, _fsdp2_gathered(units, 1, c, r))
+        units = units_of(config, n)
+        return RankMemory(*held(sum(units.values()) // n), activations - copies, _fsdp2_gathered(units, 1, c, r))
+    units = units_of(config)
     tp = n if strategy == "tp" else _fsdp_tp_degree(n, tp_size)
     split = sum(p.numel for p in params if p.sharded) / tp + sum(p.numel for p in params if not p.sharded)
     rank_shape = _tp_rank_shape(config, tp)

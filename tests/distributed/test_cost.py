@@ -8,8 +8,8 @@ from src.distributed.alpha_beta import (
     BASE_LATENCY_US, HOP_LATENCY_US, LINKS, Link, Network, bus_bytes, collective_time, link_busbw,
 )
 from src.distributed.cost import (
-    ALL_STRATEGIES, STRATEGIES, activation_bytes, collectives_per_step, communication_per_step, greedy_buckets,
-    memory_per_rank, parameters_of,
+    ALL_STRATEGIES, STRATEGIES, activation_bytes, buckets_within_cap, collectives_per_step, communication_per_step,
+    greedy_buckets, memory_per_rank, owner_loads, parameters_of,
 )
 from src.model.config import PRESETS, ModelConfig
 from src.model.flops import estimate_memory
@@ -114,8 +114,11 @@ def test_communication_by_hand(n):
         assert communication_per_step(TINY, strategy, n) == {"all_reduce": 4 * P, "all_gather": 0, "reduce_scatter": 0, "broadcast": 0}
     for strategy in ("zero1", "torch_zero1"):
         assert communication_per_step(TINY, strategy, n) == {"all_reduce": 4 * P, "all_gather": 0, "reduce_scatter": 0, "broadcast": 4 * P}
+    # Our FSDP gathers every sharded weight in forward and all but the embedding in backward (an embedding's
+    # backward needs no weight), in bf16 here.
     assert communication_per_step(TINY, "fsdp", n, 2) == {
-        "all_reduce": 4 * hand["replicated"], "all_gather": 2 * 2 * hand["sharded"], "reduce_scatter": 2 * hand["sharded"], "broadcast": 0}
+        "all_reduce": 4 * hand["replicated"], "all_gather": 2 * (2 * hand["sharded"] - hand["largest"]),
+        "reduce_scatter": 2 * hand["sharded"], "broadcast": 0}
     blocks = TINY.num_layers * hand["block"]
     assert communication_per_step(TINY, "fsdp2", n, 2) == {
         "all_reduce": 0, "all_gather": 2 * (P + blocks), "reduce_scatter": 4 * P, "broadcast": 0}
@@ -123,6 +126,15 @@ def test_communication_by_hand(n):
         "all_gather"] == 2 * 2 * P
     B, T, d = 3, 16, TINY.d_model
     assert communication_per_step(TINY, "tp", n, 2, batch_size=B, context_length=T)["all_reduce"] == 2 * (2 * 2 + 1) * B * T * d * 2
+
+
+def test_sharded_sizes_include_the_padding_on_the_wire():
+    """vocab 1001 x d 70: the embedding and head (70070 elements) pad to 70072 on 4 ranks for our flat shards, and
+    FSDP2 pads dim 0 (1001 rows) to 1002 on 2 ranks; the other shapes divide evenly."""
+    odd = ModelConfig(d_model=70, d_ff=250, num_layers=1, num_heads=5, vocab_size=1001)
+    hand = by_hand(odd)
+    assert communication_per_step(odd, "fsdp", 4, 4)["reduce_scatter"] == 4 * (hand["sharded"] + 2 + 2)
+    assert communication_per_step(odd, "fsdp2", 2, 4)["reduce_scatter"] == 4 * (count_parameters(odd) + 70 + 70)
 
 
 def test_call_counts_follow_each_implementation():
@@ -138,6 +150,13 @@ def test_greedy_buckets():
     assert greedy_buckets([3, 3, 3], 5) == [6, 3]
     assert greedy_buckets([3, 3, 3], 5, first_cap_bytes=2) == [3, 6]
     assert greedy_buckets([10], 1) == [10]
+    assert buckets_within_cap([3, 3, 3], 5) == [3, 3, 3]
+    assert buckets_within_cap([3, 2, 3, 10], 5) == [5, 3, 10]
+
+
+def test_optimizer_owners():
+    assert owner_loads([5, 1, 1, 4], 2, largest_first=False) == [5, 6]  # 5 -> r0, 1 -> r1, 1 -> r1, 4 -> r1
+    assert owner_loads([5, 1, 1, 4], 2, largest_first=True) == [6, 5]  # 5 -> r0, 4 -> r1, 1 -> r1, then a tie: r0
 
 
 def test_bad_input_names_the_problem():
@@ -172,9 +191,12 @@ def test_memory_per_rank_by_hand(n):
     # DDP: everything replicated; flat/bucketed/torch_ddp hold one more copy of the gradients.
     assert memory_per_rank(TINY, "ddp_overlap", n, B, T, "fp32").total == fp32.total
     assert memory_per_rank(TINY, "torch_ddp", n, B, T, "fp32").total == fp32.total + 4 * P
-    # ZeRO-1: AdamW's two fp32 moments split n ways.
+    # ZeRO-1: AdamW's two fp32 moments live on their owner; the embedding (V x d = 640000 elements) alone is more
+    # than half of the 0.8M parameters, so its owner holds the most.
     z = memory_per_rank(TINY, "zero1", n, B, T, "fp32")
-    assert (z.parameters, z.gradients, z.optimizer_state) == (4 * P, 4 * P, math.ceil(8 * P / n))
+    assert (z.parameters, z.gradients) == (4 * P, 4 * P)
+    assert z.optimizer_state == 8 * max(owner_loads([p.numel for p in parameters_of(TINY)], n, largest_first=False))
+    assert z.optimizer_state >= 8 * hand["largest"]
     # Our FSDP under bf16: 16 bytes per element of the local shard plus the replicated norms; two gathered
     # weights and one gathered gradient of the largest (V x d) in bf16; no autocast weight copies.
     f = memory_per_rank(TINY, "fsdp", n, B, T, "bf16")
@@ -200,9 +222,22 @@ def test_tensor_parallel_memory_splits_weights_and_keeps_norms():
 
 @pytest.mark.parametrize("strategy", SHARDED_STRATEGIES + ("fsdp_tp",))
 def test_more_ranks_never_more_memory_for_sharded_strategies(strategy):
+    """Up to 512 ranks, where every dimension of 2.7B (2560 = 512 x 5, 10240, 10000 rows) still shards without
+    FSDP2 padding a dimension by more than a few rows."""
     config = PRESETS["2.7B"]
-    totals = [memory_per_rank(config, strategy, n, 4, 1024, "bf16", tp_size=min(n, 8)).total for n in (2**k for k in range(11))]
+    totals = [memory_per_rank(config, strategy, n, 4, 1024, "bf16", tp_size=min(n, 8)).total for n in (2**k for k in range(10))]
     assert all(b <= a for a, b in zip(totals, totals[1:]))
+
+
+def test_fsdp2_padding_costs_memory_past_the_dimensions():
+    """At 1024 ranks FSDP2 pads 2560 rows to 3 x 1024 = 3072: q/k/v/o and w2 shards grow by 20%, and the gathered
+    blocks with them, so 1024 ranks hold more than 512 do. Our flat shards pad by < n elements per weight."""
+    config = PRESETS["2.7B"]
+    at = {n: memory_per_rank(config, "fsdp2", n, 4, 1024, "bf16") for n in (512, 1024)}
+    assert at[1024].total > at[512].total
+    assert at[1024].gathered > at[512].gathered
+    ours = {n: memory_per_rank(config, "fsdp", n, 4, 1024, "bf16").total for n in (512, 1024)}
+    assert ours[1024] < ours[512]
 
 
 def test_checkpointing_keeps_block_inputs_and_one_block():
