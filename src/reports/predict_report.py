@@ -154,7 +154,11 @@ def check(records: list[dict], network: Network, mfu: float, source: str = "") -
             result.append(CheckRow(where, strategy, n, device, r.get("median_time_step"), None,
                                    r.get("peak_memory_bytes"), None, compute.source, str(error)))
             continue
-        note = "" if device == "cuda" else "CPU run: memory is not measured there; the link model is NCCL's, not gloo's"
+        notes = [] if device == "cuda" else ["CPU run: memory is not measured there; the link model is NCCL's, not gloo's"]
+        if c.get("compile") or c.get("recipe"):
+            notes.append(f"{'compiled' if c.get('compile') else c['recipe'] + ' recipe'}: the FLOPs model does not know it"
+                         if partner is None else "")
+        note = "; ".join(x for x in notes if x)
         result.append(CheckRow(where, strategy, n, device, r.get("median_time_step"), predicted_step,
                                r.get("peak_memory_bytes"), predicted_memory, compute.source, note))
     return result
