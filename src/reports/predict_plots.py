@@ -20,13 +20,15 @@ def plot_scaling(predictions: dict[str, list[Prediction]], device_memory_bytes: 
     and memory above the device's is drawn but the device's size is a dashed line."""
     fig, (eff_ax, mem_ax) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
     styles = itertools.cycle(itertools.product(("-", "--", ":"), ("o", "s", "^")))  # tp and fsdp_tp coincide to 8
+    colors = itertools.cycle(plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2])  # 20 distinct
     for strategy, rows in predictions.items():
-        linestyle, marker = next(styles)
+        (linestyle, marker), color = next(styles), next(colors)
         ok = [p for p in rows if p.status == "ok"]
         if not ok:
             continue
         x = [p.world_size for p in ok]
-        line, = eff_ax.plot(x, [p.scaling_efficiency for p in ok], marker=marker, ms=4, ls=linestyle, label=strategy)
+        line, = eff_ax.plot(x, [p.scaling_efficiency for p in ok], marker=marker, ms=4, ls=linestyle, color=color,
+                            label=strategy)
         mem_ax.plot(x, [p.memory_total_bytes / GB for p in ok], marker=marker, ms=4, ls=linestyle,
                     color=line.get_color(), label=strategy)
         misses = [p for p in ok if not p.fits]
