@@ -11,8 +11,9 @@ keys) are masked: each loop runs twice, once unmasked over the tiles that need n
 Programs run heads in groups that fit in L2, the longest causal tiles of a group first (see _place).
 Backward, two launches: a dQ pass over key tiles per query tile, which also leaves D = rowsum(dO * O) for its rows,
 then a dK/dV pass over query tiles per key tile. That recomputes S and dP twice, 7 matrix products instead of 5,
-but needs no atomics: adding dQ with atomics from the dK/dV pass measured 10.2 ms against 4.2 ms for separate
-passes (H100, q, k, v (16, 16384, 64) bf16 causal, backward only).
+but needs no atomics: one pass adding dQ from the dK/dV programs, by pointer atomics or by TMA bulk reductions,
+was slower at its best of 5 tile shapes: 0.81x the two passes' speed at T 4096, d 64, up to 0.95x at 16384, 128
+(H200, batch 8 x 16 heads, bf16 causal; scripts/flash_backward_dq_atomics.py at commit bba44e14894e).
 float32 inputs use IEEE float32 dot products (torch's default for float32 matmuls), not TF32.
 On CPU the kernels run under Triton's interpreter when TRITON_INTERPRET=1 is set before this module is imported.
 """
