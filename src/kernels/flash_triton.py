@@ -336,10 +336,10 @@ KERNELS = ("fwd", "dq", "dkdv")
 # docs/results/attention_h200_2026-12-01.md). Keyed by head-dim class (the padded head dim, 64 and under or 128)
 # and length class (SHORT_SEQ < T <= MID_SEQ: "mid", longer: "long").
 _SM90_TILES = {
-    (64, "mid"): {"fwd": Tiles(128, 64, 4, 3), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(32, 64, 4, 3)},
-    (64, "long"): {"fwd": Tiles(128, 64, 4, 3), "dq": Tiles(128, 32, 4, 4), "dkdv": Tiles(64, 64, 4, 3)},
-    (128, "mid"): {"fwd": Tiles(128, 64, 8, 3), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3)},
-    (128, "long"): {"fwd": Tiles(128, 64, 8, 3), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3)},
+    (64, "mid"): {"fwd": Tiles(128, 64, 8, 4), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)},
+    (64, "long"): {"fwd": Tiles(128, 64, 8, 3), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)},
+    (128, "mid"): {"fwd": Tiles(128, 128, 8, 3), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3)},
+    (128, "long"): {"fwd": Tiles(128, 64, 8, 4), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3)},
 }
 # 16-bit inputs on other GPUs: the H100's most frequent winners among the earlier autotune lists.
 _DEFAULT_TILES = {"fwd": Tiles(128, 64, 4, 3), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)}
