@@ -13,7 +13,7 @@ timeout 90 python3 scripts/attention_h200.py --out /tmp/attention_tune --phase c
 timeout 120 python3 scripts/attention_h200.py --out /tmp/attention_tune --phase time \
     --write_table src/kernels/flash_triton.py > "$out/tune.txt" 2>&1
 cp /tmp/attention_tune/tune.json src/kernels/flash_triton.py "$out/"
-timeout 180 python3 -m pytest tests/test_flash.py -q -n 14 -p no:cacheprovider > /tmp/attention_pytest.txt 2>&1
+timeout 180 python3 -m pytest tests/kernels/test_flash.py -q -n 14 -p no:cacheprovider > /tmp/attention_pytest.txt 2>&1
 echo "pytest exit $?" >> /tmp/attention_pytest.txt
 grep -E "passed|failed|error|exit" /tmp/attention_pytest.txt | tail -20 > "$out/pytest.txt"
 { python3 -m src.profiling.attention --implementations sdpa flash --seq_lens 4096 16384 --head_dims 64 128 \
