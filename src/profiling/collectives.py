@@ -15,7 +15,6 @@ to --output; the markdown table is printed last.
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -25,10 +24,10 @@ from tabulate import tabulate
 from src import nvtx
 from src.distributed.collectives import (DEFAULT_FACTOR, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, DTYPES, OPS, bandwidths,
                                          measure, size_ladder)
+from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve, positive_int
+from src.harness.environment import collect_environment, communication_environment
 from src.harness.launch import init_distributed, run_torchrun, under_torchrun
-from src.profiling.cli import EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve, positive_int
-from src.profiling.environment import collect_environment
-from src.profiling.results import append_record, check_writable
+from src.harness.results import append_record, check_writable
 
 PROG = "python -m src.profiling.collectives"
 ROWS_VARIABLE = "LMBENCH_COLLECTIVE_ROWS"  # set by the launching parent: rank 0 also hands its rows back there
@@ -94,28 +93,6 @@ def resolve(args) -> dict:
         except ValueError as error:
             raise UsageError(str(error)) from None
     return {"backend": backend, "world_sizes": world_sizes, "sizes": size_ladder(args.min_size, args.max_size, args.factor)}
-
-
-# ---------------------------------------------------------------- environment
-
-
-def _command_text(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def communication_environment(device: str) -> dict:
-    """collect_environment plus what decides a collective's speed: NCCL's version and the GPUs' link topology."""
-    import torch
-
-    env = collect_environment(device)
-    if device == "cuda":
-        env["nccl_version"] = ".".join(str(part) for part in torch.cuda.nccl.version())
-        env["gpu_topology"] = _command_text(["nvidia-smi", "topo", "-m"])  # "" where nvidia-smi does not answer
-    return env
 
 
 # ---------------------------------------------------------------- the ranks' side
@@ -190,7 +167,7 @@ def failure_record(args, backend: str, world_size: int, status: str) -> dict:
 
 
 def launch_all(args, resolved, argv: list[str]) -> int:
-    from src.profiling.results import read_records
+    from src.harness.results import read_records
 
     records, failed = [], False
     for world_size in resolved["world_sizes"]:

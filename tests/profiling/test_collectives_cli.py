@@ -90,3 +90,11 @@ def test_a_wrong_result_is_a_row_that_says_so():
 def test_sizes_read_and_print_in_binary_units(text, size):
     assert parse_size(text) == size
     assert parse_size(format_size(size).replace(" ", "")) == size
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rows_on_cuda_carry_the_nccl_version():
+    from src.harness.environment import communication_environment
+
+    env = communication_environment("cuda")
+    assert env["nccl_version"].count(".") == 2 and "gpu_topology" in env
