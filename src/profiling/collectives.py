@@ -22,6 +22,7 @@ import numpy as np
 from tabulate import tabulate
 
 from src import nvtx
+from src.distributed.comm_range import format_bytes
 from src.distributed.collectives import (DEFAULT_FACTOR, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, DTYPES, OPS, bandwidths,
                                          measure, size_ladder)
 from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve, positive_int
@@ -42,13 +43,6 @@ def parse_size(text: str) -> int:
     if not match or int(match.group(1)) < 1:
         raise argparse.ArgumentTypeError(f"not a size in bytes like 1K, 64KB, 1M or 1G: {text!r}")
     return int(match.group(1)) * UNITS[match.group(2)]
-
-
-def format_size(size: int) -> str:
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} B"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +191,7 @@ def format_table(records: list[dict]) -> str:
         measured = r.get("median_time_s") is not None
         rows.append({
             "op": c.get("op"), "n": c.get("world_size"), "backend": c.get("dist_backend"), "dtype": c.get("dtype"),
-            "size": format_size(c["size_bytes"]) if c.get("size_bytes") else "",
+            "size": format_bytes(c["size_bytes"]) if c.get("size_bytes") else "",
             "median us": f"{r['median_time_s'] * 1e6:.1f}" if measured else "",
             "p20-p80 us": f"{r['p20_time_s'] * 1e6:.1f}-{r['p80_time_s'] * 1e6:.1f}" if measured else "",
             "algbw GB/s": f"{r['algbw_gbps']:.3g}" if measured else "",

@@ -10,7 +10,8 @@ import torch
 from src.distributed.collectives import OPS, Measurement, bus_factor
 from src.harness.launch import LaunchResult
 from src.profiling import collectives
-from src.profiling.collectives import format_size, main, measurement_record, parse_size
+from src.distributed.comm_range import format_bytes
+from src.profiling.collectives import main, measurement_record, parse_size
 
 SIZES = [1024, 4096, 16384]  # --min_size 1K --max_size 16K: three rungs of the default x4 ladder
 
@@ -89,7 +90,7 @@ def test_a_wrong_result_is_a_row_that_says_so():
 @pytest.mark.parametrize("text, size", [("1K", 1024), ("64KB", 65536), ("1m", 1024**2), ("1G", 1024**3), ("4096", 4096)])
 def test_sizes_read_and_print_in_binary_units(text, size):
     assert parse_size(text) == size
-    assert parse_size(format_size(size).replace(" ", "")) == size
+    assert parse_size(format_bytes(size).replace(" ", "")) == size
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
