@@ -99,3 +99,20 @@ def test_rows_on_cuda_carry_the_nccl_version():
 
     env = communication_environment("cuda")
     assert env["nccl_version"].count(".") == 2 and "gpu_topology" in env
+
+
+def test_under_the_users_own_torchrun_rank_0_writes_and_prints(tmp_path):
+    from src.harness.launch import free_port, torchrun_argv
+
+    out = tmp_path / "c.csv"
+    args = ["--dist_backend", "gloo", "--ops", "all_reduce", "broadcast", "--min_size", "4K", "--max_size", "4K",
+            "--iters", "2", "--warmup", "0", "--output", str(out)]
+    proc = subprocess.run(torchrun_argv(2, "src.profiling.collectives", args, free_port()), capture_output=True,
+                          text=True, timeout=120, cwd=collectives.__file__.rsplit("/src/", 1)[0])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 2  # printed once, by rank 0: header, rule, two rows
+    from src.harness.results import read_records
+
+    rows, _ = read_records(str(out))
+    assert [(r["op"], r["size_bytes"], r["status"]) for r in rows] == [("all_reduce", 4096, "ok"), ("broadcast", 4096, "ok")]
