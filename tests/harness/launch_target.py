@@ -1,12 +1,11 @@
 """A tiny rank program for the launcher's tests: all-reduce over gloo, write the sum, or fail as argv asks.
 
-argv: OUT_DIR [raise RANK | kill RANK | hang]; the variables named in ECHO_VARIABLES are written to OUT_DIR/env<rank>.
+argv: OUT_DIR [raise RANK | kill RANK]; the variables named in ECHO_VARIABLES are written to OUT_DIR/env<rank>.
 """
 
 import os
 import signal
 import sys
-import time
 
 import torch
 import torch.distributed as dist
@@ -28,8 +27,6 @@ def main() -> None:
     dist.barrier()  # every rank has joined: a kill below happens inside a running group
     if fault and fault[0] == "kill" and rank == int(fault[1]):
         os.kill(os.getpid(), signal.SIGKILL)
-    if fault and fault[0] == "hang":
-        time.sleep(600)
     total = torch.tensor([float(rank + 1)])
     dist.all_reduce(total)  # the killed rank never joins: the others wait here until torchrun tears them down
     with open(os.path.join(out_dir, f"sum{rank}"), "w") as f:

@@ -11,6 +11,7 @@ import pytest
 from src.harness.launch import LaunchResult, free_port, run_torchrun, torchrun_argv, under_torchrun
 
 TARGET = "tests.harness.launch_target"
+SLEEPER = "tests.harness.sleeper"
 LAUNCH_TIMEOUT_S = 60  # a healthy 2-rank launch takes ~5 s on the 2-core CI machine
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -97,7 +98,7 @@ def test_a_killed_rank_is_named_and_the_other_is_torn_down(tmp_path):
 
 
 def test_a_hanging_group_is_ended_at_the_timeout(tmp_path):
-    result = run_torchrun(2, TARGET, [str(tmp_path), "hang"], timeout_s=15)
+    result = run_torchrun(2, SLEEPER, [str(tmp_path)], timeout_s=25)  # torchrun itself takes ~5-15 s to start here
     assert result.timed_out and not result.ok
     assert result.describe().startswith("timed out")
     assert len(_pids(tmp_path)) == 2  # both ranks had started, so both had to be ended
@@ -108,7 +109,7 @@ def test_ctrl_c_in_the_parent_leaves_no_process(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import sys; from src.harness.launch import run_torchrun; "
-         f"run_torchrun(2, {TARGET!r}, [sys.argv[1], 'hang'], 300)", str(tmp_path)],
+         f"run_torchrun(2, {SLEEPER!r}, [sys.argv[1]], 300)", str(tmp_path)],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + LAUNCH_TIMEOUT_S
