@@ -70,7 +70,7 @@ def _measure(spec: RunSpec, record: dict, instruments) -> None:
     torch.manual_seed(spec.seed)
     model = build_model(spec)
     _inject_fault(spec, model)
-    compiled = spec.compile or spec.recipe == "fast"
+    compiled = spec.compiled
     steps = spec.warmup_steps + spec.benchmark_steps + (1 if compiled else 0)
     B, T = spec.batch_size, spec.context_length
     tokens = torch.randint(0, spec.vocab_size, (steps, B, T + 1), device=spec.device)
@@ -92,7 +92,7 @@ def _measure(spec: RunSpec, record: dict, instruments) -> None:
     record["warmup_time_step"] = [sum(s.values()) for s in warmup_timer.results()]
 
     timer = make_timer(spec.timer, spec.device)
-    profiled = spec.profile_steps or spec.benchmark_steps
+    profiled = spec.profiled_steps
     with nvtx.range("measure"), contextlib.ExitStack() as stack:
         for instrument in instruments:
             stack.enter_context(instrument)
@@ -143,12 +143,15 @@ def run_spec(spec: RunSpec, instruments=()) -> dict:
     gc.collect()
     if spec.device == "cuda":
         torch.cuda.empty_cache()
-    derive_figures(spec, record)
+    derive_figures(spec, record, torch.cuda.get_device_name() if spec.device == "cuda" else "")
     return record
 
 
-def derive_figures(spec: RunSpec, record: dict) -> None:
-    """Statistics per phase and per step, then tokens/s, TFLOP/s, MFU, speed of light and the memory estimate."""
+def derive_figures(spec: RunSpec, record: dict, gpu_name: str) -> None:
+    """Statistics per phase and per step, then tokens/s, TFLOP/s, MFU, speed of light and the memory estimate.
+
+    `gpu_name` picks the peak for MFU; the caller asks for it (the parent process asks nvidia-smi, not CUDA).
+    """
     phase_times = [record.get(f"time_{name}") or [] for name in PHASES]
     step_times = [sum(t) for t in zip(*[t for t in phase_times if t])] if phase_times[0] else []
     for name, times in (*zip(PHASES, phase_times), ("step", step_times)):
@@ -161,7 +164,6 @@ def derive_figures(spec: RunSpec, record: dict) -> None:
     parameters = count_parameters(config)
     flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
     estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision)
-    gpu_name = torch.cuda.get_device_name() if spec.device == "cuda" else ""
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = record["median_time_step"]
     tflops = flops / median / 1e12 if median else None
@@ -194,7 +196,7 @@ def run_spec_with_environment(spec: RunSpec) -> dict:
     from src.harness.environment import collect_environment
     from src.harness.instrumentation import build_instruments
 
-    nvtx.configure(harness=spec.nvtx, model=spec.nvtx and not (spec.compile or spec.recipe))
+    nvtx.configure(harness=spec.nvtx, model=spec.nvtx and not spec.compiled)
     instruments = build_instruments(spec)
     record = run_spec(spec, instruments)
     for instrument in instruments:

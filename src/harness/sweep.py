@@ -53,9 +53,10 @@ def run_in_child(spec: RunSpec) -> dict:
 def crash_record(spec: RunSpec, reason: str) -> dict:
     from src.harness.environment import collect_environment
 
+    env = collect_environment(spec.device, query_gpu=False)  # the parent leaves the GPU to its children
     record = {"config": spec.to_dict(), "status": f"crash: {reason}"[:400], "warnings": []}
-    derive_figures(spec, record)
-    record["env"] = collect_environment(spec.device, query_gpu=False)  # the parent leaves the GPU to its children
+    derive_figures(spec, record, env["gpu_name"])
+    record["env"] = env
     return record
 
 

@@ -18,7 +18,6 @@ import time
 import torch
 
 from src.model.flops import estimate_memory
-from src.instruments.artifact_names import artifact_name
 from src.instruments.memory_timeline import MemoryTimeline, build_timeline
 from src.instruments.phase_boundaries import AFTER_OPTIMIZER, BACKWARD, BETWEEN_STEPS, FORWARD, OPTIMIZER, phase_boundaries
 from src.spec import RunSpec
@@ -42,8 +41,8 @@ def snapshot_prefix(path: str) -> str:
 class MemorySnapshot:
     def __init__(self, spec: RunSpec):
         self.spec = spec
-        self.steps = min(spec.profile_steps or spec.benchmark_steps, spec.benchmark_steps)
-        prefix = f"{snapshot_prefix(spec.memory_snapshot)}-{artifact_name(spec)}"
+        self.steps = spec.profiled_steps
+        prefix = f"{snapshot_prefix(spec.memory_snapshot)}-{spec.artifact_name}"
         self.pickle_path, self.png_path = prefix + ".pickle", prefix + ".png"
         self.steps_done = 0
         self.timeline: MemoryTimeline | None = None
@@ -60,8 +59,7 @@ class MemorySnapshot:
         after_forward = BETWEEN_STEPS if self.spec.mode == "forward" else BACKWARD
         # Under torch.compile (--compile, --recipe) module hooks added after compiling would be traced into, or
         # guard, the compiled graph: only the optimizer's and the steps' boundaries are marked then.
-        compiled = self.spec.compile or bool(self.spec.recipe)
-        self._hooks = phase_boundaries(self._mark, after_forward=after_forward, modules=not compiled)
+        self._hooks = phase_boundaries(self._mark, after_forward=after_forward, modules=not self.spec.compiled)
         self._hooks.__enter__()
         return self
 

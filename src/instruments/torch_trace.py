@@ -18,7 +18,6 @@ import sys
 
 import torch
 
-from src.instruments.artifact_names import artifact_name
 from src.instruments.module_ranges import module_ranges
 from src.spec import RunSpec
 from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace, summarise_trace
@@ -27,8 +26,8 @@ from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace,
 class TorchTrace:
     def __init__(self, spec: RunSpec):
         self.spec = spec
-        self.steps = min(spec.profile_steps or spec.benchmark_steps, spec.benchmark_steps)
-        name = artifact_name(spec)
+        self.steps = spec.profiled_steps
+        name = spec.artifact_name
         self.trace_path = os.path.join(spec.trace, name + ".json.gz")  # export_chrome_trace gzips a .gz name
         self.table_path = os.path.join(spec.trace, name + ".md")
         self.steps_done = 0
@@ -46,8 +45,7 @@ class TorchTrace:
         self._profiler = torch.profiler.profile(activities=activities)
         self._profiler.start()
         # Module hooks added after torch.compile (--compile, --recipe) would be traced into, or guard, the graph.
-        compiled = self.spec.compile or bool(self.spec.recipe)
-        self._module_ranges = contextlib.nullcontext() if compiled else module_ranges()
+        self._module_ranges = contextlib.nullcontext() if self.spec.compiled else module_ranges()
         self._module_ranges.__enter__()
         self._open_step()
         return self

@@ -27,15 +27,13 @@ from src.spec import RunSpec
 from src.instruments.torch_trace import TorchTrace
 from src.instruments.trace_summary import _host_tree, load_trace, summarise_trace
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+from tests.conftest import needs_cuda, tiny_spec
+
 STEPS = 3
 
 
 def tiny(**overrides) -> RunSpec:
-    c = PRESETS["tiny"]
-    fields = dict(size="tiny", d_model=c.d_model, d_ff=c.d_ff, num_heads=c.num_heads, num_layers=c.num_layers,
-                  warmup_steps=1, benchmark_steps=STEPS, mode="train")
-    return RunSpec(**{**fields, **overrides})
+    return tiny_spec(**{"benchmark_steps": STEPS, **overrides})
 
 
 # ---- --trace on CPU, end to end -------------------------------------------------------------------------------
@@ -155,7 +153,6 @@ def test_a_failure_inside_the_measured_steps_still_writes_the_trace(tmp_path, ca
 def test_instruments_are_built_only_when_asked_for():
     assert build_instruments(tiny()) == []
     assert [type(i).__name__ for i in build_instruments(tiny(trace="somewhere"))] == ["TorchTrace"]
-    assert build_instruments(tiny(memory_snapshot="mem")) == []  # CPU: no CUDA allocator to record
 
 
 # ---- categories and the CUDA attribution path, on made-up names and traces -------------------------------------
