@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from src.model.config import ModelConfig
 
 MODES = ("forward", "forward_backward", "train")
+PHASES = ("forward", "backward", "optimizer")  # what a step is timed in (train mode runs all three)
 PRECISIONS = ("fp32", "bf16", "fp16")
 RECIPES = ("fast",)
 BACKENDS = ("ours", "hf_llama")

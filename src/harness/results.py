@@ -13,10 +13,10 @@ import json
 import os
 from contextlib import contextmanager
 
+from src.harness.record import LIST_FIELDS
 from src.spec import config_fields
 
 ENV_PREFIX = "env_"
-LIST_FIELDS = ("time_forward", "time_backward", "time_optimizer", "warmup_time_step")
 # The options that identify a configuration (RunSpec's fields); CSV keeps them as plain columns, records keep
 # them under `config`.
 CONFIG_FIELDS = config_fields()

@@ -102,24 +102,28 @@ class MemorySnapshot:
                                        MAX_ENTRIES)
         plot_timeline(self.timeline, self.png_path, f"allocated memory, measured steps: {self.spec.label}")
 
-    def report(self, record: dict) -> None:
+    def report(self, status: str, phase_times: dict[str, list[float]], peak_memory_bytes: int | None) -> dict:
+        """The record's `memory_summary` and warnings; {} when the run failed before its measured steps."""
         if self.timeline is None:
             print(f"memory snapshot: none written for {self.spec.label} (the run failed before its measured "
                   "steps)", file=sys.stderr)
-            return
-        text = memory_report(self.spec, self.timeline, record, self.pickle_path, self.png_path)
+            return {}
+        text = memory_report(self.spec, self.timeline, peak_memory_bytes, self.pickle_path, self.png_path)
         print(text, file=sys.stderr)
-        record["memory_summary"] = {
+        fields = {"warnings": []}
+        fields["memory_summary"] = {
             "snapshot": self.pickle_path, "plot": self.png_path, "peak_bytes": self.timeline.peak,
             "peak_by_phase_bytes": self.timeline.peak_by_phase, "oom": self.timeline.oom,
             "largest": [a.__dict__ for a in self.timeline.largest],
         }
         if self.timeline.truncated:
-            record.setdefault("warnings", []).append(
-                f"memory snapshot: more than {MAX_ENTRIES} allocator events; the earliest were dropped")
+            fields["warnings"].append(f"memory snapshot: more than {MAX_ENTRIES} allocator events; the earliest "
+                                      "were dropped")
+        return fields
 
 
-def memory_report(spec: RunSpec, timeline: MemoryTimeline, record: dict, pickle_path: str, png_path: str) -> str:
+def memory_report(spec: RunSpec, timeline: MemoryTimeline, peak_memory_bytes: int | None, pickle_path: str,
+                  png_path: str) -> str:
     estimate = estimate_memory(spec.model_config(), spec.batch_size, spec.context_length, spec.mode,
                                spec.precision)
     lines = [f"### Memory: {spec.label}", "",
@@ -133,8 +137,8 @@ def memory_report(spec: RunSpec, timeline: MemoryTimeline, record: dict, pickle_
         if phase in timeline.peak_by_phase:
             lines.append(f"| {phase} | {timeline.peak_by_phase[phase] / GB:.3f} |")
     lines.append(f"| **measured steps** | **{timeline.peak / GB:.3f}** |")
-    if record.get("peak_memory_bytes") is not None:
-        lines.append(f"| whole run (torch.cuda.max_memory_allocated) | {record['peak_memory_bytes'] / GB:.3f} |")
+    if peak_memory_bytes is not None:
+        lines.append(f"| whole run (torch.cuda.max_memory_allocated) | {peak_memory_bytes / GB:.3f} |")
     lines += ["", f"| analytic ({spec.precision}, {spec.mode}) | GB |", "|---|---:|"]
     for name, value in estimate.__dict__.items():
         lines.append(f"| {name.replace('_', ' ')} | {value / GB:.3f} |")

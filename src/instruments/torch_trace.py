@@ -89,20 +89,21 @@ class TorchTrace:
         profiler.export_chrome_trace(self.trace_path)
         self.exported = True
 
-    def report(self, record: dict) -> None:
+    def report(self, status: str, phase_times: dict[str, list[float]], peak_memory_bytes: int | None) -> dict:
+        """The record's `trace_summary` and warnings, once the run's phase times are known; {} without a trace."""
         if not self.exported:
             print(f"trace: none written for {self.spec.label} (the run failed before its measured steps)",
                   file=sys.stderr)
-            return
+            return {}
         n = self.steps_done
-        measured = {phase: sum((record.get(f"time_{phase}") or [])[:n]) for phase in PHASES}
+        measured = {phase: sum(phase_times.get(phase, [])[:n]) for phase in PHASES}
         summary = summarise_trace(load_trace(self.trace_path), self.spec.device, measured, n)
         text = summary.markdown(f"Where the time went: {self.spec.label}")
         text += f"\ntrace: {self.trace_path} (open at https://ui.perfetto.dev or chrome://tracing)\n"
-        if record.get("status") != "ok":
-            text += f"the run ended with status {record.get('status')!r}; the trace holds the steps before it\n"
+        if status != "ok":
+            text += f"the run ended with status {status!r}; the trace holds the steps before it\n"
         with open(self.table_path, "w") as f:
             f.write(text)
         print(text, file=sys.stderr)
-        record["trace_summary"] = {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path}
-        record.setdefault("warnings", []).extend(f"trace: {note}" for note in summary.warnings())
+        return {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path},
+                "warnings": [f"trace: {note}" for note in summary.warnings()]}

@@ -146,7 +146,7 @@ def test_a_failure_inside_the_measured_steps_still_writes_the_trace(tmp_path, ca
             torch.ones(8).sum()
             raise RuntimeError("a step failed")
     assert instrument.exported and os.path.exists(instrument.trace_path)
-    instrument.report({"status": "error: RuntimeError: a step failed", "time_forward": []})
+    assert "trace_summary" in instrument.report("error: RuntimeError: a step failed", {"forward": []}, None)
     assert "the trace holds the steps before it" in capsys.readouterr().err
 
 
@@ -301,7 +301,7 @@ def test_memory_plot_and_report_on_a_made_up_snapshot(tmp_path):
     t = build_timeline(SNAPSHOT_TRACE, 1000, 100, 100, BOUNDARIES, max_entries=100)
     plot_timeline(t, str(tmp_path / "m.png"), "title")
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = memory_report(tiny(), t, {"peak_memory_bytes": 600}, "m.pickle", "m.png")
+    text = memory_report(tiny(), t, 600, "m.pickle", "m.png")
     for row in ("| backward |", "| parameters |", "| optimizer state |", "| activations |",
                 "transformer.py:28 forward", "pytorch.org/memory_viz"):
         assert row in text
@@ -337,7 +337,7 @@ def test_an_oom_inside_the_measured_steps_dumps_the_snapshot_up_to_it(tmp_path):
     del kept
     assert os.path.exists(instrument.pickle_path) and os.path.exists(instrument.png_path)
     assert instrument.timeline.oom is not None
-    instrument.report({"status": "OOM"})
+    assert instrument.report("OOM", {}, None)["memory_summary"]["oom"] is not None
 
 
 @needs_cuda

@@ -253,3 +253,14 @@ def test_a_crash_row_is_made_without_querying_the_device(cuda_queries_raise, mon
     record = crash_record(tiny_spec(device="cuda", timer="events", isolate="process"), "killed by SIGSEGV")
     assert record["status"] == "crash: killed by SIGSEGV"
     assert record["env"]["gpu_name"] == "NVIDIA H100 80GB HBM3" and record["device_peak_tflops"] == 67.0
+
+
+def test_progress_lines_tell_apart_a_sweep_over_batch_size_and_attention(capsys):
+    code, out, err = run_cli(TINY + ["--mode", "forward", "--context_length", "8", "--batch_size", "1", "2",
+                                     "--attention", "naive", "sdpa"], capsys)
+    assert code == 0
+    progress = [line.split(": ")[0] for line in err.splitlines() if line.startswith("[")]
+    assert len(progress) == 4 and len({line.split("] ")[1][4:] for line in progress}) == 4
+    assert any("bs=2" in line and "sdpa" in line for line in progress)
+    header = header_of(out[out.index("|"):])
+    assert header[1:11] == ORIGINAL_COLUMNS and {"compile", "recipe"} <= set(header[11:])
