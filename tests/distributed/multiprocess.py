@@ -1,14 +1,19 @@
 """Run a test function on N real processes joined by a gloo process group, with a timeout on everything.
 
-`run_on_ranks(fn, world_size, *args)` spawns the ranks, each calling fn(rank, world_size, *args) inside
-`init_process_group("gloo", ...)` on a free port; a rank's exception fails the test with that rank's traceback
-(the other ranks are terminated), and a hang fails it after `timeout_s` instead of stalling the suite.
+`run_on_ranks(fn, world_size, *args)` calls fn(rank, world_size, *args) on every rank of a pool of spawned
+processes that stays up for the whole session (starting Python + torch costs each rank several seconds on a
+2-core runner; the pool pays that once per world size). A rank's exception fails the test with that rank's
+traceback; a rank that hangs fails it after `timeout_s`; either way the pool is torn down (its process group may
+hold mismatched collectives) and the next test starts a fresh one. Collectives time out after 60 s.
 """
 
+import atexit
 import datetime
+import queue
 import socket
-import time
+import traceback
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -22,7 +27,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _rank_main(rank: int, fn, world_size: int, port: int, args: tuple) -> None:
+def _serve(rank: int, world_size: int, port: int, tasks, results) -> None:
+    torch.set_num_threads(1)  # N ranks on 2 cores: more threads than cores made a 2-step test 3x slower
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
@@ -30,24 +36,71 @@ def _rank_main(rank: int, fn, world_size: int, port: int, args: tuple) -> None:
         world_size=world_size,
         timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
     )
-    try:
-        fn(rank, world_size, *args)
-    finally:
-        dist.destroy_process_group()
+    while (task := tasks.get()) is not None:
+        fn, args = task
+        try:
+            fn(rank, world_size, *args)
+            results.put((rank, None))
+        except BaseException:
+            results.put((rank, traceback.format_exc()))
+    dist.destroy_process_group()
+
+
+class _RankPool:
+    def __init__(self, world_size: int):
+        context = mp.get_context("spawn")
+        self.world_size = world_size
+        self.tasks = [context.Queue() for _ in range(world_size)]
+        self.results = context.Queue()
+        port = free_port()
+        self.processes = [
+            context.Process(target=_serve, args=(rank, world_size, port, self.tasks[rank], self.results), daemon=True)
+            for rank in range(world_size)
+        ]
+        for process in self.processes:
+            process.start()
+
+    def run(self, fn, args: tuple, timeout_s: float) -> None:
+        for task_queue in self.tasks:
+            task_queue.put((fn, args))
+        errors = {}
+        for _ in range(self.world_size):
+            try:
+                rank, error = self.results.get(timeout=timeout_s)
+            except queue.Empty:
+                raise TimeoutError(f"{fn.__name__} on {self.world_size} ranks: no answer within {timeout_s} s")
+            if error is not None:
+                errors[rank] = error
+                timeout_s = COLLECTIVE_TIMEOUT_S + 30  # the others fail on their collective timeout, or finish
+        if errors:
+            first = next(iter(errors))  # the first to fail is the cause; the others mostly timed out waiting for it
+            raise AssertionError(f"{fn.__name__} failed on rank(s) {list(errors)}; first rank {first}:\n{errors[first]}")
+
+    def close(self) -> None:
+        for task_queue, process in zip(self.tasks, self.processes):
+            if process.is_alive():
+                task_queue.put(None)
+        for process in self.processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+
+_pools: dict[int, _RankPool] = {}
 
 
 def run_on_ranks(fn, world_size: int, *args, timeout_s: float = 240) -> None:
-    """fn must be a module-level function (the ranks are spawned, so it is imported by name)."""
-    context = mp.start_processes(
-        _rank_main, args=(fn, world_size, free_port(), args), nprocs=world_size, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + timeout_s
-    # join() returns True when all ranks exited cleanly, raises (terminating the rest) when one failed.
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                if process.is_alive():
-                    process.terminate()
-            for process in context.processes:
-                process.join(5)
-            raise TimeoutError(f"{fn.__name__} on {world_size} ranks did not finish within {timeout_s} s")
+    """fn must be a module-level function (the ranks import it by name)."""
+    pool = _pools.get(world_size) or _pools.setdefault(world_size, _RankPool(world_size))
+    try:
+        pool.run(fn, args, timeout_s)
+    except BaseException:
+        _pools.pop(world_size).close()
+        raise
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in _pools.values():
+        pool.close()
