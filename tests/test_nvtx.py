@@ -1,8 +1,8 @@
 import pytest
 
 from src import nvtx
-from src.profiling.runner import run_spec
-from src.profiling.spec import RunSpec
+from src.harness.runner import run_spec
+from src.spec import RunSpec
 
 
 @pytest.fixture

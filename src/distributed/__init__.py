@@ -1,4 +1,7 @@
-"""Data-parallel and sharded training strategies of our own, written to be read (CS336 assignment 2's list)."""
+"""Data-parallel and sharded training on torch.distributed: our readable strategies (CS336 assignment 2's list).
+
+    from src.distributed import NaiveDDP, FlatDDP, OverlapDDP, BucketedDDP, ShardedOptimizer, FSDP, gather_full_params
+"""
 
 from src.distributed.ddp_bucketed import BucketedDDP
 from src.distributed.ddp_flat import FlatDDP

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 from src.kernels.reference import naive_attention
 from src.kernels.triton_interpreter import interpreted
-from src.profiling.cli import (EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float,
+from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float,
                                positive_int, resolve_device)
-from src.profiling.environment import collect_environment
-from src.profiling.results import append_record, check_writable
+from src.harness.environment import collect_environment
+from src.harness.results import append_record, check_writable
 
 IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

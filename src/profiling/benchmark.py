@@ -21,13 +21,13 @@ import torch
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
-from src.profiling.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
+from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
                                positive_float, positive_int, resolve_device)
-from src.profiling.results import append_record, check_writable
-from src.profiling.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
-from src.profiling.sweep import run_sweep
-from src.profiling.table import format_table, progress_line
-from src.profiling.timing import TIMERS
+from src.harness.results import append_record, check_writable
+from src.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
+from src.harness.sweep import run_sweep
+from src.reports.table import format_table, progress_line
+from src.harness.timing import TIMERS
 
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     args, (specs, notes) = parsed
     if args.explain_precision:
-        from src.profiling.precision import explain_precision
+        from src.instruments.precision import explain_precision
 
         for spec in specs[:1]:
             print(explain_precision(spec))

@@ -23,8 +23,8 @@ import torch
 
 import src.kernels
 from src.model.config import PRESETS
-from src.profiling.spec import RunSpec
-from src.profiling.training import TrainStep, build_model
+from src.spec import RunSpec
+from src.train.step import TrainStep, build_model
 
 SUCCESSORS = 4
 ACTIVE_TOKENS = 1024

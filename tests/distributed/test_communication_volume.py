@@ -5,11 +5,11 @@ import math
 import torch
 import torch.nn as nn
 
-from multiprocess import run_on_ranks
-from single_process import STRATEGIES, batches, build, rank_slice, train
+from tests.distributed.multiprocess import run_on_ranks
+from tests.distributed.single_process import STRATEGIES, batches, build, rank_slice, train
 from src.distributed import FSDP
 from src.model import transformer
-from wire import WireCounter
+from tests.distributed.wire import WireCounter
 
 
 def _bytes(params) -> int:

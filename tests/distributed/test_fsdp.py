@@ -3,8 +3,8 @@ names, sharded gradients of the masters' shape and dtype, and the full parameter
 
 import torch
 
-from multiprocess import run_on_ranks
-from single_process import batches, build, rank_slice, reference_params, reference_params_with_casts, sgd, train
+from tests.distributed.multiprocess import run_on_ranks
+from tests.distributed.single_process import batches, build, rank_slice, reference_params, reference_params_with_casts, sgd, train
 from src.distributed import FSDP, gather_full_params
 
 # FSDP differs from the single-process run with the same casts only in how gradient sums are rounded: each rank's

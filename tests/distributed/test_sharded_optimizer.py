@@ -3,8 +3,8 @@
 import torch
 import torch.distributed as dist
 
-from multiprocess import run_on_ranks
-from single_process import build
+from tests.distributed.multiprocess import run_on_ranks
+from tests.distributed.single_process import build
 from src.distributed import ShardedOptimizer
 
 ADAMW = dict(lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)

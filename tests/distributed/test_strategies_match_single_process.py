@@ -4,8 +4,8 @@ ends: our CS336 model and a toy with a tied weight and a frozen parameter, sever
 import pytest
 import torch
 
-from multiprocess import run_on_ranks
-from single_process import STRATEGIES, batches, build, full_params, rank_slice, reference_params, train
+from tests.distributed.multiprocess import run_on_ranks
+from tests.distributed.single_process import STRATEGIES, batches, build, full_params, rank_slice, reference_params, train
 
 
 def _every_strategy(rank: int, world_size: int, model_name: str) -> None:

@@ -1,0 +1,207 @@
+"""Run one configuration in this process: build the model, warm up, time each phase of each measured step -> a record.
+
+Nothing but the phase is inside its timer: token batches are made before the first step, gradients are reset
+and losses collected outside the timed regions, and the loss is checked for non-finite values once at the end
+(a per-step .item() would synchronise the device inside the measurement).
+"""
+
+import contextlib
+import gc
+import os
+import sys
+import timeit
+
+import torch
+
+from src import nvtx
+from src.model import count_parameters
+from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
+from src.harness.hardware import device_peak
+from src.spec import RunSpec
+from src.harness.timing import make_timer, summarize
+from src.train.step import TrainStep, build_model
+
+PHASES = ("forward", "backward", "optimizer")
+SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
+FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|crash|nan:KEY=VALUE" makes matching configurations fail
+
+
+def _inject_fault(spec: RunSpec, model) -> None:
+    """Fail on purpose where the tests ask to: how the sweep's OOM and crash handling is exercised without a GPU."""
+    fault = os.environ.get(FAULT_VARIABLE, "")
+    if not fault:
+        return
+    kind, _, condition = fault.partition(":")
+    key, _, value = condition.partition("=")
+    if str(spec.to_dict().get(key)) != value:
+        return
+    if kind == "oom":
+        raise torch.OutOfMemoryError(f"injected out-of-memory ({fault})")
+    if kind == "crash":
+        sys.stderr.write(f"injected crash ({fault})\n")
+        sys.stderr.flush()
+        os.abort()
+    if kind == "nan":
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+
+
+def _run_steps(step, batches, first: int, count: int, timer, label: str, on_step=None) -> list:
+    losses = []
+    for i in range(first, first + count):
+        with nvtx.range(f"{label} step {i - first}"):
+            losses.append(step(batches[0][i], batches[1][i], timer))
+        timer.next_step()
+        if on_step is not None:
+            on_step(i - first)
+    return losses
+
+
+def _graph_count() -> int:
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+    except Exception:  # private counters may move between torch versions; recompilation reporting is best-effort
+        return 0
+
+
+def _measure(spec: RunSpec, record: dict, instruments) -> None:
+    torch.manual_seed(spec.seed)
+    model = build_model(spec)
+    _inject_fault(spec, model)
+    compiled = spec.compile or spec.recipe == "fast"
+    steps = spec.warmup_steps + spec.benchmark_steps + (1 if compiled else 0)
+    B, T = spec.batch_size, spec.context_length
+    tokens = torch.randint(0, spec.vocab_size, (steps, B, T + 1), device=spec.device)
+    batches = (tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous())  # (steps, B, T) inputs, targets
+    step = TrainStep(spec, model)
+    first = 0
+    losses = []
+    if compiled:
+        start = timeit.default_timer()
+        with nvtx.range("compile"):
+            losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile")
+        record["compile_time_s"] = timeit.default_timer() - start
+        first = 1
+    graphs_before_warmup = _graph_count()
+
+    with nvtx.range("warmup"):
+        warmup_timer = make_timer(spec.timer, spec.device)
+        losses += _run_steps(step, batches, first, spec.warmup_steps, warmup_timer, "warmup")
+    record["warmup_time_step"] = [sum(s.values()) for s in warmup_timer.results()]
+
+    timer = make_timer(spec.timer, spec.device)
+    profiled = spec.profile_steps or spec.benchmark_steps
+    with nvtx.range("measure"), contextlib.ExitStack() as stack:
+        for instrument in instruments:
+            stack.enter_context(instrument)
+
+        def on_step(i):
+            for instrument in instruments:
+                instrument.step()
+            if i + 1 == profiled and spec.device == "cuda":
+                torch.cuda.profiler.stop()
+
+        if spec.device == "cuda":
+            torch.cuda.profiler.start()  # cudaProfilerStart: nsys --capture-range=cudaProfilerApi records from here
+        losses += _run_steps(step, batches, first + spec.warmup_steps, spec.benchmark_steps, timer, "measure", on_step)
+    step_times = timer.results()
+    for name in PHASES:
+        record[f"time_{name}"] = [s[name] for s in step_times if name in s]
+    if compiled:
+        recompiles = _graph_count() - graphs_before_warmup
+        record["recompilations"] = recompiles
+        if recompiles:
+            record["warnings"].append(f"torch.compile recompiled {recompiles} time(s) after the first step")
+    if not bool(torch.stack([loss.float() for loss in losses]).isfinite().all()):
+        record["status"] = "non-finite loss"
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def run_spec(spec: RunSpec, instruments=()) -> dict:
+    """Measure one configuration; never raises for OOM or a failing model: the record's status says what happened."""
+    record = {"config": spec.to_dict(), "status": "ok", "warnings": []}
+    for name in PHASES:
+        record[f"time_{name}"] = []
+    if spec.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with nvtx.range(f"config {spec.label}"):
+            _measure(spec, record, instruments)
+    except torch.OutOfMemoryError as error:
+        record["status"] = "OOM"
+        record["error"] = _one_line(error)
+    except Exception as error:  # one broken configuration must not end the sweep
+        record["status"] = f"error: {_one_line(error)}"
+    if spec.device == "cuda":
+        record["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    gc.collect()
+    if spec.device == "cuda":
+        torch.cuda.empty_cache()
+    derive_figures(spec, record)
+    return record
+
+
+def derive_figures(spec: RunSpec, record: dict) -> None:
+    """Statistics per phase and per step, then tokens/s, TFLOP/s, MFU, speed of light and the memory estimate."""
+    phase_times = [record.get(f"time_{name}") or [] for name in PHASES]
+    step_times = [sum(t) for t in zip(*[t for t in phase_times if t])] if phase_times[0] else []
+    for name, times in (*zip(PHASES, phase_times), ("step", step_times)):
+        for stat, value in summarize(times).items():
+            record[f"{stat}_time_{name}"] = value
+        mean, std = record[f"mean_time_{name}"], record[f"std_time_{name}"]
+        if mean and std / mean > SPREAD_WARNING:
+            record["warnings"].append(f"{name}: std/mean = {std / mean:.0%} over {len(times)} steps; the mean is noisy")
+    config = spec.model_config()
+    parameters = count_parameters(config)
+    flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
+    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision)
+    gpu_name = torch.cuda.get_device_name() if spec.device == "cuda" else ""
+    peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
+    median = record["median_time_step"]
+    tflops = flops / median / 1e12 if median else None
+    sol_time = None
+    if peak.tflops:
+        sol_time = flops / (peak.tflops * 1e12)
+        if spec.mode == "train":
+            sol_time = sol_time + parameters * ADAMW_BYTES_PER_PARAMETER / (peak.bandwidth_tb_s * 1e12) if peak.bandwidth_tb_s else None
+    peak_bytes = record.get("peak_memory_bytes")
+    record.update(
+        parameters=parameters,
+        flops_per_step=flops,
+        tokens_per_second=spec.batch_size * spec.context_length / median if median else None,
+        tflops=tflops,
+        device_peak_tflops=peak.tflops,
+        peak_note=peak.note,
+        mfu=tflops / peak.tflops if tflops and peak.tflops else None,
+        sol_time=sol_time,
+        speed_of_light_pct=100 * sol_time / median if sol_time and median else None,
+        peak_memory_bytes=peak_bytes,
+        peak_memory_gb=peak_bytes / 1e9 if peak_bytes is not None else None,
+        estimated_memory_bytes=estimate.total,
+        estimated_memory=estimate.__dict__,
+    )
+    record.setdefault("compile_time_s", None)
+
+
+def run_spec_with_environment(spec: RunSpec) -> dict:
+    """run_spec with NVTX and the requested instruments set up, and the environment it ran in recorded."""
+    from src.harness.environment import collect_environment
+    from src.harness.instrumentation import build_instruments
+
+    nvtx.configure(harness=spec.nvtx, model=spec.nvtx and not (spec.compile or spec.recipe))
+    instruments = build_instruments(spec)
+    record = run_spec(spec, instruments)
+    for instrument in instruments:
+        instrument.report(record)
+    record["env"] = collect_environment(spec.device)
+    if spec.backend == "hf_llama":  # the comparison is only as good as knowing which transformers it was
+        import transformers
+
+        record["env"]["transformers_version"] = transformers.__version__
+    return record

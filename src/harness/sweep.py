@@ -1,0 +1,65 @@
+"""Run a list of configurations, each in a child process by default on CUDA, and hand back one record each.
+
+A child that dies (segfault, abort, killed) becomes a record with status "crash: ..." and the last line it wrote
+to stderr; the sweep goes on. Ctrl-C kills the running child and propagates, after every finished record was
+already handed to `on_record` (which appends it to the results file).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+from src.harness.runner import derive_figures, run_spec_with_environment
+from src.spec import RunSpec
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def run_in_child(spec: RunSpec) -> dict:
+    with tempfile.TemporaryDirectory(prefix="lmbench-") as tmp:
+        result_path, stderr_path = os.path.join(tmp, "record.json"), os.path.join(tmp, "stderr.txt")
+        with open(stderr_path, "w+") as stderr:
+            child = subprocess.Popen([sys.executable, "-m", "src.harness.worker", result_path],
+                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True)
+            try:
+                child.communicate(json.dumps(spec.to_dict()))
+            except BaseException:  # Ctrl-C or anything else: never leave the child running
+                child.kill()
+                child.wait()
+                raise
+            stderr.seek(0)
+            messages = stderr.read()
+        if messages.strip():
+            sys.stderr.write(messages)
+        if child.returncode == 0 and os.path.exists(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+        last_line = next((line for line in reversed(messages.strip().splitlines()) if line.strip()), "")
+        return crash_record(spec, f"{_describe_exit(child.returncode)}" + (f"; {last_line.strip()}" if last_line else ""))
+
+
+def crash_record(spec: RunSpec, reason: str) -> dict:
+    from src.harness.environment import collect_environment
+
+    record = {"config": spec.to_dict(), "status": f"crash: {reason}"[:400], "warnings": []}
+    derive_figures(spec, record)
+    record["env"] = collect_environment(spec.device, query_gpu=False)  # the parent leaves the GPU to its children
+    return record
+
+
+def run_sweep(specs: list[RunSpec], on_record) -> None:
+    for index, spec in enumerate(specs):
+        record = run_in_child(spec) if spec.isolate == "process" else run_spec_with_environment(spec)
+        on_record(index, record)

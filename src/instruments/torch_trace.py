@@ -1,0 +1,110 @@
+"""--trace DIR: torch.profiler over the measured steps -> DIR/<config>.json.gz (Perfetto) and a time table beside it.
+
+    python -m src.profiling.benchmark --sizes small --mode train --trace runs/traces --profile_steps 3
+
+The profiler records CPU ops always and CUDA kernels on CUDA, with a `measured step i` range per step and a
+`module: <class>` range per module call (module_ranges.py), so the trace opens at ui.perfetto.dev (or
+chrome://tracing) with the model's structure visible. After the run, the table of where the time went
+(trace_summary.py) is printed to stderr, saved as DIR/<config>.md and kept in the record as `trace_summary`.
+
+The profiled steps are slower than unprofiled ones (the profiler's own cost per op), and the table compares
+the trace with the harness's times for those same steps, so both sides carry the overhead. Use
+--profile_steps to keep the rest of the measured steps clean.
+"""
+
+import contextlib
+import os
+import sys
+
+import torch
+
+from src.instruments.artifact_names import artifact_name
+from src.instruments.module_ranges import module_ranges
+from src.spec import RunSpec
+from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace, summarise_trace
+
+
+class TorchTrace:
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.steps = min(spec.profile_steps or spec.benchmark_steps, spec.benchmark_steps)
+        name = artifact_name(spec)
+        self.trace_path = os.path.join(spec.trace, name + ".json.gz")  # export_chrome_trace gzips a .gz name
+        self.table_path = os.path.join(spec.trace, name + ".md")
+        self.steps_done = 0
+        self.exported = False  # a file of the same name may be an earlier run's: only this flag says it is ours
+        self._profiler = None
+        self._module_ranges = None
+        self._step_range = None
+
+    def __enter__(self):
+        os.makedirs(self.spec.trace, exist_ok=True)
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.spec.device == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+            torch.cuda.synchronize()  # warm-up kernels still queued would land in the trace with no step to own them
+        self._profiler = torch.profiler.profile(activities=activities)
+        self._profiler.start()
+        # Module hooks added after torch.compile (--compile, --recipe) would be traced into, or guard, the graph.
+        compiled = self.spec.compile or bool(self.spec.recipe)
+        self._module_ranges = contextlib.nullcontext() if compiled else module_ranges()
+        self._module_ranges.__enter__()
+        self._open_step()
+        return self
+
+    def step(self) -> None:
+        if self._profiler is None:
+            return
+        self._close_step()
+        self.steps_done += 1
+        if self.steps_done >= self.steps:
+            self._finish()
+        else:
+            self._open_step()
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._profiler is None:
+            return False
+        self._close_step()  # fewer steps than asked, or a failure (an OOM): keep the trace up to here
+        if exc_type is None:
+            self._finish()
+            return False
+        try:
+            self._finish()
+        except Exception as error:  # never let the export hide the failure itself
+            print(f"trace: could not write it after {exc_type.__name__}: {error}", file=sys.stderr)
+        return False
+
+    def _open_step(self) -> None:
+        self._step_range = torch.profiler.record_function(f"{STEP_RANGE_PREFIX}{self.steps_done}")
+        self._step_range.__enter__()
+
+    def _close_step(self) -> None:
+        if self._step_range is not None:
+            self._step_range.__exit__(None, None, None)
+            self._step_range = None
+
+    def _finish(self) -> None:
+        profiler, self._profiler = self._profiler, None
+        self._module_ranges.__exit__(None, None, None)
+        profiler.stop()  # synchronises the device first, so the last step's kernels are in
+        profiler.export_chrome_trace(self.trace_path)
+        self.exported = True
+
+    def report(self, record: dict) -> None:
+        if not self.exported:
+            print(f"trace: none written for {self.spec.label} (the run failed before its measured steps)",
+                  file=sys.stderr)
+            return
+        n = self.steps_done
+        measured = {phase: sum((record.get(f"time_{phase}") or [])[:n]) for phase in PHASES}
+        summary = summarise_trace(load_trace(self.trace_path), self.spec.device, measured, n)
+        text = summary.markdown(f"Where the time went: {self.spec.label}")
+        text += f"\ntrace: {self.trace_path} (open at https://ui.perfetto.dev or chrome://tracing)\n"
+        if record.get("status") != "ok":
+            text += f"the run ended with status {record.get('status')!r}; the trace holds the steps before it\n"
+        with open(self.table_path, "w") as f:
+            f.write(text)
+        print(text, file=sys.stderr)
+        record["trace_summary"] = {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path}
+        record.setdefault("warnings", []).extend(f"trace: {note}" for note in summary.warnings())

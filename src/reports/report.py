@@ -1,0 +1,233 @@
+"""The report of a benchmark sweep, or an A/B comparison of two sweeps: a markdown summary and PNG plots.
+
+The command is `python -m src.profiling.report` (src/profiling/report.py); this module holds what it writes.
+"""
+
+
+import argparse
+import csv
+import os
+import sys
+
+import numpy as np
+from tabulate import tabulate
+
+from src.reports import compare, labels, plots
+from src.harness.results import CONFIG_FIELDS, read_records
+from src.reports.steady_state import measured_step_times, step_curve, steady_start
+
+SWEEP_PLOTS = (("phase_times.png", plots.plot_phase_times), ("throughput.png", plots.plot_throughput),
+               ("memory.png", plots.plot_memory), ("warmup.png", plots.plot_warmup))
+
+
+class InputError(Exception):
+    """A problem with the command line or its files, said in one line."""
+
+
+# ---- reading -------------------------------------------------------------------------------------------------
+
+def load(path: str) -> tuple[list[dict], list[str]]:
+    """Records of one results file, one per configuration (a rerun replaces the earlier row), and warnings."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not a results file")
+    try:
+        records, warnings = read_records(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    if not records:
+        raise InputError(f"{path} has no rows")
+    if not all(isinstance(r, dict) and (r.get("config") or {}).get("size") for r in records):
+        raise InputError(f"{path} does not look like a results file: some rows have no config size")
+    unique = list(compare.latest_by_config(records, ignored=()).values())
+    if len(unique) < len(records):
+        warnings.append(f"{path}: {len(records) - len(unique)} rows repeat a configuration; the last ok one is "
+                        "shown, and an A/B comparison uses every ok run of it (runs resampled, then steps)")
+        for record in unique:
+            key = compare.config_key(record, ignored=())
+            record["_runs"] = [measured_step_times(r) for r in records
+                               if compare.config_key(r, ignored=()) == key and labels.is_ok(r)]
+    return unique, warnings
+
+
+def output_dir(args) -> str:
+    if args.out:
+        return args.out
+    first = os.path.splitext(args.results[0])
+    name = os.path.basename(first[0])
+    if len(args.results) == 2:
+        name += "_vs_" + os.path.basename(os.path.splitext(args.results[1])[0])
+    return os.path.join(os.path.dirname(first[0]), name + "_report")
+
+
+def check_output_dir(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"--out {path} exists and is not a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the report under {path}: {existing} is not writable")
+
+
+# ---- formatting helpers --------------------------------------------------------------------------------------
+
+def fmt(value, scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if value is None else f"{value * scale:,.{digits}f}"
+
+
+def failed_lines(records: list[dict], fields: list[str]) -> list[str]:
+    return [f"- {labels.config_label(r, fields)}: {r.get('status') or 'no status'}"
+            for r in records if not labels.is_ok(r)]
+
+
+def environment_line(records: list[dict]) -> str:
+    env = [("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
+           ("triton", "triton_version"), ("commit", "git_commit"), ("host", "hostname")]
+    parts = [compare.gpu_label(records)]
+    parts += [f"{name} {', '.join(compare.distinct_values(records, field))}" for name, field in env
+              if compare.distinct_values(records, field) != ["(not recorded)"]]
+    stamps = [s for s in compare.distinct_values(records, "timestamp") if s != "(not recorded)"]
+    if stamps:
+        parts.append(f"measured {stamps[0]}" + (f" to {stamps[-1]}" if len(stamps) > 1 else ""))
+    memory = {(r.get("env") or {}).get("gpu_memory_bytes") for r in records} - {None}
+    if memory:
+        parts.insert(1, "memory " + ", ".join(f"{m / plots.GIB:.1f} GiB" for m in sorted(memory)))
+    return "Environment: " + " | ".join(parts)
+
+
+def constant_line(records: list[dict]) -> str:
+    varying = labels.varying_fields(records)
+    config = records[0].get("config") or {}
+    same = [f"{f}={config.get(f)}" for f in CONFIG_FIELDS
+            if f not in varying + list(labels.SIZE_FIELDS + labels.NOT_A_VARIANT) and config.get(f) not in (None, "")]
+    return "Same for every row: " + ", ".join(same)
+
+
+# ---- one sweep -----------------------------------------------------------------------------------------------
+
+def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
+    """The markdown table of the ok rows, smallest size first, and lines for rows still warming up."""
+    order = {size: i for i, size in enumerate(labels.size_order(ok))}
+    ok = sorted(ok, key=lambda r: (order[r["config"]["size"]],
+                                   labels.sort_key(tuple(r["config"].get(f) for f in fields[1:]))))
+    rows, late = [], []
+    for r in ok:
+        steps = measured_step_times(r)
+        q20, q50, q80 = np.percentile(steps, [20, 50, 80]) if steps.size else (np.nan,) * 3
+        warmup = len(step_curve(r)) - steps.size
+        start = steady_start(step_curve(r))
+        steady = "never" if start is None else str(start)
+        if start is None or start > warmup:
+            late.append(f"- {labels.config_label(r, fields)}: steady from step {steady}, after {warmup} warm-up steps")
+            steady += " (late)"
+        mfu = r.get("mfu")
+        rows.append([*(r["config"].get(f) for f in fields)]
+                    + [fmt(np.median(r[p]), 1e3, 2) if r.get(p) else "-" for p, _ in plots.PHASES]
+                    + [fmt(q50, 1e3, 2), fmt((q80 - q20) / q50, 100), fmt(r.get("tokens_per_second"), 1, 0),
+                       fmt(r.get("tflops")), fmt(mfu, 100) if mfu is not None else "-",
+                       fmt(r.get("speed_of_light_pct")), fmt(r.get("peak_memory_bytes"), 1 / plots.GIB, 2), steady])
+    headers = fields + ["fwd ms", "bwd ms", "opt ms", "step ms", "p20-p80 %", "tokens/s", "TFLOP/s", "MFU %",
+                        "SOL %", "peak GiB", "steady from step"]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True), late
+
+
+def sweep_report(path: str, records: list[dict], warnings: list[str], out: str) -> str:
+    fields = ["size"] + labels.varying_fields(records)
+    ok = [r for r in records if labels.is_ok(r)]
+    lines = [f"# Benchmark report: {path}", "", labels.subtitle(records), "", environment_line(records), "",
+             constant_line(records), "", f"{len(records)} configurations: {len(ok)} ok, {len(records) - len(ok)} "
+             "not ok.", ""]
+    if ok:
+        table, late = sweep_table(ok, fields)
+        lines += ["## Results (medians over the measured steps; step = forward + backward + optimizer)", "", table,
+                  "", "## Warm-up", ""]
+        lines += (["These configurations were not steady when measurement began; their medians include warm-up "
+                   "(rerun with more warm-up steps):", *late] if late
+                  else ["Every configuration was steady by the end of its warm-up steps."])
+        lines += ["", "## Plots", ""]
+        for name, plot in SWEEP_PLOTS:
+            plot(ok + [r for r in records if not labels.is_ok(r)], os.path.join(out, name))
+            lines.append(f"![{name[:-4]}]({name})")
+    else:
+        lines.append("No configuration ran ok: nothing to tabulate or plot.")
+    failed = failed_lines(records, fields)
+    if failed:
+        lines += ["", "## Not ok (listed here, not plotted)", "", *failed]
+    if warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
+    return "\n".join(lines) + "\n"
+
+
+# ---- two sweeps ----------------------------------------------------------------------------------------------
+
+def why_nothing_in_common(records_a: list[dict], records_b: list[dict], ignored: tuple[str, ...]) -> str:
+    disjoint = []
+    for field in CONFIG_FIELDS:
+        a, b = (set(compare.distinct_values(rs, field, "config")) for rs in (records_a, records_b))
+        if field not in ignored and not a & b:
+            disjoint.append(f"{field}: A {', '.join(sorted(a))}, B {', '.join(sorted(b))}")
+    reason = f" ({'; '.join(disjoint)})" if disjoint else ""
+    return f"no configuration in common{reason}; --ignore FIELD matches configurations across a field"
+
+
+def comparison_report(paths: list[str], records_a: list[dict], records_b: list[dict], ignored: tuple[str, ...],
+                      min_effect: float, out: str) -> str:
+    pairs, only_a, only_b = compare.match(records_a, records_b, ignored)
+    fields = ["size"] + [f for f in labels.varying_fields([a for _, a, _ in pairs] + [b for _, _, b in pairs])
+                         if f not in ignored]
+    gpu_a, gpu_b = compare.gpu_label(records_a), compare.gpu_label(records_b)
+    lines = []
+    if gpu_a != gpu_b:
+        lines += [f"**Different GPUs: A ran on {gpu_a}, B on {gpu_b}; every ratio below mixes the hardware "
+                  "difference with any software change.**", ""]
+    lines += [f"# A/B comparison: B = {paths[1]} against A = {paths[0]}", "",
+              f"Configurations match on every config field except {', '.join(ignored)}: {len(pairs)} in common, "
+              f"{len(only_a)} only in A, {len(only_b)} only in B.", "",
+              f"Method: ratio of median step time (forward + backward + optimizer per measured step) B/A; "
+              f"{compare.CONFIDENCE:.0%} percentile bootstrap CI ({compare.N_BOOTSTRAP} resamples, seed "
+              f"{compare.SEED}). A row is faster or slower only if the CI excludes 1 and the change is at least "
+              f"{min_effect:.0%}: steps of one run are correlated, so smaller changes are within run-to-run noise.",
+              "", "## Environment", ""]
+    differ, same = compare.environment_differences(records_a, records_b, ignored)
+    if differ:
+        lines += [tabulate([[f, ", ".join(a), ", ".join(b)] for f, a, b in differ], ["differs", "A", "B"],
+                           tablefmt="github"), ""]
+    lines += [f"Same in both: {', '.join(same) or 'nothing'}.", "", "## Results", ""]
+    rows, plotted, skipped, counts = [], [], [], {}
+    for _, a, b in pairs:
+        label = labels.config_label(a, fields)
+        if not (labels.is_ok(a) and labels.is_ok(b)):
+            skipped.append(f"- {label}: A {a.get('status') or 'no status'}, B {b.get('status') or 'no status'}")
+            continue
+        steps_a, steps_b = measured_step_times(a), measured_step_times(b)
+        try:
+            est = compare.compare_samples(a.get("_runs") or steps_a, b.get("_runs") or steps_b, min_effect)
+        except ValueError as e:
+            skipped.append(f"- {label}: {e}")
+            continue
+        counts[est.verdict] = counts.get(est.verdict, 0) + 1
+        plotted.append((label, est))
+        pooled_a = np.concatenate(a.get("_runs") or [steps_a])
+        pooled_b = np.concatenate(b.get("_runs") or [steps_b])
+        rows.append([label, fmt(np.median(pooled_a), 1e3, 2), fmt(np.median(pooled_b), 1e3, 2), f"{est.ratio:.3f}",
+                     f"{est.low:.3f}-{est.high:.3f}", est.verdict])
+    if rows:
+        lines += [tabulate(rows, ["configuration", "A step ms", "B step ms", "B/A", "95% CI", "verdict"],
+                           tablefmt="github", disable_numparse=True), "",
+                  "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
+        title = (f"Median step time, B against A\nA: {os.path.basename(paths[0])} ({gpu_a})   "
+                 f"B: {os.path.basename(paths[1])} ({gpu_b})")
+        plots.plot_ratios(plotted, min_effect, title, os.path.join(out, "ratios.png"))
+        lines += ["![ratios](ratios.png)", ""]
+    else:
+        lines += ["No configuration in common ran ok in both: nothing to compare.", ""]
+    if skipped:
+        lines += ["## Not compared (listed here, not plotted)", "", *skipped, ""]
+    label_fields = ["size"] + labels.varying_fields(records_a + records_b)
+    for name, keys in (("A", only_a), ("B", only_b)):
+        if keys:
+            names = [labels.config_label({"config": dict(key)}, label_fields) for key in keys]
+            lines += [f"## Only in {name}", "", *(f"- {label}" for label in names), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,217 @@
+"""How one configuration trains: the model (ours, or Hugging Face's Llama of the same shape), the optimizer,
+autocast, torch.compile, and the fast recipe. The runner times what this builds; the numerics check reuses it.
+
+The fast recipe (`--recipe fast`) keeps standard mixed-precision numerics (fp32 master weights, bf16 autocast)
+and changes only how the step runs: fused attention, model and loss compiled together (so the cross-entropy
+fuses with the head's output), linear weights kept in bf16 with their fp32 masters in an AdamW that writes the
+bf16 copy as it updates (no weight or gradient casts; one fused pass per parameter), and CUDA graphs for models
+small enough to be launch-bound.
+"""
+
+import contextlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from src import nvtx
+from src.model import TransformerLM
+from src.model.transformer import Linear
+from src.spec import RunSpec
+
+
+class phase:
+    """`with phase(timer, "forward"):` times the block with any timer that has start(name)/stop(name) (the
+    harness's timers); `timer` may be None (untimed)."""
+
+    __slots__ = ("timer", "name")
+
+    def __init__(self, timer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self):
+        if self.timer is not None:
+            self.timer.start(self.name)
+
+    def __exit__(self, *exc):
+        if self.timer is not None and exc[0] is None:
+            self.timer.stop(self.name)
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Below this many parameters the step is launch-bound on an H100 (the small preset's eager step is 57 ms for
+# ~4 ms of matmul work), so the recipe replays the compiled step as a CUDA graph.
+CUDA_GRAPH_MAX_PARAMETERS = 500_000_000
+
+
+class LanguageModelLoss(nn.Module):
+    """model + cross-entropy as one module, so torch.compile sees (and fuses) both."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, targets):  # (B, T), (B, T) -> scalar
+        logits = self.model(inputs)  # (B, T, vocab)
+        with nvtx.model_range("loss"):
+            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def build_model(spec: RunSpec) -> nn.Module:
+    with torch.device(spec.device):
+        if spec.backend == "hf_llama":
+            from src.model.hf_llama import HuggingFaceLlama  # transformers is loaded only when asked for
+
+            return HuggingFaceLlama(spec.model_config())
+        return TransformerLM(spec.model_config())
+
+
+def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
+    return spec.recipe == "fast" and spec.device == "cuda" and parameters < CUDA_GRAPH_MAX_PARAMETERS
+
+
+def uses_bf16_weights(spec: RunSpec) -> bool:
+    """The fast recipe trains our model's linear layers on bf16 weights with fp32 masters in the optimizer (where
+    it does not use CUDA graphs)."""
+    return (spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.backend == "ours"
+            and spec.precision == "bf16")
+
+
+class TrainStep:
+    """One step of `spec.mode`, each phase timed and annotated: forward (with loss), backward, optimizer.
+
+    With CUDA graphs (the fast recipe on a launch-bound model) the first call records forward, backward and the
+    optimizer step as three graphs sharing one memory pool, and every call replays them inside the same phase
+    timers: no Python and no kernel launches left on the host, yet each phase is still timed on its own.
+    """
+
+    def __init__(self, spec: RunSpec, model: nn.Module, lr: float = 1e-4, fused_adamw: bool | None = None,
+                 cuda_graphs: bool | None = None, bf16_weights: bool | None = None):
+        """fused_adamw / cuda_graphs / bf16_weights override the recipe's choice (the numerics check isolates
+        each change)."""
+        self.spec, self.model = spec, model
+        fast = spec.recipe == "fast"
+        parameters = sum(p.numel() for p in model.parameters())
+        self.cuda_graphs = uses_cuda_graphs(spec, parameters) if cuda_graphs is None else cuda_graphs
+        self.bf16_weights = uses_bf16_weights(spec) and not self.cuda_graphs if bf16_weights is None else bf16_weights
+        if self.bf16_weights and self.cuda_graphs:
+            # Capturing the backward graph failed on an H100 (torch 2.11: cudaErrorStreamCaptureImplicit, "would
+            # make the legacy stream depend on a capturing blocking stream"); not investigated further.
+            raise ValueError("bf16 weights with fp32 masters do not run under the recipe's CUDA graphs")
+        self.notes: list[str] = []  # what the step had to change, for the record's warnings
+        self.optimizer = None
+        if spec.mode == "train" and self.bf16_weights:
+            # Linear weights become bf16 Parameters and their fp32 masters move into the optimizer, which writes
+            # the rounded copy as it updates: no autocast casts of weights and gradients (the 2.7B step went from
+            # 226 to 205 ms on an H100), the same arithmetic (src/kernels/master_adamw.py).
+            from src.kernels.master_adamw import MasterWeightAdamW, bf16_with_masters  # Triton, loaded when used
+
+            masters = bf16_with_masters(m.weight for m in model.modules() if isinstance(m, Linear))
+            self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
+        elif spec.mode == "train":
+            # fused=True: one multi-tensor CUDA kernel; the default foreach path runs ~10 kernels per parameter
+            # group and took 94 ms for 2.7B on an H100, against ~32 ms for its 95 GB of traffic (fused: 36.5 ms).
+            fused = fast and spec.device == "cuda" if fused_adamw is None else fused_adamw
+            if self.cuda_graphs:  # a replayed graph reads lr and the step count from device memory
+                self.optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(lr, device=spec.device),
+                                                   fused=True, capturable=True)
+            else:
+                self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=fused)
+        use_scaler = spec.precision == "fp16" and spec.mode != "forward"
+        self.scaler = torch.amp.GradScaler(spec.device) if use_scaler else None
+        dtype = AUTOCAST_DTYPES.get(spec.precision)
+        # Autocast's cache of cast weights must be off while a graph records (torch.cuda.graph's documented rule).
+        self.autocast = (lambda: torch.autocast(spec.device, dtype=dtype, cache_enabled=not self.cuda_graphs)) \
+            if dtype else contextlib.nullcontext
+        self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
+        self.loss = LanguageModelLoss(model)
+        if spec.compile or fast:
+            self.loss = torch.compile(self.loss)
+        self.graphs = None
+
+    def _forward(self, inputs, targets):
+        with self.grad_mode(), self.autocast():
+            return self.loss(inputs, targets)
+
+    def _backward(self, loss):
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def _optimizer_step(self):
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def __call__(self, inputs, targets, timer):
+        if self.cuda_graphs:
+            return self._replay(inputs, targets, timer)
+        mode = self.spec.mode
+        with nvtx.range("forward"), phase(timer, "forward"):
+            loss = self._forward(inputs, targets)
+        if mode != "forward":
+            with nvtx.range("backward"), phase(timer, "backward"):
+                self._backward(loss)
+        if mode == "train":
+            with nvtx.range("optimizer"), phase(timer, "optimizer"):
+                self._optimizer_step()
+        if mode != "forward":
+            self.model.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def _replay(self, inputs, targets, timer):
+        if self.graphs is None:
+            self._capture(inputs, targets)
+        self.static_inputs.copy_(inputs)  # a (B, T) token copy: data loading, outside the timed phases
+        self.static_targets.copy_(targets)
+        for name, graph in self.graphs.items():
+            with nvtx.range(name), phase(timer, name):
+                graph.replay()
+        return self.static_loss.detach().clone()  # the next replay overwrites static_loss
+
+    def _optimizer_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the optimizer's state and parameter groups (lr and step counts kept on the device)."""
+        if self.optimizer is None:
+            return []
+        values = [v for state in self.optimizer.state.values() for v in state.values()]
+        values += [v for group in self.optimizer.param_groups for k, v in group.items() if k != "params"]
+        return [v for v in values if torch.is_tensor(v)]
+
+    def _capture(self, inputs, targets):
+        """Three real steps on a side stream (compilation, autotuning and allocation must not happen while a graph
+        records), then put the weights and AdamW's state back, so a graphed run trains exactly like an eager one."""
+        mode = self.spec.mode
+        saved = [p.detach().clone() for p in self.model.parameters()]
+        saved_state = {id(t): (t, t.clone()) for t in self._optimizer_tensors()}  # holding t keeps its id unique
+        self.static_inputs, self.static_targets = inputs.clone(), targets.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                loss = self._forward(self.static_inputs, self.static_targets)
+                if mode != "forward":
+                    self._backward(loss)
+                if mode == "train":
+                    self._optimizer_step()
+                self.model.zero_grad(set_to_none=True)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for p, value in zip(self.model.parameters(), saved):
+                p.copy_(value)
+            for t in self._optimizer_tensors():  # master weights, moments, step counts as before the warm-up
+                if id(t) in saved_state:
+                    t.copy_(saved_state[id(t)][1])
+                else:  # state torch's AdamW made at its first step: zero is what it starts from
+                    t.zero_()
+        self.graphs = {"forward": torch.cuda.CUDAGraph()}
+        with torch.cuda.graph(self.graphs["forward"]):
+            self.static_loss = self._forward(self.static_inputs, self.static_targets)
+        pool = self.graphs["forward"].pool()
+        if mode != "forward":
+            self.graphs["backward"] = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graphs["backward"], pool=pool):
+                self._backward(self.static_loss)  # grads land in the pool; each replay overwrites them
+        if mode == "train":
+            self.graphs["optimizer"] = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graphs["optimizer"], pool=pool):
+                self._optimizer_step()

@@ -1,0 +1,91 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from src.harness import timing
+from src.harness.timing import EventTimer, SyncTimer, make_timer, summarize
+from src.train.step import phase
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_sync_timer_measures_exactly_what_happens_inside_the_phase(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.timeit, "default_timer", clock)
+    timer = SyncTimer("cpu")
+    for forward, backward in [(0.25, 0.5), (0.125, 1.0)]:
+        clock.now += 7.0  # work between phases (batch creation, zero_grad) must not be counted
+        with phase(timer, "forward"):
+            clock.now += forward
+        clock.now += 3.0
+        with phase(timer, "backward"):
+            clock.now += backward
+        timer.next_step()
+    assert timer.results() == [{"forward": 0.25, "backward": 0.5}, {"forward": 0.125, "backward": 1.0}]
+
+
+def test_sync_timer_on_a_workload_of_known_duration():
+    timer = SyncTimer("cpu")
+    with phase(timer, "sleep"):
+        time.sleep(0.05)
+    timer.next_step()
+    (step,) = timer.results()
+    assert step["sleep"] >= 0.05  # sleep guarantees at least its duration; no upper bound (no timed assertions)
+
+
+def test_phase_without_timer_is_untimed():
+    with phase(None, "forward"):
+        pass
+
+
+def test_summary_statistics_match_numpy_population_std():
+    times = [0.1, 0.2, 0.4, 0.3]
+    s = summarize(times)
+    assert s["mean"] == pytest.approx(0.25) and s["std"] == pytest.approx(np.std(times))
+    assert (s["median"], s["min"], s["max"]) == (pytest.approx(0.25), 0.1, 0.4)
+    assert summarize([]) == dict.fromkeys(("mean", "std", "median", "min", "max"))
+
+
+def test_events_timer_refuses_cpu():
+    with pytest.raises(ValueError, match="CUDA"):
+        make_timer("events", "cpu")
+
+
+@cuda
+def test_events_and_sync_timers_agree_on_a_gpu_bound_workload():
+    a = torch.randn(4096, 4096, device="cuda")
+    for _ in range(3):
+        a @ a  # warm up cuBLAS
+    timers = {"events": EventTimer("cuda"), "sync": SyncTimer("cuda")}
+    for _ in range(5):
+        for timer in timers.values():
+            with phase(timer, "matmul"):
+                for _ in range(10):
+                    a @ a
+            timer.next_step()
+    medians = {k: np.median([s["matmul"] for s in t.results()]) for k, t in timers.items()}
+    # ~20 ms of fp32 matmuls per phase; the sync timer adds only launch and synchronise latency (~tens of us).
+    assert medians["events"] == pytest.approx(medians["sync"], rel=0.05)
+
+
+@cuda
+def test_events_timer_on_a_kernel_of_known_duration():
+    timer = EventTimer("cuda")
+    cycles = int(torch.cuda.get_device_properties(0).clock_rate * 1e3 * 0.02)  # clock_rate in kHz: ~20 ms of spinning
+    torch.cuda._sleep(cycles)
+    with phase(timer, "sleep"):
+        torch.cuda._sleep(cycles)
+    timer.next_step()
+    (step,) = timer.results()
+    # The SM clock may boost above its nominal rate, so the spin can be shorter: allow a factor of 2.
+    assert 0.005 < step["sleep"] < 0.05

@@ -1,0 +1,179 @@
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from src.profiling.benchmark import main
+from src.harness.results import read_records
+from src.reports.table import ORIGINAL_COLUMNS
+
+TINY = ["--sizes", "tiny", "--device", "cpu", "--warmup_steps", "1", "--benchmark_steps", "2"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def header_of(markdown: str) -> list[str]:
+    return [c.strip() for c in markdown.splitlines()[0].strip("|").split("|")]
+
+
+def test_end_to_end_on_tiny_prints_the_original_columns_first_and_writes_rows(tmp_path, capsys):
+    output = tmp_path / "results.jsonl"
+    code, out, err = run_cli(TINY + ["--mode", "train", "--context_length", "16", "32", "--output", str(output)], capsys)
+    assert code == 0
+    table = out[out.index("|"):]
+    assert header_of(table)[1:11] == ORIGINAL_COLUMNS  # column 0 is pandas' index
+    assert len(table.strip().splitlines()) == 2 + 2  # header, rule, one row per context length
+    records, warnings = read_records(str(output))
+    assert warnings == [] and [r["status"] for r in records] == ["ok", "ok"]
+    r = records[1]
+    assert r["config"]["context_length"] == 32 and r["config"]["mode"] == "train"
+    assert len(r["time_forward"]) == len(r["time_backward"]) == len(r["time_optimizer"]) == 2
+    assert len(r["warmup_time_step"]) == 1
+    assert r["flops_per_step"] > 0 and r["tokens_per_second"] > 0 and r["tflops"] > 0
+    assert r["mfu"] is None and "no known peak" in r["peak_note"]  # a CPU has no entry: empty, never a guess
+    assert r["peak_memory_bytes"] is None  # absent on CPU, never wrong
+    for field in ("gpu_name", "driver_version", "cuda_version", "torch_version", "git_commit", "hostname", "timestamp"):
+        assert field in r["env"]
+    assert "[" in err and "2/2" in err  # progress lines on stderr
+
+
+def test_peak_tflops_override_gives_mfu_and_speed_of_light(capsys, tmp_path):
+    output = tmp_path / "r.csv"
+    code, _, _ = run_cli(TINY + ["--peak_tflops", "1.0", "--output", str(output)], capsys)
+    assert code == 0
+    (r,), _ = read_records(str(output))
+    assert r["mfu"] == pytest.approx(r["tflops"] / 1.0)
+    assert r["speed_of_light_pct"] == pytest.approx(100 * r["flops_per_step"] / 1e12 / r["median_time_step"])
+
+
+def test_warmup_sweep_orders_rows_like_the_original_table(capsys):
+    code, out, _ = run_cli(["--sizes", "tiny", "small", "--d_model", "32", "--d_ff", "64", "--num_layers", "1",
+                            "--num_heads", "2", "--device", "cpu", "--warmup_steps", "2", "0", "--benchmark_steps", "1",
+                            "--mode", "forward", "--context_length", "8"], capsys)
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    header, rows = header_of(lines[0]), [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    sizes = [r[header.index("size")] for r in rows]
+    warmups = [r[header.index("warmup_steps")] for r in rows]
+    assert sizes == ["tiny", "small", "custom"] * 2 and warmups == ["2"] * 3 + ["0"] * 3
+
+
+def test_bf16_and_forward_mode_on_cpu(capsys):
+    code, out, _ = run_cli(TINY + ["--precision", "bf16", "--mode", "forward", "forward_backward"], capsys)
+    assert code == 0 and out.count("| ok") == 2
+
+
+def test_mixed_precision_flag_is_an_alias_of_bf16(tmp_path, capsys):
+    output = tmp_path / "r.jsonl"
+    assert run_cli(TINY + ["--mixed_precision", "--output", str(output)], capsys)[0] == 0
+    assert read_records(str(output))[0][0]["config"]["precision"] == "bf16"
+
+
+def test_non_finite_loss_is_reported_in_status(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT", "nan:size=tiny")
+    output = tmp_path / "r.jsonl"
+    assert run_cli(TINY + ["--output", str(output)], capsys)[0] == 0
+    assert read_records(str(output))[0][0]["status"] == "non-finite loss"
+
+
+@pytest.mark.parametrize("fault,status", [("oom", "OOM"), ("crash", "crash: killed by SIGABRT; injected crash")])
+def test_an_injected_failure_becomes_a_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch, fault, status):
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT", f"{fault}:context_length=16")
+    output = tmp_path / "r.csv"
+    code, out, _ = run_cli(TINY + ["--isolate", "process", "--context_length", "8", "16", "24", "--output", str(output)],
+                           capsys)
+    assert code == 0
+    records, warnings = read_records(str(output))
+    assert warnings == []
+    assert [r["config"]["context_length"] for r in records] == [8, 16, 24]
+    assert records[0]["status"] == records[2]["status"] == "ok"
+    assert records[1]["status"].startswith(status)
+    assert out.count("| ok") == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sizes", "huge"], "invalid choice: 'huge'"),
+    (["--d_model", "100", "--d_ff", "64", "--num_layers", "1", "--num_heads", "3"], "divisible"),
+    (["--d_model", "64"], "all four"),
+    (["--benchmark_steps", "0"], "at least 1"),
+    (["--context_length", "0"], "at least 1"),
+    (["--warmup_steps", "-1"], "at least 0"),
+    (["--batch_size", "four"], "not an integer"),
+    (["--peak_tflops", "nan"], "positive number"),
+    (["--precision", "fp16"], "fp16 needs a CUDA device"),
+    (["--timer", "events"], "needs a CUDA device"),
+    (["--attention", "flash"], "needs CUDA"),
+    (["--memory_snapshot", "snap"], "needs a CUDA device"),
+    (["--output", "/nonexistent-dir/r.csv"], "does not exist"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_bad_input_fails_before_any_work_with_one_line_and_exit_2(args, message, capsys, tmp_path):
+    before = set(os.listdir(tmp_path))
+    code, out, err = run_cli(["--device", "cpu", "--sizes", "tiny"] + args, capsys) if "--sizes" not in args \
+        else run_cli(["--device", "cpu"] + args, capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert set(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_device_cuda_without_cuda_is_a_usage_error(capsys):
+    code, _, err = run_cli(["--device", "cuda"], capsys)
+    assert code == 2 and "no CUDA device" in err
+
+
+def test_bad_input_leaves_an_existing_results_file_untouched(tmp_path, capsys):
+    output = tmp_path / "r.csv"
+    output.write_text("d_model,status\n768,ok\n")
+    code, _, _ = run_cli(TINY + ["--benchmark_steps", "0", "--output", str(output)], capsys)
+    assert code == 2 and output.read_text() == "d_model,status\n768,ok\n"
+
+
+def test_ctrl_c_stops_cleanly_keeping_finished_rows(tmp_path):
+    output = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "src.profiling.benchmark", "--device", "cpu", "--sizes", "tiny",
+           "--warmup_steps", "0", "--benchmark_steps", "1", "--context_length", *map(str, range(8, 400, 8)),
+           "--output", str(output)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not output.exists() or output.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    records, warnings = read_records(str(output))
+    assert warnings == [] and 2 <= len(records) < 49
+    assert all(r["status"] == "ok" for r in records)
+    assert out.count("| ok") == len(records)  # the table of what finished is still printed
+
+
+def test_compile_and_fast_recipe_run_on_tiny_and_report_compile_time(tmp_path, capsys):
+    output = tmp_path / "r.jsonl"
+    assert run_cli(TINY + ["--mode", "train", "--compile", "--attention", "naive", "sdpa", "--output", str(output)],
+                   capsys)[0] == 0
+    assert run_cli(TINY + ["--mode", "train", "--recipe", "fast", "--output", str(output)], capsys)[0] == 0
+    records, _ = read_records(str(output))
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert all(r["compile_time_s"] > 0 and r["recompilations"] == 0 for r in records)
+    fast = records[2]["config"]
+    assert (fast["recipe"], fast["precision"], fast["attention"]) == ("fast", "bf16", "sdpa")
+
+
+def test_fast_recipe_refuses_another_precision(capsys):
+    code, _, err = run_cli(TINY + ["--recipe", "fast", "--precision", "fp32"], capsys)
+    assert code == 2 and "bf16" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="checks the message without transformers")
+def test_hf_backend_without_transformers_is_a_usage_error(capsys):
+    code, _, err = run_cli(TINY + ["--backend", "hf_llama"], capsys)
+    assert code == 2 and "transformers" in err
