@@ -81,13 +81,15 @@ def reference_params(model_name: str, lr: float = 0.1) -> dict[str, torch.Tensor
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
+BUCKET_MB, TINY_BUCKET_MB = 0.01, 1e-4  # ~10 KB: a few parameters per bucket; 105 B: smaller than any parameter
+
 # name -> (wrap the model, build the optimizer over the wrapped model)
 STRATEGIES = {
     "ddp_naive": (NaiveDDP, lambda m: sgd(m.parameters())),
     "ddp_flat": (FlatDDP, lambda m: sgd(m.parameters())),
     "ddp_overlap": (OverlapDDP, lambda m: sgd(m.parameters())),
-    "ddp_bucketed": (lambda m: BucketedDDP(m, bucket_size_mb=0.01), lambda m: sgd(m.parameters())),  # ~10 KB
-    "ddp_bucketed_tiny": (lambda m: BucketedDDP(m, bucket_size_mb=1e-4), lambda m: sgd(m.parameters())),  # 105 B
+    "ddp_bucketed": (lambda m: BucketedDDP(m, BUCKET_MB), lambda m: sgd(m.parameters())),
+    "ddp_bucketed_tiny": (lambda m: BucketedDDP(m, TINY_BUCKET_MB), lambda m: sgd(m.parameters())),
     "zero1": (OverlapDDP, lambda m: ShardedOptimizer(m.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9)),
     "fsdp": (FSDP, lambda m: sgd(m.parameters())),
 }

@@ -6,7 +6,17 @@ import torch
 import torch.nn as nn
 
 from tests.distributed.multiprocess import run_on_ranks
-from tests.distributed.single_process import STRATEGIES, batches, build, rank_slice, train
+from src.distributed.cost import collectives_per_step
+from tests.distributed.single_process import (
+    BUCKET_MB,
+    CS336_TINY,
+    STRATEGIES,
+    TINY_BUCKET_MB,
+    batches,
+    build,
+    rank_slice,
+    train,
+)
 from src.distributed import FSDP
 from src.model import transformer
 from tests.distributed.wire import WireCounter
@@ -86,3 +96,28 @@ def _check_fsdp(rank: int, world_size: int, compute_dtype: torch.dtype) -> None:
 
 def test_fsdp_gathers_twice_and_reduce_scatters_once_in_the_compute_dtype():
     run_on_ranks(_fsdp_volumes, 2)
+
+
+def _against_cost_model(rank: int, world_size: int) -> None:
+    """The analytic model (src/distributed/cost.py) predicts the bytes and the number of calls of each collective."""
+    cases = [(name, name, 4, {}) for name in ("ddp_naive", "ddp_flat", "ddp_overlap", "zero1")]
+    cases += [("ddp_bucketed", "ddp_bucketed", 4, {"bucket_mb": BUCKET_MB}),
+              ("ddp_bucketed_tiny", "ddp_bucketed", 4, {"bucket_mb": TINY_BUCKET_MB}),
+              ("fsdp", "fsdp", 4, {}), ("fsdp bf16", "fsdp", 2, {})]
+    for label, strategy, compute_dtype_bytes, options in cases:
+        wrap, make_optimizer = STRATEGIES[label.split()[0]]
+        if compute_dtype_bytes == 2:
+            wrap = lambda m: FSDP(m, compute_dtype=torch.bfloat16)  # noqa: E731
+        wrapped = wrap(build("cs336", seed=0))
+        counter = _counted(wrapped, make_optimizer(wrapped), rank, world_size)
+        predicted = collectives_per_step(CS336_TINY, strategy, world_size, compute_dtype_bytes, **options)
+        predicted_bytes, predicted_calls = {}, {}
+        for c in predicted:
+            predicted_bytes[c.op] = predicted_bytes.get(c.op, 0) + c.size_bytes
+            predicted_calls[c.op] = predicted_calls.get(c.op, 0) + c.calls
+        assert dict(counter.bytes) == predicted_bytes, f"{label}: sent {dict(counter.bytes)}, model {predicted_bytes}"
+        assert dict(counter.calls) == predicted_calls, f"{label}: calls {dict(counter.calls)}, model {predicted_calls}"
+
+
+def test_bytes_and_calls_on_the_wire_equal_the_cost_model():
+    run_on_ranks(_against_cost_model, 2)
