@@ -14,7 +14,7 @@ import os
 from contextlib import contextmanager
 
 ENV_PREFIX = "env_"
-LIST_FIELDS = ("time_forward", "time_backward", "time_optimizer", "warmup_time_step")
+LIST_FIELDS = ("time_forward", "time_backward", "time_sync", "time_optimizer", "warmup_time_step")
 # The options that identify a configuration; CSV keeps them as plain columns, records keep them under `config`.
 CONFIG_FIELDS = (
     "size", "d_model", "d_ff", "num_heads", "num_layers", "vocab_size", "context_length", "batch_size",

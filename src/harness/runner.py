@@ -17,11 +17,12 @@ from src import nvtx
 from src.model import count_parameters
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
 from src.harness.hardware import device_peak
+from src.harness.ranks import gather_ranks, group_step_time, strategy_estimates, world_size
 from src.spec import RunSpec
 from src.harness.timing import make_timer, summarize
 from src.train.step import TrainStep, build_model
 
-PHASES = ("forward", "backward", "optimizer")
+PHASES = ("forward", "backward", "sync", "optimizer")  # sync: --parallel's gradient-sync wait (ours only)
 SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
 FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|crash|nan:KEY=VALUE" makes matching configurations fail
 
@@ -125,7 +126,7 @@ def _one_line(error: BaseException) -> str:
 
 def run_spec(spec: RunSpec, instruments=()) -> dict:
     """Measure one configuration; never raises for OOM or a failing model: the record's status says what happened."""
-    record = {"config": spec.to_dict(), "status": "ok", "warnings": []}
+    record = {"config": spec.to_dict(), "status": "ok", "warnings": [], "world_size": world_size()}
     for name in PHASES:
         record[f"time_{name}"] = []
     if spec.device == "cuda":
@@ -143,6 +144,8 @@ def run_spec(spec: RunSpec, instruments=()) -> dict:
     gc.collect()
     if spec.device == "cuda":
         torch.cuda.empty_cache()
+    if record["world_size"] > 1:  # every rank's times to rank 0: tokens/s and MFU come from the slowest rank
+        gather_ranks(record)
     derive_figures(spec, record)
     return record
 
@@ -163,8 +166,8 @@ def derive_figures(spec: RunSpec, record: dict) -> None:
     estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision)
     gpu_name = torch.cuda.get_device_name() if spec.device == "cuda" else ""
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
-    median = record["median_time_step"]
-    tflops = flops / median / 1e12 if median else None
+    median = group_step_time(record)  # with several ranks: the slowest rank's
+    tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's
     sol_time = None
     if peak.tflops:
         sol_time = flops / (peak.tflops * 1e12)
@@ -174,7 +177,8 @@ def derive_figures(spec: RunSpec, record: dict) -> None:
     record.update(
         parameters=parameters,
         flops_per_step=flops,
-        tokens_per_second=spec.batch_size * spec.context_length / median if median else None,
+        tokens_per_second=record.get("world_size", 1) * spec.batch_size * spec.context_length / median if median else None,
+        tokens_per_second_per_gpu=spec.batch_size * spec.context_length / median if median else None,
         tflops=tflops,
         device_peak_tflops=peak.tflops,
         peak_note=peak.note,
@@ -187,6 +191,8 @@ def derive_figures(spec: RunSpec, record: dict) -> None:
         estimated_memory=estimate.__dict__,
     )
     record.setdefault("compile_time_s", None)
+    if spec.parallel != "none":
+        strategy_estimates(spec, record)
 
 
 def run_spec_with_environment(spec: RunSpec) -> dict:

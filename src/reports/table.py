@@ -12,8 +12,14 @@ NEW_COLUMNS = [
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
 ]
+# Shown when a row ran a --parallel strategy: times are rank 0's, the step's spread across ranks beside them.
+DISTRIBUTED_COLUMNS = [
+    "parallel", "world_size", "median_time_sync", "min_time_step_across_ranks", "max_time_step_across_ranks",
+    "slowest_rank", "tokens_per_second_per_gpu", "comm_bytes_all_reduce", "comm_bytes_all_gather",
+    "comm_bytes_reduce_scatter", "comm_bytes_broadcast",
+]
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
-                  "context_length", "batch_size", "precision", "mode", "attention"}
+                  "context_length", "batch_size", "precision", "mode", "attention", "parallel"}
 
 
 def _format(value):
@@ -27,7 +33,7 @@ def _format(value):
 def table_row(record: dict) -> dict:
     config = record.get("config", {})
     row = {}
-    for column in ORIGINAL_COLUMNS + NEW_COLUMNS:
+    for column in ORIGINAL_COLUMNS + NEW_COLUMNS + DISTRIBUTED_COLUMNS:
         if column in CONFIG_COLUMNS:
             value = config.get(column)
         elif column == "estimated_memory_gb":
@@ -44,7 +50,10 @@ def table_row(record: dict) -> dict:
 
 
 def format_table(records: list[dict]) -> str:
-    frame = pd.DataFrame([table_row(r) for r in records], columns=ORIGINAL_COLUMNS + NEW_COLUMNS)
+    columns = ORIGINAL_COLUMNS + NEW_COLUMNS
+    if any(r.get("config", {}).get("parallel", "none") != "none" for r in records):
+        columns = columns[:-1] + DISTRIBUTED_COLUMNS + columns[-1:]  # status stays last
+    frame = pd.DataFrame([table_row(r) for r in records], columns=columns)
     return frame.map(_format).to_markdown()
 
 
@@ -54,10 +63,13 @@ def progress_line(index: int, total: int, record: dict, width: int = 20) -> str:
     row = table_row(record)
     times = " ".join(f"{p} {row[f'mean_time_{p}']:.4g}s" for p in ("forward", "backward")
                      if isinstance(row.get(f"mean_time_{p}"), float))
-    if isinstance(row.get("mean_time_optimizer"), float):
-        times += f" optimizer {row['mean_time_optimizer']:.4g}s"
+    for phase in ("sync", "optimizer"):
+        if isinstance(record.get(f"mean_time_{phase}"), float):
+            times += f" {phase} {record[f'mean_time_{phase}']:.4g}s"
+    parallel = record["config"].get("parallel", "none")
+    ranks = f" {parallel} x{record.get('world_size') or record['config'].get('nproc_per_node')}" if parallel != "none" else ""
     return f"[{bar}] {index + 1}/{total} {record['config'].get('size')} ctx={row['context_length']} " \
-           f"{row['mode']} {row['precision']} warmup={row['warmup_steps']}: {times} {record['status']}"
+           f"{row['mode']} {row['precision']} warmup={row['warmup_steps']}{ranks}: {times} {record['status']}"
 
 
 def environment_lines(records: list[dict]) -> list[str]:
