@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from tabulate import tabulate
 
-from src.reports import compare, labels, plots
+from src.reports import compare, distributed, labels, plots
 from src.harness.results import CONFIG_FIELDS, read_records
 from src.harness.record import measured_step_times
 from src.reports.steady_state import step_curve, steady_start
@@ -50,6 +50,8 @@ def load(path: str) -> Sweep:
         raise InputError(f"cannot read {path}: {e}") from None
     if not records:
         raise InputError(f"{path} has no rows")
+    collectives = [r for r in records if isinstance(r, dict) and distributed.is_collective(r)]
+    records = [r for r in records if not (isinstance(r, dict) and distributed.is_collective(r))]
     if not all(isinstance(r, dict) and (r.get("config") or {}).get("size") for r in records):
         raise InputError(f"{path} does not look like a results file: some rows have no config size")
     unique = list(compare.latest_by_config(records, ignored=()).values())
@@ -61,7 +63,7 @@ def load(path: str) -> Sweep:
             key = compare.config_key(record, ignored=())
             runs[key] = [measured_step_times(r) for r in records
                          if compare.config_key(r, ignored=()) == key and labels.is_ok(r)]
-    return Sweep(unique, warnings, runs)
+    return Sweep(unique + distributed.latest_collectives(collectives), warnings, runs)  # collectives keyed by op and size
 
 
 def output_dir(args) -> str:
@@ -146,7 +148,22 @@ def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True), late
 
 
-def sweep_report(path: str, records: list[dict], warnings: list[str], out: str) -> str:
+def sweep_report(path: str, records: list[dict], warnings: list[str], out: str,
+                 link_peak_gbps: float | None = None) -> str:
+    benchmark = [r for r in records if not distributed.is_collective(r)]
+    if benchmark:
+        lines = benchmark_sections(path, benchmark, out)
+    else:
+        lines = [f"# Collectives report: {path}", "", environment_line(records)]
+    more = distributed.distributed_sections(records, out, link_peak_gbps)
+    if more:
+        lines += ["", *more]
+    if warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def benchmark_sections(path: str, records: list[dict], out: str) -> list[str]:
     fields = ["size"] + labels.varying_fields(records)
     ok = [r for r in records if labels.is_ok(r)]
     lines = [f"# Benchmark report: {path}", "", labels.subtitle(records), "", environment_line(records), "",
@@ -168,9 +185,7 @@ def sweep_report(path: str, records: list[dict], warnings: list[str], out: str) 
     failed = failed_lines(records, fields)
     if failed:
         lines += ["", "## Not ok (listed here, not plotted)", "", *failed]
-    if warnings:
-        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ---- two sweeps ----------------------------------------------------------------------------------------------
