@@ -170,6 +170,13 @@ class TrainStep:
             self.model.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def loss_and_gradients(self, inputs, targets) -> torch.Tensor:
+        """Forward and backward at the current weights, eagerly (no graphs, no timer, no optimizer step): the loss,
+        with every parameter's .grad left in place for the caller to read and then clear."""
+        loss = self._forward(inputs, targets)
+        self._backward(loss)
+        return loss.detach()
+
     def _replay(self, inputs, targets, timer):
         if self.graphs is None:
             self._capture(inputs, targets)
