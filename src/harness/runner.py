@@ -23,7 +23,7 @@ from src.train.step import TrainStep, build_model
 
 PHASES = ("forward", "backward", "optimizer")
 SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
-FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|crash|nan:KEY=VALUE" makes matching configurations fail
+FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|error|crash|nan:KEY=VALUE" makes matching configurations fail
 
 
 def _inject_fault(spec: RunSpec, model) -> None:
@@ -37,6 +37,8 @@ def _inject_fault(spec: RunSpec, model) -> None:
         return
     if kind == "oom":
         raise torch.OutOfMemoryError(f"injected out-of-memory ({fault})")
+    if kind == "error":
+        raise RuntimeError(f"injected error ({fault})")
     if kind == "crash":
         sys.stderr.write(f"injected crash ({fault})\n")
         sys.stderr.flush()
