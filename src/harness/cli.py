@@ -35,6 +35,11 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def first_paragraph(doc: str) -> str:
+    """A module docstring's first paragraph on one line: a --help description that ends where its sentence does."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
