@@ -8,6 +8,7 @@ and losses collected outside the timed regions, and the loss is checked for non-
 import contextlib
 import gc
 import os
+import re
 import sys
 import timeit
 
@@ -23,6 +24,13 @@ from src.train.step import TrainStep, build_model
 
 PHASES = ("forward", "backward", "optimizer")
 SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
+# A configuration whose memory estimate exceeds the device's memory (the host's on CPU) by more than this factor is
+# not run: it becomes an OOM row that says so. The estimate is an upper bound but a close one (2.7B, context 128:
+# 59.2 GB estimated, 55.4 GB measured), so a factor of 2 leaves only sizes that cannot fit (context 10^7 on CPU:
+# about 12.8 PB) and lets every borderline one be tried.
+MEMORY_MARGIN = 2.0
+# Out-of-memory on the CPU is a RuntimeError from the allocator, not torch.OutOfMemoryError.
+CPU_OOM = re.compile(r"DefaultCPUAllocator|can't allocate memory|not enough memory")
 FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|error|crash|nan:KEY=VALUE" makes matching configurations fail
 
 
@@ -125,6 +133,32 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
+def device_memory_bytes(device: str) -> int | None:
+    """Total memory of the device a run uses: the GPU's (this initialises CUDA: call it in the process that
+    measures, never in the sweep's parent), or the host's MemTotal for CPU runs; None where unknown."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[1]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _beyond_memory(spec: RunSpec) -> str:
+    """Why the configuration is not run (its estimate is over MEMORY_MARGIN x the device's memory), or ""."""
+    estimate = estimate_memory(spec.model_config(), spec.batch_size, spec.context_length, spec.mode,
+                               spec.precision).total
+    total = device_memory_bytes(spec.device)
+    if total is None or estimate <= MEMORY_MARGIN * total:
+        return ""
+    where = "device" if spec.device == "cuda" else "host"
+    return f"estimate {estimate / 1e9:,.1f} GB > {MEMORY_MARGIN:g} x {where} {total / 1e9:,.1f} GB: not run"
+
+
 def run_spec(spec: RunSpec, instruments=()) -> dict:
     """Measure one configuration; never raises for OOM or a failing model: the record's status says what happened."""
     record = {"config": spec.to_dict(), "status": "ok", "warnings": []}
@@ -132,14 +166,21 @@ def run_spec(spec: RunSpec, instruments=()) -> dict:
         record[f"time_{name}"] = []
     if spec.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    too_large = _beyond_memory(spec)
     try:
+        if too_large:
+            record["warnings"].append(too_large)
+            raise torch.OutOfMemoryError(too_large)
         with nvtx.range(f"config {spec.label}"):
             _measure(spec, record, instruments)
-    except torch.OutOfMemoryError as error:
+    except (torch.OutOfMemoryError, MemoryError) as error:
         record["status"] = "OOM"
         record["error"] = _one_line(error)
     except Exception as error:  # one broken configuration must not end the sweep
-        record["status"] = f"error: {_one_line(error)}"
+        out_of_memory = isinstance(error, RuntimeError) and CPU_OOM.search(str(error))
+        record["status"] = "OOM" if out_of_memory else f"error: {_one_line(error)}"
+        if out_of_memory:
+            record["error"] = _one_line(error)
     if spec.device == "cuda":
         record["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     gc.collect()

@@ -228,3 +228,28 @@ def test_fast_recipe_refuses_another_precision(capsys):
 def test_hf_backend_without_transformers_is_a_usage_error(capsys):
     code, _, err = run_cli(TINY + ["--backend", "hf_llama"], capsys)
     assert code == 2 and "transformers" in err
+
+
+def test_a_configuration_far_beyond_memory_becomes_an_oom_row_without_running(tmp_path, capsys):
+    output = tmp_path / "r.jsonl"
+    code, out, err = run_cli(TINY + ["--context_length", "10000000", "--output", str(output)], capsys)
+    assert code == 0  # an OOM row is a result
+    (r,), _ = read_records(str(output))
+    assert r["status"] == "OOM" and "x host" in r["error"] and "not run" in r["error"]
+    assert r["estimated_memory_bytes"] > 2 * 1e12  # the estimate itself is recorded
+    assert r["time_forward"] == [] and "not run" in err
+
+
+def test_out_of_memory_on_the_cpu_reads_oom(monkeypatch):
+    from src.harness import runner
+    from src.spec import RunSpec
+
+    def fail(*_):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 12800000000 bytes")
+
+    monkeypatch.setattr(runner, "_measure", fail)
+    spec = RunSpec(size="tiny", d_model=64, d_ff=128, num_heads=2, num_layers=2, vocab_size=100, context_length=8,
+                   batch_size=1, warmup_steps=0, benchmark_steps=1, device="cpu")
+    record = runner.run_spec(spec)
+    assert record["status"] == "OOM" and "DefaultCPUAllocator" in record["error"]
