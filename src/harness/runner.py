@@ -18,6 +18,7 @@ from src import nvtx
 from src.model import count_parameters
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
 from src.harness.hardware import device_peak
+from src.harness.progress import StepProgress
 from src.spec import RunSpec
 from src.harness.timing import make_timer, summarize
 from src.train.step import TrainStep, build_model
@@ -56,7 +57,7 @@ def _inject_fault(spec: RunSpec, model) -> None:
             next(model.parameters()).fill_(float("nan"))
 
 
-def _run_steps(step, batches, first: int, count: int, timer, label: str, on_step=None) -> list:
+def _run_steps(step, batches, first: int, count: int, timer, label: str, progress, on_step=None) -> list:
     losses = []
     for i in range(first, first + count):
         with nvtx.range(f"{label} step {i - first}"):
@@ -64,6 +65,7 @@ def _run_steps(step, batches, first: int, count: int, timer, label: str, on_step
         timer.next_step()
         if on_step is not None:
             on_step(i - first)
+        progress.update()  # after the step's timer has stopped: the bar costs nothing inside the measurement
     return losses
 
 
@@ -86,19 +88,20 @@ def _measure(spec: RunSpec, record: dict, instruments) -> None:
     tokens = torch.randint(0, spec.vocab_size, (steps, B, T + 1), device=spec.device)
     batches = (tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous())  # (steps, B, T) inputs, targets
     step = TrainStep(spec, model)
+    progress = StepProgress(steps, spec.label)
     first = 0
     losses = []
     if compiled:
         start = timeit.default_timer()
         with nvtx.range("compile"):
-            losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile")
+            losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile", progress)
         record["compile_time_s"] = timeit.default_timer() - start
         first = 1
     graphs_before_warmup = _graph_count()
 
     with nvtx.range("warmup"):
         warmup_timer = make_timer(spec.timer, spec.device)
-        losses += _run_steps(step, batches, first, spec.warmup_steps, warmup_timer, "warmup")
+        losses += _run_steps(step, batches, first, spec.warmup_steps, warmup_timer, "warmup", progress)
     record["warmup_time_step"] = [sum(s.values()) for s in warmup_timer.results()]
 
     timer = make_timer(spec.timer, spec.device)
@@ -115,7 +118,9 @@ def _measure(spec: RunSpec, record: dict, instruments) -> None:
 
         if spec.device == "cuda":
             torch.cuda.profiler.start()  # cudaProfilerStart: nsys --capture-range=cudaProfilerApi records from here
-        losses += _run_steps(step, batches, first + spec.warmup_steps, spec.benchmark_steps, timer, "measure", on_step)
+        losses += _run_steps(step, batches, first + spec.warmup_steps, spec.benchmark_steps, timer, "measure",
+                             progress, on_step)
+    progress.close()
     step_times = timer.results()
     for name in PHASES:
         record[f"time_{name}"] = [s[name] for s in step_times if name in s]

@@ -7,6 +7,7 @@ named after this process (lmbench-<pid>-*); a child whose parent dies removes it
 sweep removes the folders that dead sweeps left behind.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 
+from src.harness.progress import PROGRESS_FD_VARIABLE, wanted
 from src.harness.runner import derive_figures, run_spec_with_environment
 from src.spec import RunSpec
 
@@ -55,12 +57,27 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
+@contextlib.contextmanager
+def _progress_fd():
+    """A copy of this process's stderr for the child's progress bar (its own stderr is a file), or None if off."""
+    if not wanted():
+        yield None
+        return
+    fd = os.dup(sys.stderr.fileno())
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def run_in_child(spec: RunSpec) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         result_path, stderr_path = os.path.join(tmp, "record.json"), os.path.join(tmp, "stderr.txt")
-        with open(stderr_path, "w+") as stderr:
+        with open(stderr_path, "w+") as stderr, _progress_fd() as progress:
+            env = dict(os.environ, **({PROGRESS_FD_VARIABLE: str(progress)} if progress is not None else {}))
             child = subprocess.Popen([sys.executable, "-m", "src.harness.worker", result_path, str(os.getpid())],
-                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True)
+                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True, env=env,
+                                     pass_fds=() if progress is None else (progress,))
             try:
                 child.communicate(json.dumps(spec.to_dict()))
             except BaseException:  # Ctrl-C or anything else: never leave the child running

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib.util
 import itertools
+import os
 import signal
 import sys
 
@@ -23,6 +24,7 @@ from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS,
 from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STATUSES, OneLineParser, UsageError,
                              non_negative_int, parse_and_resolve, positive_float, positive_int, resolve_device,
                              sweep_exit_status)
+from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
 from src.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
 from src.harness.sweep import run_sweep
@@ -77,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
                      help="process: one child process per configuration (auto: on CUDA)")
     how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
-    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
+    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl; "
+                                      "/dev/null measures and prints but keeps nothing")
+    how.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                     help="a bar of finished steps on stderr for configurations longer than "
+                          f"{PROGRESS_DELAY_S:g} s (auto: when stderr is a terminal)")
     prof = p.add_argument_group("profiling")
     prof.add_argument("--nvtx", choices=("on", "off"), default="on", help="NVTX ranges for Nsight Systems (CUDA only)")
     prof.add_argument("--profile_steps", type=positive_int,
@@ -183,6 +189,8 @@ def main(argv=None) -> int:
     if parsed is None:
         return EXIT_USAGE
     args, (specs, notes) = parsed
+    if args.progress != "auto":  # read by the runner here and, through the environment, in the sweep's children
+        os.environ[PROGRESS_VARIABLE] = args.progress
     if args.explain_precision:
         from src.instruments.precision import explain_precision
 

@@ -253,3 +253,36 @@ def test_out_of_memory_on_the_cpu_reads_oom(monkeypatch):
                    batch_size=1, warmup_steps=0, benchmark_steps=1, device="cpu")
     record = runner.run_spec(spec)
     assert record["status"] == "OOM" and "DefaultCPUAllocator" in record["error"]
+
+
+def test_progress_shows_finished_steps_only_when_asked(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    from src.harness import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)  # tiny runs in milliseconds: show the bar at once
+    monkeypatch.setenv(progress.PROGRESS_VARIABLE, "on")
+    code, _, err = run_cli(TINY + ["--benchmark_steps", "3"], capsys)
+    assert code == 0 and "4/4 [" in err and "step/s" in err  # 1 warm-up + 3 measured steps, as they finish
+    monkeypatch.setenv(progress.PROGRESS_VARIABLE, "auto")  # captured stderr is not a terminal: no bar
+    code, _, err = run_cli(TINY + ["--benchmark_steps", "3"], capsys)
+    assert code == 0 and "/4 [" not in err
+
+
+def test_a_sweep_child_gets_the_parents_stderr_for_its_progress_bar(monkeypatch):
+    pytest.importorskip("tqdm")
+    from src.harness import progress, sweep
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setenv(progress.PROGRESS_VARIABLE, "on")
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w"))
+    with sweep._progress_fd() as fd:  # what run_in_child hands to the child, as the child uses it
+        monkeypatch.setenv(progress.PROGRESS_FD_VARIABLE, str(fd))
+        bar = progress.StepProgress(2, "child")
+        for _ in range(2):
+            time.sleep(0.2)  # tqdm redraws at most every 0.1 s
+            bar.update()
+        bar.close()
+    sys.stderr.close()
+    with os.fdopen(read_end) as f:
+        assert "2/2 [" in f.read()
