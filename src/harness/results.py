@@ -17,14 +17,13 @@ import os
 import stat
 from contextlib import contextmanager
 
+from src.harness.record import LIST_FIELDS
+from src.spec import config_fields
+
 ENV_PREFIX = "env_"
-LIST_FIELDS = ("time_forward", "time_backward", "time_optimizer", "warmup_time_step")
-# The options that identify a configuration; CSV keeps them as plain columns, records keep them under `config`.
-CONFIG_FIELDS = (
-    "size", "d_model", "d_ff", "num_heads", "num_layers", "vocab_size", "context_length", "batch_size",
-    "warmup_steps", "benchmark_steps", "mode", "precision", "attention", "compile", "recipe", "backend", "timer",
-    "device", "seed", "isolate", "nvtx", "peak_tflops", "trace", "memory_snapshot", "profile_steps",
-)
+# The options that identify a configuration (RunSpec's fields); CSV keeps them as plain columns, records keep
+# them under `config`.
+CONFIG_FIELDS = config_fields()
 
 
 def is_jsonl(path: str) -> bool:
@@ -96,13 +95,15 @@ def _check_results_file(path: str, columns) -> None:
                          "(choose another name)") from None
 
 
-def check_writable(path: str, *, directory: bool = False, columns=CONFIG_FIELDS + RESULT_FIELDS) -> None:
+def check_writable(path: str, *, directory: bool = False, replaces: bool = False,
+                   columns=CONFIG_FIELDS + RESULT_FIELDS) -> None:
     """Raise ValueError naming the problem unless results can be written at `path`. Creates and writes nothing.
 
     A file (directory=False) is appended to: it must be absent, empty, or a results file whose first line is
     one of ours (a CSV header sharing two of `columns`, or a JSON object with a status), on storage, writable,
     in a writable directory (its lock file goes beside it). /dev/null is accepted and means "discard"
-    (see discards). A directory (directory=True) must exist or be creatable under a writable one.
+    (see discards). A file the command replaces whole (replaces=True: a plot) may hold anything. A directory
+    (directory=True) must exist or be creatable under a writable one.
     """
     real = os.path.realpath(path)
     if discards(path):
@@ -133,7 +134,8 @@ def check_writable(path: str, *, directory: bool = False, columns=CONFIG_FIELDS 
             raise ValueError(f"output path {path} is not a regular file (a device, pipe or socket)")
         if not os.access(real, os.W_OK):
             raise ValueError(f"output file {path} is not writable")
-        _check_results_file(real, columns)
+        if not replaces:
+            _check_results_file(real, columns)
 
 
 def flatten(record: dict) -> dict:
