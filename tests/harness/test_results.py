@@ -219,7 +219,7 @@ def test_a_full_disk_leaves_the_file_exactly_as_it_was(tmp_path, monkeypatch, na
     assert open(path, "rb").read() == before
     monkeypatch.undo()
     append_record(path, record(3))
-    assert [r["config"]["batch_size"] for r in read_records(path)[0]] == [1, 3]
+    assert [r["config"]["seed"] for r in read_records(path)[0]] == [1, 3]
 
 
 def test_a_short_write_is_undone_too(tmp_path, monkeypatch):
@@ -288,7 +288,7 @@ def test_on_a_really_full_disk_only_whole_rows_are_left(small_filesystem, name):
             appended += 1
     assert appended > 10
     records, warnings = read_records(path)
-    assert warnings == [] and [r["config"]["batch_size"] for r in records] == list(range(appended))
+    assert warnings == [] and [r["config"]["seed"] for r in records] == list(range(appended))
     assert sorted(os.listdir(small_filesystem)) == sorted([name, f".{name}.lock"])
 
 
@@ -302,7 +302,7 @@ def test_the_union_rewrite_keeps_a_new_field_and_every_old_line(tmp_path):
     append_record(path, record(2, new_column="kept"))
     assert "\ntiny,6\n" in open(path).read()  # carried over as it was
     records, warnings = read_records(path)
-    assert [r["config"]["batch_size"] for r in records] == [1, 2]  # the torn line did not become a row
+    assert [r["config"]["seed"] for r in records] == [1, 2]  # the torn line did not become a row
     assert records[1]["new_column"] == "kept" and records[0]["new_column"] is None
     assert len(warnings) == 1  # still visible to a reader
 
