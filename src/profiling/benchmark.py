@@ -19,9 +19,11 @@ import sys
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
-from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
-                               positive_float, positive_int, resolve_device)
+from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STATUSES, OneLineParser, UsageError,
+                             non_negative_int, parse_and_resolve, positive_float, positive_int, resolve_device,
+                             sweep_exit_status)
 from src.harness.environment import gpu_supports_bf16, visible_gpu_count
+from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
 from src.spec import BACKENDS, DIST_BACKENDS, MODES, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
 from src.harness.sweep import run_sweep
@@ -30,10 +32,18 @@ from src.reports.table import format_table, progress_line
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
 CPU_BENCHMARK_STEPS = 5
+EXIT_STATUSES = """exit status: 0 every configuration ran, or ran out of memory (an OOM row is a result); 1 at least
+one configuration failed (error, crash, non-finite loss); 2 bad input, refused before any work; 3 a row could not
+be written (disk full): the file is as it was before that row; 130 interrupted (finished rows kept)."""
+
+
+class RowNotWritten(Exception):
+    """The results file refused a row (a full disk, a file that changed under us): the sweep stops."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0],
+                      epilog=EXIT_STATUSES)
     size = p.add_argument_group("model size: presets, or one custom size from all four of --d_model --d_ff --num_layers --num_heads")
     size.add_argument("--sizes", nargs="+", choices=list(PRESETS), help=f"presets (default on CUDA: {' '.join(ORIGINAL_SIZES)})")
     size.add_argument("--d_model", type=positive_int)
@@ -74,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
                      help="process: one child process per configuration (auto: on CUDA)")
     how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
-    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
+    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl; "
+                                      "/dev/null measures and prints but keeps nothing")
+    how.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                     help="a bar of finished steps on stderr for configurations longer than "
+                          f"{PROGRESS_DELAY_S:g} s (auto: when stderr is a terminal)")
     prof = p.add_argument_group("profiling")
     prof.add_argument("--nvtx", choices=("on", "off"), help="NVTX ranges for Nsight Systems (default on; CUDA only)")
     prof.add_argument("--profile_steps", type=positive_int,
@@ -157,17 +171,14 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
             ))
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None
-    if args.output:
-        try:
-            check_writable(args.output)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    for path, what in ((args.trace, "--trace"), (args.memory_snapshot, "--memory_snapshot")):
+    outputs = ((args.output, "--output", {}), (args.trace, "--trace", {"directory": True}),
+               (args.memory_snapshot and args.memory_snapshot + "-probe.pickle", "--memory_snapshot", {}))
+    for path, flag, kind in outputs:
         if path:
             try:
-                check_writable(os.path.join(path, "probe") if what == "--trace" and os.path.isdir(path) else path)
+                check_writable(path, **kind)
             except ValueError as error:
-                raise UsageError(f"{what}: {error}") from None
+                raise UsageError(f"{flag}: {error}") from None
     return specs, notes
 
 
@@ -227,6 +238,8 @@ def main(argv=None) -> int:
     if parsed is None:
         return EXIT_USAGE
     args, (specs, notes) = parsed
+    if args.progress != "auto":  # read by the runner here and, through the environment, in the sweep's children
+        os.environ[PROGRESS_VARIABLE] = args.progress
     if args.explain_precision:
         from src.instruments.precision import explain_precision
 
@@ -242,9 +255,12 @@ def main(argv=None) -> int:
         if not writer:
             return
         with interrupts_deferred():  # Ctrl-C between the two would print a table that disagrees with the file
-            if args.output:
-                append_record(args.output, record)
             records.append(record)
+            if args.output:
+                try:
+                    append_record(args.output, record)
+                except (OSError, ValueError) as error:
+                    raise RowNotWritten(str(error)) from error
         print(progress_line(index, len(specs), record), file=sys.stderr, flush=True)
         for warning in record.get("warnings", []):
             print(f"  warning: {warning}", file=sys.stderr)
@@ -256,14 +272,23 @@ def main(argv=None) -> int:
               + (f"; their rows are in {args.output}" if args.output and records else ""), file=sys.stderr)
         if records:
             print(format_table(records))
-        return 130
-    if not writer:
+        return EXIT_INTERRUPTED
+    except RowNotWritten as error:  # stop: the next row would fail too, and its measurement would be lost
+        print(f"\nbenchmark: could not write row {len(records)} of {len(specs)} to {args.output}: {error}\n"
+              f"{args.output} is as it was before that row (the {len(records) - 1} earlier rows of this run are in "
+              f"it, whole); the table of all {len(records)} measured rows follows", file=sys.stderr)
+        print(format_table(records))
+        return EXIT_OUTPUT
+    if not writer:  # a rank other than 0 under a user's torchrun: rank 0 reports
         return 0
     print(format_table(records))
     if records and records[0].get("peak_note"):
         print(f"\nMFU: {records[0]['peak_note']}", file=sys.stderr)
-    return 0
-
+    status = sweep_exit_status(records)
+    if status:
+        failed = sum(r.get("status") not in FINE_STATUSES for r in records)
+        print(f"{failed} of {len(records)} configurations failed (exit status {status})", file=sys.stderr)
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())
