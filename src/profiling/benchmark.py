@@ -20,7 +20,7 @@ import sys
 import torch
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
-from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
+from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESET_BATCH_SIZES, PRESETS, ModelConfig
 from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
                                positive_float, positive_int, resolve_device)
 from src.harness.results import append_record, check_writable
@@ -32,6 +32,7 @@ from src.harness.timing import TIMERS
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
 CPU_BENCHMARK_STEPS = 5
+DEFAULT_BATCH_SIZE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--d_ff", type=positive_int)
     size.add_argument("--num_layers", type=positive_int)
     size.add_argument("--num_heads", type=positive_int)
-    size.add_argument("--vocab_size", type=positive_int, default=10_000)
+    size.add_argument("--vocab_size", type=positive_int, help="default: the preset's (10000; 8B-leaderboard 151936)")
     run = p.add_argument_group("workload (several values sweep)")
-    run.add_argument("--context_length", type=positive_int, nargs="+", default=[128])
-    run.add_argument("--batch_size", type=positive_int, nargs="+", default=[4])
+    run.add_argument("--context_length", type=positive_int, nargs="+",
+                     help="default: the preset's (128; 8B-leaderboard 32768)")
+    run.add_argument("--batch_size", type=positive_int, nargs="+", help="default: the preset's (4; 8B-leaderboard 2)")
     run.add_argument("--warmup_steps", type=non_negative_int, nargs="+", default=[5])
     run.add_argument("--benchmark_steps", type=positive_int, nargs="+",
                      help=f"measured steps (default 10; {CPU_BENCHMARK_STEPS} on CPU)")
@@ -146,12 +148,16 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     isolate = args.isolate if args.isolate != "auto" else ("process" if device == "cuda" else "none")
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
+    # A preset's own vocab, context and batch (8B-leaderboard: 151936, 32768, 2) apply where the option is not
+    # given: None below stands for "the preset's default", so every size keeps its own.
     for warmup, steps, mode, precision, attention, batch, context, (name, model) in itertools.product(
             args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
-            args.batch_size, args.context_length, models):
+            args.batch_size or [None], args.context_length or [None], models):
         specs.append(RunSpec(
             size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
-            num_layers=model.num_layers, vocab_size=args.vocab_size, context_length=context, batch_size=batch,
+            num_layers=model.num_layers, vocab_size=args.vocab_size or model.vocab_size,
+            context_length=context or model.context_length,
+            batch_size=batch or PRESET_BATCH_SIZES.get(name, DEFAULT_BATCH_SIZE),
             warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
             compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device, seed=args.seed, isolate=isolate,
             nvtx=args.nvtx == "on" and device == "cuda", peak_tflops=args.peak_tflops,
