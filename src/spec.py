@@ -8,6 +8,20 @@ MODES = ("forward", "forward_backward", "train")
 PRECISIONS = ("fp32", "bf16", "fp16")
 RECIPES = ("fast",)
 BACKENDS = ("ours", "hf_llama")
+# AdamW: torch's default (foreach, what plain user code gets), torch's fused=True, or ours (src/kernels/
+# master_adamw.py: bf16 weights with fp32 masters; CUDA and bf16 only). "" = the recipe's choice (see
+# src/train/step.py chosen_optimizer), torch's default without a recipe.
+OPTIMIZERS = ("default", "fused", "ours")
+
+
+def checkpoint_group(activation_checkpointing: str) -> int:
+    """'none' -> 0; 'blocks:N' -> N, the number of consecutive blocks recomputed together (N >= 1)."""
+    if activation_checkpointing == "none":
+        return 0
+    kind, _, count = str(activation_checkpointing).partition(":")
+    if kind == "blocks" and count.isdigit() and int(count) >= 1:
+        return int(count)
+    raise ValueError(f"activation_checkpointing must be none or blocks:N with N >= 1, got {activation_checkpointing!r}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,23 @@ class RunSpec:
     trace: str = ""  # directory for torch.profiler traces, "" = off
     memory_snapshot: str = ""  # path prefix for allocator snapshots, "" = off
     profile_steps: int = 0  # 0 = all measured steps inside the profiler range
+    activation_checkpointing: str = "none"  # or "blocks:N": recompute groups of N blocks in backward
+    optimizer: str = ""  # one of OPTIMIZERS, or "" for the recipe's choice (torch's default without a recipe)
+
+    def __post_init__(self):
+        checkpoint_group(self.activation_checkpointing)
+        if self.activation_checkpointing != "none" and self.backend != "ours":
+            # Refused rather than mapped onto transformers' gradient_checkpointing, which has no groups of N.
+            raise ValueError(f"activation_checkpointing works on our model only, not backend {self.backend}")
+        if self.optimizer not in ("", *OPTIMIZERS):
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "ours" and (self.device, self.precision, self.backend) != ("cuda", "bf16", "ours"):
+            raise ValueError("optimizer ours (bf16 weights with fp32 masters, a Triton kernel) needs CUDA, bf16 "
+                             f"and our model; got {self.device}, {self.precision}, {self.backend}")
+
+    @property
+    def checkpoint_group(self) -> int:
+        return checkpoint_group(self.activation_checkpointing)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(d_model=self.d_model, d_ff=self.d_ff, num_layers=self.num_layers, num_heads=self.num_heads,

@@ -20,6 +20,7 @@ CONFIG_FIELDS = (
     "size", "d_model", "d_ff", "num_heads", "num_layers", "vocab_size", "context_length", "batch_size",
     "warmup_steps", "benchmark_steps", "mode", "precision", "attention", "compile", "recipe", "backend", "timer",
     "device", "seed", "isolate", "nvtx", "peak_tflops", "trace", "memory_snapshot", "profile_steps",
+    "activation_checkpointing", "optimizer",
 )
 
 

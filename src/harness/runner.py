@@ -160,7 +160,8 @@ def derive_figures(spec: RunSpec, record: dict) -> None:
     config = spec.model_config()
     parameters = count_parameters(config)
     flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
-    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision)
+    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision,
+                               checkpoint_group=spec.checkpoint_group)
     gpu_name = torch.cuda.get_device_name() if spec.device == "cuda" else ""
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = record["median_time_step"]

@@ -93,8 +93,10 @@ class CheckpointedActivations:
     kept: each group's input (B, T, d), which is the fp32 residual stream (the embedding is fp32 and autocast's
     bf16 branch outputs are added to it in fp32), and the head (final norm, logits, log-probabilities), which is
     outside any group. re_made: the N blocks' saved tensors, with their autocast weight copies, alive during that
-    group's backward only (N = all blocks is then exactly the estimate without checkpointing). Under autocast the forward also holds every linear weight's copy in autocast's cache
-    until the forward ends, so the activation peak is kept + the larger of the two.
+    group's backward only (N = all blocks is then exactly the estimate without checkpointing). Under autocast the
+    forward also holds every linear weight's copy in autocast's cache until the forward ends, so the activation
+    peak is kept + the larger of the two. Gradients and backward's transients are not here: the estimate counts
+    gradients whole, beside the activations.
     """
     kept: int
     re_made: int

@@ -11,6 +11,7 @@ appended to --output (CSV, or JSON lines for .jsonl) as each configuration finis
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import itertools
 import os
@@ -24,7 +25,9 @@ from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESET_B
 from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
                                positive_float, positive_int, resolve_device)
 from src.harness.results import append_record, check_writable
-from src.spec import BACKENDS, MODES, PRECISIONS, RECIPES, RunSpec
+from src.model.transformer import count_parameters
+from src.spec import BACKENDS, MODES, OPTIMIZERS, PRECISIONS, RECIPES, RunSpec, checkpoint_group
+from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
 from src.reports.table import format_table, progress_line
 from src.harness.timing import TIMERS
@@ -62,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch.compile the model with its loss; compile time is its own column")
     run.add_argument("--recipe", choices=RECIPES,
                      help="fast: bf16, fused attention, compile, fused AdamW, CUDA graphs when launch-bound")
+    run.add_argument("--activation_checkpointing", nargs="+", default=["none"], metavar="none|blocks:N",
+                     help="recompute groups of N consecutive blocks in backward, keeping only each group's input")
+    run.add_argument("--optimizer", nargs="+", choices=OPTIMIZERS,
+                     help="AdamW for --mode train: default (torch's foreach; the default without a recipe), fused "
+                          "(fused=True), ours (bf16 weights with fp32 masters; CUDA, bf16). Without it the fast "
+                          "recipe picks ours or fused; given, it replaces the recipe's pick (ours turns its CUDA "
+                          "graphs off)")
     run.add_argument("--backend", choices=BACKENDS, default="ours",
                      help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers)")
     run.add_argument("--seed", type=int, default=0)
@@ -146,14 +156,20 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
             except ValueError as error:
                 raise UsageError(f"{what}: {error}") from None
     isolate = args.isolate if args.isolate != "auto" else ("process" if device == "cuda" else "none")
+    for value in args.activation_checkpointing:
+        try:
+            checkpoint_group(value)
+        except ValueError as error:
+            raise UsageError(f"--activation_checkpointing: {error}") from None
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
     # A preset's own vocab, context and batch (8B-leaderboard: 151936, 32768, 2) apply where the option is not
     # given: None below stands for "the preset's default", so every size keeps its own.
-    for warmup, steps, mode, precision, attention, batch, context, (name, model) in itertools.product(
-            args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
-            args.batch_size or [None], args.context_length or [None], models):
-        specs.append(RunSpec(
+    for warmup, steps, mode, precision, attention, optimizer, checkpointing, batch, context, (name, model) in \
+            itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
+                              args.optimizer or [""], args.activation_checkpointing, args.batch_size or [None],
+                              args.context_length or [None], models):
+        fields = dict(
             size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
             num_layers=model.num_layers, vocab_size=args.vocab_size or model.vocab_size,
             context_length=context or model.context_length,
@@ -162,7 +178,15 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
             compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device, seed=args.seed, isolate=isolate,
             nvtx=args.nvtx == "on" and device == "cuda", peak_tflops=args.peak_tflops,
             profile_steps=args.profile_steps or 0, trace=args.trace or "", memory_snapshot=args.memory_snapshot or "",
-        ))
+            activation_checkpointing=checkpointing, optimizer=optimizer,
+        )
+        try:
+            spec = RunSpec(**fields)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if not optimizer:  # record the AdamW the step will use, not "the recipe's choice"
+            spec = dataclasses.replace(spec, optimizer=chosen_optimizer(spec, count_parameters(spec.model_config())))
+        specs.append(spec)
     return specs, notes
 
 
