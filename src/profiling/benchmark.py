@@ -29,6 +29,8 @@ from src.model.transformer import count_parameters
 from src.spec import BACKENDS, MODES, OPTIMIZERS, PRECISIONS, RECIPES, RunSpec, checkpoint_group
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
+from src.reports.anomalies import anomalies, forward_slower_than_backward
+from src.reports.labels import config_label, varying_fields
 from src.reports.table import format_table, progress_line
 from src.harness.timing import TIMERS
 
@@ -203,6 +205,20 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
+def print_anomalies(records: list[dict]) -> None:
+    """Rows that look wrong (src/reports/anomalies.py), on stderr at the end of the sweep; each is also added to its
+    record's warnings (the forward/backward one is already in the results file, written as the row finished)."""
+    found = anomalies(records)
+    if not found:
+        return
+    fields = ["size"] + varying_fields(records)
+    print(f"\n{len(found)} row(s) look wrong; measure again, and look at a trace:", file=sys.stderr)
+    for record, warning in found:
+        if warning not in record["warnings"]:
+            record["warnings"].append(warning)
+        print(f"  warning: {config_label(record, fields)}: {warning}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parsed = parse_and_resolve(build_parser, resolve, argv, "benchmark")
     if parsed is None:
@@ -219,6 +235,9 @@ def main(argv=None) -> int:
     records = []
 
     def on_record(index: int, record: dict) -> None:
+        slow_forward = forward_slower_than_backward(record)
+        if slow_forward:  # in the row itself; the across-sizes check needs the whole sweep (print_anomalies)
+            record["warnings"].append(slow_forward)
         with interrupts_deferred():  # Ctrl-C between the two would print a table that disagrees with the file
             if args.output:
                 append_record(args.output, record)
@@ -236,6 +255,7 @@ def main(argv=None) -> int:
             print(format_table(records))
         return 130
     print(format_table(records))
+    print_anomalies(records)
     if records and records[0].get("peak_note"):
         print(f"\nMFU: {records[0]['peak_note']}", file=sys.stderr)
     return 0

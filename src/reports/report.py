@@ -13,6 +13,7 @@ import numpy as np
 from tabulate import tabulate
 
 from src.reports import compare, labels, plots
+from src.reports.anomalies import anomalies
 from src.harness.results import CONFIG_FIELDS, read_records
 from src.reports.steady_state import measured_step_times, step_curve, steady_start
 
@@ -152,6 +153,10 @@ def sweep_report(path: str, records: list[dict], warnings: list[str], out: str) 
             lines.append(f"![{name[:-4]}]({name})")
     else:
         lines.append("No configuration ran ok: nothing to tabulate or plot.")
+    found = anomalies(records)
+    if found:
+        lines += ["", "## Rows that look wrong (measure again; look at a trace)", "",
+                  *(f"- {labels.config_label(r, fields)}: {w}" for r, w in found)]
     failed = failed_lines(records, fields)
     if failed:
         lines += ["", "## Not ok (listed here, not plotted)", "", *failed]
