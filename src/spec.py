@@ -86,4 +86,5 @@ class RunSpec:
         return (f"{self.size} ctx={self.context_length} bs={self.batch_size} {self.mode} {self.precision} "
                 f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
                 f"{'' if self.backend == 'ours' else ' ' + self.backend} "
-                f"warmup={self.warmup_steps}")
+                f"{'' if self.activation_checkpointing == 'none' else 'checkpoint=' + self.activation_checkpointing + ' '}"
+                f"{'adamw=' + self.optimizer + ' ' if self.optimizer else ''}warmup={self.warmup_steps}")
