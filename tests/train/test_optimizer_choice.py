@@ -55,6 +55,7 @@ def test_chosen_optimizer_on_cuda(recipe, optimizer, parameters, expected):
     (dict(optimizer="ours", device="cuda", precision="fp32"), "needs CUDA, bf16"),
     (dict(optimizer="lion"), "optimizer must be one of"),
     (dict(activation_checkpointing="blocks:x"), "blocks:N"),
+    (dict(activation_checkpointing="blocks:1", backend="hf_llama"), "our model only"),
 ])
 def test_runspec_refuses_what_cannot_run(changes, message):
     with pytest.raises(ValueError, match=message):
