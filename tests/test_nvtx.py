@@ -64,3 +64,22 @@ def test_off_means_no_calls_at_all(captured):
     nvtx.configure(harness=False, model=False)
     run_spec(tiny_spec())
     assert captured == []
+
+
+def test_switched_off_ranges_leave_the_compiled_model_one_graph():
+    """With its ranges off, the whole model compiles to one graph. Under torch 2.11 an own no-op context-manager
+    class broke the graph at every `with`: the large preset's compiled step split into ~10 graphs per layer and was
+    host-bound (docs/results/anomaly_h200_2026-12-01.md)."""
+    import torch
+
+    from src.model import ModelConfig, TransformerLM
+
+    nvtx.configure(harness=True, model=False)  # what the runner sets under --compile
+    try:
+        model = TransformerLM(ModelConfig(d_model=32, d_ff=64, num_layers=2, num_heads=2, vocab_size=50,
+                                          context_length=16, attention="sdpa"))
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(lambda ids: model(ids).sum())(torch.randint(0, 50, (2, 16)))
+    finally:
+        nvtx.configure(harness=False, model=False)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

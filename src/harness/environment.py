@@ -61,3 +61,12 @@ def collect_environment(device: str, query_gpu: bool = True) -> dict:
     except ImportError:
         env["triton_version"] = ""
     return env
+
+
+def communication_environment(device: str) -> dict:
+    """collect_environment plus what decides a collective's speed: NCCL's version and the GPUs' link topology."""
+    env = collect_environment(device)
+    if device == "cuda":
+        env["nccl_version"] = ".".join(str(part) for part in torch.cuda.nccl.version())
+        env["gpu_topology"] = _run(["nvidia-smi", "topo", "-m"])  # "" where nvidia-smi does not answer
+    return env

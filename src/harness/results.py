@@ -20,7 +20,8 @@ CONFIG_FIELDS = (
     "size", "d_model", "d_ff", "num_heads", "num_layers", "vocab_size", "context_length", "batch_size",
     "warmup_steps", "benchmark_steps", "mode", "precision", "attention", "compile", "recipe", "backend", "timer",
     "device", "seed", "isolate", "nvtx", "peak_tflops", "trace", "memory_snapshot", "profile_steps",
-    "activation_checkpointing", "optimizer",
+    "parallel", "nproc_per_node", "bucket_mb", "dist_backend",  # issue 10's RunSpec fields: rows differ by them
+    "activation_checkpointing", "optimizer",  # issue 14's
 )
 
 

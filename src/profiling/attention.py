@@ -156,12 +156,12 @@ def _time_ms(fn, device: str, warmup_ms: float, rep_ms: float) -> tuple[float, f
 
 
 def _tiles(c: dict) -> str:
-    """The tiles the Triton autotuner chose, for eager flash rows (under torch.compile inductor runs its own copy)."""
+    """The tiles the Triton kernels ran with, for flash rows (a table lookup: the same eager and compiled)."""
     if c["implementation"] != "flash":
         return ""
     from src.kernels import flash_triton
 
-    return flash_triton.chosen_tiles(DTYPES[c["dtype"]], c["seq_len"], c["head_dim"], c["causal"])
+    return flash_triton.chosen_tiles(DTYPES[c["dtype"]], c["seq_len"], c["head_dim"])
 
 
 def measure(c: dict, device: str) -> dict:

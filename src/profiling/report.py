@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from src.reports import compare
+from src.reports import compare, distributed
 from src.reports.report import (InputError, check_output_dir, comparison_report, load, output_dir, sweep_report,
                                 why_nothing_in_common)
 from src.harness.results import CONFIG_FIELDS
@@ -37,11 +37,15 @@ def parse_args(argv):
                         help="smallest |B/A - 1| reported as a difference (default %(default)s)")
     parser.add_argument("--ignore", action="append", default=[], choices=CONFIG_FIELDS, metavar="FIELD",
                         help="also match A and B across this config field, e.g. precision (repeatable)")
+    parser.add_argument("--link_peak_gbps", type=float,
+                        help="the GPU link's peak bandwidth in GB/s, drawn on the collectives' bus bandwidth plot")
     args = parser.parse_args(argv)
     if len(args.results) > 2:
         raise InputError("give one results file, or two to compare")
     if not 0 <= args.min_effect < 1:
         raise InputError(f"--min_effect must be in [0, 1), got {args.min_effect}")
+    if args.link_peak_gbps is not None and not 0 < args.link_peak_gbps < float("inf"):
+        raise InputError(f"--link_peak_gbps must be a positive number, got {args.link_peak_gbps}")
     return args
 
 
@@ -49,6 +53,11 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         loaded = [load(path) for path in args.results]
+        if len(loaded) == 2:  # A/B compares training steps; collective rows have their own report
+            loaded = [([r for r in records if not distributed.is_collective(r)], warnings) for records, warnings in loaded]
+            for path, (records, _) in zip(args.results, loaded):
+                if not records:
+                    raise InputError(f"{path} has only collectives rows; the A/B comparison is of benchmark rows")
         out = output_dir(args)
         check_output_dir(out)
         ignored = tuple(dict.fromkeys(compare.IGNORED_FIELDS + tuple(args.ignore)))
@@ -60,7 +69,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(out, exist_ok=True)
     if len(loaded) == 1:
-        text = sweep_report(args.results[0], *loaded[0], out)
+        text = sweep_report(args.results[0], *loaded[0], out, args.link_peak_gbps)
     else:
         warnings = loaded[0][1] + loaded[1][1]
         text = comparison_report(args.results, loaded[0][0], loaded[1][0], ignored, args.min_effect, out)

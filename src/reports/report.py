@@ -12,7 +12,7 @@ import sys
 import numpy as np
 from tabulate import tabulate
 
-from src.reports import compare, labels, plots
+from src.reports import compare, distributed, labels, plots
 from src.reports.anomalies import anomalies
 from src.harness.results import CONFIG_FIELDS, read_records
 from src.reports.steady_state import measured_step_times, step_curve, steady_start
@@ -39,6 +39,8 @@ def load(path: str) -> tuple[list[dict], list[str]]:
         raise InputError(f"cannot read {path}: {e}") from None
     if not records:
         raise InputError(f"{path} has no rows")
+    collectives = [r for r in records if isinstance(r, dict) and distributed.is_collective(r)]
+    records = [r for r in records if not (isinstance(r, dict) and distributed.is_collective(r))]
     if not all(isinstance(r, dict) and (r.get("config") or {}).get("size") for r in records):
         raise InputError(f"{path} does not look like a results file: some rows have no config size")
     unique = list(compare.latest_by_config(records, ignored=()).values())
@@ -49,7 +51,7 @@ def load(path: str) -> tuple[list[dict], list[str]]:
             key = compare.config_key(record, ignored=())
             record["_runs"] = [measured_step_times(r) for r in records
                                if compare.config_key(r, ignored=()) == key and labels.is_ok(r)]
-    return unique, warnings
+    return unique + distributed.latest_collectives(collectives), warnings  # those keyed by operation and size
 
 
 def output_dir(args) -> str:
@@ -134,7 +136,22 @@ def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True), late
 
 
-def sweep_report(path: str, records: list[dict], warnings: list[str], out: str) -> str:
+def sweep_report(path: str, records: list[dict], warnings: list[str], out: str,
+                 link_peak_gbps: float | None = None) -> str:
+    benchmark = [r for r in records if not distributed.is_collective(r)]
+    if benchmark:
+        lines = benchmark_sections(path, benchmark, out)
+    else:
+        lines = [f"# Collectives report: {path}", "", environment_line(records)]
+    more = distributed.distributed_sections(records, out, link_peak_gbps)
+    if more:
+        lines += ["", *more]
+    if warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def benchmark_sections(path: str, records: list[dict], out: str) -> list[str]:
     fields = ["size"] + labels.varying_fields(records)
     ok = [r for r in records if labels.is_ok(r)]
     lines = [f"# Benchmark report: {path}", "", labels.subtitle(records), "", environment_line(records), "",
@@ -160,9 +177,7 @@ def sweep_report(path: str, records: list[dict], warnings: list[str], out: str) 
     failed = failed_lines(records, fields)
     if failed:
         lines += ["", "## Not ok (listed here, not plotted)", "", *failed]
-    if warnings:
-        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ---- two sweeps ----------------------------------------------------------------------------------------------

@@ -1,0 +1,269 @@
+"""Scaling prediction: step time, tokens/s per GPU, scaling efficiency and memory per rank at any world size.
+
+    step = compute per rank + exposed communication
+    compute per rank: the single-GPU step's forward, backward and optimizer times (a measured row, or FLOPs at a
+      stated MFU and the optimizer's memory traffic at the GPU's bandwidth), forward and backward divided by the
+      tensor-parallel degree, the optimizer by how many ranks share its state; checkpointing adds one forward
+      of the blocks to backward.
+    communication: src.distributed.cost's collectives per step, each timed by src.distributed.alpha_beta.
+    exposed: collectives issued during a phase hide behind that phase's compute except what exceeds it and the one
+      call at the phase's edge (`edge_bytes`: the first gather, the last gradient); the rest is fully exposed.
+    tokens/s per GPU = batch x context x data-parallel degree / world size / step; scaling efficiency = that over
+      the world-size-1 figure (weak scaling: every data-parallel replica keeps its batch).
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from src.distributed.alpha_beta import Network, collective_time
+from src.distributed.cost import collectives_per_step, memory_per_rank, parameters_of, parse_checkpointing
+from src.model.config import ModelConfig
+from src.model.flops import ADAMW_BYTES_PER_PARAMETER, forward_flops
+from src.harness.hardware import GpuSpec
+
+# Datasheet memory per GPU in GB (1e9 bytes): what "fits" is checked against unless --gpu_memory_gb says otherwise.
+DEVICE_MEMORY_GB = {
+    "H200 SXM": 141.0, "H100 SXM": 80.0, "H100 PCIe": 80.0, "H100 NVL": 94.0, "GH200": 96.0,
+    "A100 SXM 80GB": 80.0, "A100 PCIe 80GB": 80.0, "A100 SXM 40GB": 40.0, "A100 PCIe 40GB": 40.0,
+    "L40S": 48.0, "L4": 24.0, "A10G": 24.0, "A10": 24.0, "RTX 4090": 24.0, "RTX 3090": 24.0, "V100": 32.0,
+}
+SHARDS_OPTIMIZER = ("zero1", "torch_zero1", "fsdp", "fsdp2", "fsdp_tp")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One data-parallel replica's training step: the model, its batch and context, precision, checkpointing."""
+
+    config: ModelConfig
+    size: str  # the preset's name, or "custom"
+    batch_size: int
+    context_length: int
+    precision: str = "bf16"
+    checkpointing: str = "none"
+
+    def __post_init__(self):
+        parse_checkpointing(self.checkpointing)
+        if self.batch_size < 1 or self.context_length < 1:
+            raise ValueError("batch_size and context_length must be positive")
+
+
+@dataclass(frozen=True)
+class ComputeTime:
+    """The single-GPU step in seconds, by phase, and where the figures came from."""
+
+    forward: float
+    backward: float
+    optimizer: float
+    source: str
+
+
+def compute_from_flops(workload: Workload, gpu: GpuSpec, mfu: float) -> ComputeTime:
+    """Forward and backward at `mfu` of the GPU's dense peak (bf16 tensor cores, or plain fp32 for fp32 runs:
+    torch's default float32_matmul_precision 'highest' uses no tf32), AdamW at the GPU's memory bandwidth
+    (flops.ADAMW_BYTES_PER_PARAMETER bytes per parameter: an ideal fused kernel; measured unfused AdamW on 2.7B
+    took 93 ms on an H100 against 23 ms at 3.35 TB/s, so this is optimistic)."""
+    peak = (gpu.bf16 if workload.precision in ("bf16", "fp16") else gpu.fp32) * 1e12
+    forward = forward_flops(workload.config, workload.batch_size, workload.context_length) / (mfu * peak)
+    parameters = sum(p.numel for p in parameters_of(workload.config))
+    optimizer = parameters * ADAMW_BYTES_PER_PARAMETER / (gpu.bandwidth_tb_s * 1e12)
+    return ComputeTime(forward, 2 * forward, optimizer, f"FLOPs at {mfu:.0%} MFU of {gpu.name}")
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(v for v in values or [] if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def compute_from_record(record: dict, where: str = "") -> ComputeTime:
+    """A measured single-GPU train row's median phase times (its median step where phases are missing)."""
+    forward, backward = _median(record.get("time_forward")), _median(record.get("time_backward"))
+    optimizer = _median(record.get("time_optimizer")) or 0.0
+    if forward is None or backward is None:
+        step = record.get("median_time_step")
+        if not step:
+            raise ValueError(f"row {where} has no step time")
+        forward, backward, optimizer = step / 3, 2 * step / 3, 0.0
+    return ComputeTime(forward, backward, optimizer, f"measured row {where}".strip())
+
+
+def world_size_of(record: dict) -> int:
+    config = record.get("config", {})
+    for value in (record.get("world_size"), config.get("world_size"), config.get("nproc_per_node")):
+        if value:
+            return int(value)
+    return 1
+
+
+def strategy_of(record: dict) -> str:
+    return record.get("config", {}).get("parallel") or "none"
+
+
+def matches(record: dict, workload: Workload) -> bool:
+    """A record measured the same single replica: model shape, batch, context, precision, attention, train."""
+    c, m = record.get("config", {}), workload.config
+    same = (
+        c.get("d_model") == m.d_model and c.get("d_ff") == m.d_ff and c.get("num_layers") == m.num_layers
+        and c.get("num_heads") == m.num_heads and c.get("vocab_size", 10_000) == m.vocab_size
+        and c.get("attention", "naive") == m.attention and c.get("batch_size") == workload.batch_size
+        and c.get("context_length") == workload.context_length and c.get("mode") == "train"
+        and (c.get("precision") or "fp32") == workload.precision
+        and (c.get("activation_checkpointing") or "none") == workload.checkpointing
+    )
+    return same and record.get("status") == "ok"
+
+
+def single_gpu_record(records: list[dict], workload: Workload) -> dict | None:
+    """The newest ok world-size-1 train row of the same configuration without compile or a recipe."""
+    found = [
+        r for r in records
+        if matches(r, workload) and world_size_of(r) == 1 and strategy_of(r) == "none"
+        and not r["config"].get("compile") and not r["config"].get("recipe")
+    ]
+    return found[-1] if found else None
+
+
+@dataclass
+class Prediction:
+    strategy: str
+    world_size: int
+    nodes: int
+    dp: int
+    tp: int
+    compute_s: float
+    comm_bytes: dict[str, int]
+    comm_s: float
+    exposed_comm_s: float
+    step_s: float
+    tokens_per_s_per_gpu: float
+    memory: dict[str, int]
+    memory_total_bytes: int
+    fits: bool
+    scaling_efficiency: float | None = None
+    algorithms: str = ""
+    status: str = "ok"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def hidden_comm_s(self) -> float:
+        return self.comm_s - self.exposed_comm_s
+
+
+def tp_degree(strategy: str, world_size: int, config: ModelConfig, gpus_per_node: int, tp_size: int | None) -> int:
+    """tp: every rank; fsdp_tp: tp_size, else the largest degree within one node that divides the heads and
+    d_ff (TP's per-block all-reduces need NVLink: Megatron-LM keeps it inside a node); others: 1."""
+    if strategy == "tp":
+        return world_size
+    if strategy != "fsdp_tp":
+        return 1
+    if tp_size:
+        return tp_size
+    candidates = [t for t in range(1, min(gpus_per_node, world_size) + 1)
+                  if world_size % t == 0 and config.num_heads % t == 0 and config.d_ff % t == 0]
+    return max(candidates)
+
+
+def predict(
+    workload: Workload,
+    strategy: str,
+    world_size: int,
+    network: Network,
+    compute: ComputeTime,
+    device_memory_bytes: float,
+    *,
+    overlap: float | None = None,
+    bucket_mb: float = 25.0,
+    tp_size: int | None = None,
+    compute_dtype_bytes: int | None = None,
+    reduce_dtype_bytes: int | None = None,
+) -> Prediction:
+    """One world size under one strategy. overlap: a measured fraction of the hideable communication that hid
+    (replaces the phase model)."""
+    config, n = workload.config, world_size
+    c = compute_dtype_bytes or (4 if workload.precision == "fp32" else 2)
+    tp = tp_degree(strategy, n, config, network.gpus_per_node, tp_size)
+    dp = n // tp
+    collectives = collectives_per_step(
+        config, strategy, n, c, reduce_dtype_bytes=reduce_dtype_bytes, bucket_mb=bucket_mb,
+        batch_size=workload.batch_size, context_length=workload.context_length, tp_size=tp,
+    )
+    memory = memory_per_rank(
+        config, strategy, n, workload.batch_size, workload.context_length, workload.precision,
+        checkpointing=workload.checkpointing, compute_dtype_bytes=c, reduce_dtype_bytes=reduce_dtype_bytes,
+        bucket_mb=bucket_mb, tp_size=tp,
+    )
+    # Compute per rank, by phase.
+    recompute = 0.0
+    if workload.checkpointing != "none":
+        recompute = compute.forward * _block_share_of_forward(workload)
+    shard = n if strategy in SHARDS_OPTIMIZER else tp
+    phases = {
+        "forward": compute.forward / tp if n > 1 else compute.forward,
+        "backward": (compute.backward + recompute) / tp if n > 1 else compute.backward + recompute,
+    }
+    optimizer = compute.optimizer / shard if n > 1 else compute.optimizer
+    compute_s = phases["forward"] + phases["backward"] + optimizer
+    # Communication, timed per collective on its group.
+    per_node = min(n, network.gpus_per_node)
+    groups = {"world": (n, per_node), "tp": (tp, min(tp, per_node)), "dp": (dp, max(1, per_node // tp))}
+    comm_s, exposed_s, hideable = 0.0, 0.0, {"forward": [0.0, 0.0], "backward": [0.0, 0.0]}
+    algorithms = set()
+    for coll in collectives:
+        size, ranks_per_node = groups[coll.group]
+        t = collective_time(coll.op, coll.size_bytes, size, network, ranks_per_node, coll.calls)
+        algorithms.add(f"{coll.op} {t.algorithm}")
+        comm_s += t.seconds
+        if coll.hideable and coll.phase in hideable:
+            edge = collective_time(coll.op, coll.edge_bytes, size, network, ranks_per_node).seconds
+            hideable[coll.phase][0] += t.seconds
+            hideable[coll.phase][1] = max(hideable[coll.phase][1], edge)
+        else:
+            exposed_s += t.seconds
+    for phase, (total, edge) in hideable.items():
+        if overlap is not None:
+            exposed_s += total * (1 - overlap)
+        else:
+            exposed_s += min(total, max(total - phases[phase], edge))
+    step = compute_s + exposed_s
+    tokens = workload.batch_size * workload.context_length * dp / n
+    return Prediction(
+        strategy=strategy, world_size=n, nodes=network.nodes(n), dp=dp, tp=tp, compute_s=compute_s,
+        comm_bytes={k: sum(x.size_bytes for x in collectives if x.op == k) for k in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")},
+        comm_s=comm_s, exposed_comm_s=exposed_s, step_s=step, tokens_per_s_per_gpu=tokens / step,
+        memory=asdict(memory), memory_total_bytes=memory.total,
+        fits=memory.total <= device_memory_bytes, algorithms=", ".join(sorted(algorithms)),
+    )
+
+
+def _block_share_of_forward(workload: Workload) -> float:
+    """Fraction of forward FLOPs spent in the blocks (what checkpointing re-runs), from flops.forward_flops."""
+    config, B, T = workload.config, workload.batch_size, workload.context_length
+    one, two = (forward_flops(config.with_(num_layers=k), B, T) for k in (1, 2))
+    return config.num_layers * (two - one) / forward_flops(config, B, T)
+
+
+def predict_scaling(
+    workload: Workload, strategy: str, world_sizes: list[int], network: Network, compute: ComputeTime,
+    device_memory_bytes: float, **options,
+) -> list[Prediction]:
+    """predict() at each world size; a size the strategy cannot use becomes a row whose status says why.
+    Scaling efficiency is against world size 1 of the same workload (always computed, printed or not)."""
+    base = predict(workload, "none", 1, network, compute, device_memory_bytes, **options)
+    rows = []
+    for n in world_sizes:
+        try:
+            row = predict(workload, strategy, n, network, compute, device_memory_bytes, **options)
+        except ValueError as error:
+            rows.append(_not_applicable(strategy, n, network, str(error)))
+            continue
+        row.scaling_efficiency = row.tokens_per_s_per_gpu / base.tokens_per_s_per_gpu
+        rows.append(row)
+    return rows
+
+
+def _not_applicable(strategy: str, n: int, network: Network, reason: str) -> Prediction:
+    nan = math.nan
+    return Prediction(strategy, n, network.nodes(n), 0, 0, nan, {}, nan, nan, nan, nan, {}, 0, False,
+                      status=f"n/a: {reason}")
