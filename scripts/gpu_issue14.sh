@@ -11,10 +11,13 @@
 #       bf16 SDPA in forward_backward and train
 #   (e) the compiled-cuDNN-attention gradient reproduction (scripts/cudnn_compiled_grad_repro.py)
 # then a short table of every row (scripts/issue14_summary.py), also written to OUT/summary.md.
-#   bash scripts/gpu_issue14.sh OUT_DIR
+#   bash scripts/gpu_issue14.sh OUT_DIR [PART ...]     (parts: a b c d e, default all; e.g. `a c` then `b d e` in
+#                                                      two runs if one does not fit; the summary reads every file)
 # Exits 1 if any part failed or ran out of time (its finished rows stay in its file); OOM rows are results.
 set -uo pipefail
-out=${1:?usage: scripts/gpu_issue14.sh OUT_DIR}
+out=${1:?usage: scripts/gpu_issue14.sh OUT_DIR [PART ...]}
+shift
+selected=" ${*:-a b c d e} "
 mkdir -p "$out"
 budget=${BUDGET_S:-530}
 bench=(python3 -m src.profiling.benchmark)
@@ -24,6 +27,7 @@ start=$SECONDS
 part() {  # part NAME LIMIT_S COMMAND...: SIGINT at the limit, which the benchmark turns into a clean stop
     local name=$1 limit=$2 t0=$SECONDS left=$((budget - SECONDS + start))
     shift 2
+    [[ "$selected" == *" ${name:0:1} "* ]] || return 0
     if [ "$left" -lt 20 ]; then
         failed+=("$name (skipped: budget spent)")
         echo "=== part $name skipped: ${left} s of the budget left" >&2
@@ -41,8 +45,8 @@ part a 140 "${bench[@]}" --sizes 2.7B --batch_size 4 --context_length 2048 --mod
     --output "$out/checkpointing.jsonl"
 
 table=(--batch_size 4 --context_length 1024 --mode train --output "$out/issue_table.jsonl")
-part c-fast 110 "${bench[@]}" --sizes small 2.7B --recipe fast "${table[@]}"
-part c-plain 70 "${bench[@]}" --sizes small 2.7B --precision bf16 --attention sdpa --optimizer default fused \
+part c-fast 130 "${bench[@]}" --sizes 2.7B small --recipe fast "${table[@]}"
+part c-plain 70 "${bench[@]}" --sizes 2.7B small --precision bf16 --attention sdpa --optimizer default fused \
     "${table[@]}"
 
 part b-train 50 "${bench[@]}" --sizes 10B 8B-leaderboard --mode train --precision bf16 --attention sdpa \

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 REPRO = os.path.join(REPO, "scripts", "cudnn_compiled_grad_repro.py")
 
 
-def run_gpu_script(tmp_path, budget):
+def run_gpu_script(tmp_path, budget, parts=()):
     """Run the script with a python3 that logs each benchmark command instead of running it (everything else,
     the summary included, runs on the real interpreter)."""
     shim, log = tmp_path / "bin", tmp_path / "benchmark_commands.txt"
@@ -29,7 +29,7 @@ def run_gpu_script(tmp_path, budget):
         f'exec {shlex.quote(sys.executable)} "$@"\n')
     (shim / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "BUDGET_S": str(budget)}
-    result = subprocess.run(["bash", "scripts/gpu_issue14.sh", str(tmp_path / "out")], cwd=REPO, env=env,
+    result = subprocess.run(["bash", "scripts/gpu_issue14.sh", str(tmp_path / "out"), *parts], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     commands = log.read_text().splitlines() if log.exists() else []
     return result, commands
@@ -54,6 +54,12 @@ def test_gpu_script_commands_are_valid_and_a_failed_part_fails_the_run(tmp_path)
     assert "failed parts: e (exit 2)" in summary  # the repro refuses without CUDA, and the run says so
     assert result.returncode == 1
     assert "=== part a" in result.stderr and "=== part d-compiled:" in result.stderr
+
+
+def test_gpu_script_runs_only_the_parts_asked_for(tmp_path):
+    result, commands = run_gpu_script(tmp_path, budget=530, parts=("b",))
+    assert [c.split()[:2] for c in commands] == [["--sizes", "10B"], ["--sizes", "8B-leaderboard"]]
+    assert result.returncode == 0 and "failed parts: none" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_gpu_script_skips_parts_once_its_budget_is_spent(tmp_path):
