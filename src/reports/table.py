@@ -7,13 +7,14 @@ ORIGINAL_COLUMNS = [
     "mean_time_forward", "std_time_forward", "mean_time_backward", "std_time_backward",
 ]
 NEW_COLUMNS = [
-    "size", "context_length", "batch_size", "precision", "mode", "attention",
+    "size", "context_length", "batch_size", "precision", "mode", "attention", "activation_checkpointing", "optimizer",
     "median_time_forward", "min_time_forward", "median_time_backward", "min_time_backward",
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
 ]
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
-                  "context_length", "batch_size", "precision", "mode", "attention"}
+                  "context_length", "batch_size", "precision", "mode", "attention", "activation_checkpointing",
+                  "optimizer"}
 
 
 def _format(value):
