@@ -67,7 +67,7 @@ part e 90 bash -c 'python3 scripts/cudnn_compiled_grad_repro.py > "$1" 2>&1' _ "
     python3 scripts/issue14_summary.py "$out/checkpointing.jsonl" "$out/presets.jsonl" "$out/issue_table.jsonl" \
         "$out/anomaly.jsonl"
     echo
-    echo "cuDNN reproduction: $(grep -E '^(REPRODUCED|NOT REPRODUCED)' "$out/cudnn_repro.txt" 2>/dev/null \
+    echo "cuDNN reproduction: $(grep -E '^(REPRODUCED|NOT REPRODUCED)' "$out/cudnn_repro.txt" 2>/dev/null | tail -1 \
         || echo 'no verdict')"
     echo "total $((SECONDS - start)) s; failed parts: ${failed[*]:-none}"
 } | tee "$out/summary.md"
