@@ -2,7 +2,7 @@ import pytest
 
 from src import nvtx
 from src.harness.runner import run_spec
-from src.spec import RunSpec
+from tests import conftest
 
 
 @pytest.fixture
@@ -29,8 +29,8 @@ def paths(events):
 
 
 def tiny_spec(**kw):
-    return RunSpec(size="tiny", d_model=32, d_ff=64, num_heads=2, num_layers=2, vocab_size=100,
-                   context_length=8, batch_size=2, warmup_steps=1, benchmark_steps=2, mode="train", **kw)
+    return conftest.tiny_spec(**{**dict(d_model=32, d_ff=64, num_heads=2, vocab_size=100, context_length=8,
+                                         batch_size=2), **kw})
 
 
 def test_ranges_nest_config_measure_step_phase_layer_and_attention_parts(captured):

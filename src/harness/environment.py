@@ -35,8 +35,24 @@ def git_commit() -> str:
     return commit
 
 
+def nvidia_smi(field: str) -> str:
+    """One --query-gpu field of the first visible GPU, asked of nvidia-smi: no CUDA context ("" if unavailable)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    out = _run(["nvidia-smi", f"--id={visible or 0}", f"--query-gpu={field}", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else ""
+
+
+def gpu_supports_bf16() -> bool | None:
+    """bfloat16 needs compute capability 8.0 (Ampere) or later; None when nvidia-smi cannot say."""
+    try:
+        return float(nvidia_smi("compute_cap")) >= 8.0
+    except ValueError:
+        return None
+
+
 def collect_environment(device: str, query_gpu: bool = True) -> dict:
-    """`query_gpu=False` keeps a parent process from creating a CUDA context its children would have to share."""
+    """`query_gpu=False` keeps a parent process from creating a CUDA context its children would have to share:
+    the GPU's name and driver then come from nvidia-smi."""
     env = {
         "device": device,
         "gpu_name": "",
@@ -54,6 +70,8 @@ def collect_environment(device: str, query_gpu: bool = True) -> dict:
         env["gpu_name"] = torch.cuda.get_device_name(index)
         env["gpu_memory_bytes"] = torch.cuda.get_device_properties(index).total_memory
         env["driver_version"] = _run(["nvidia-smi", f"--id={index}", "--query-gpu=driver_version", "--format=csv,noheader"])
+    elif device == "cuda":
+        env["gpu_name"], env["driver_version"] = nvidia_smi("name"), nvidia_smi("driver_version")
     try:
         import triton
 

@@ -8,6 +8,7 @@ of the sweep (the forward/backward check also in each row's `warnings`), the rep
 
 import math
 
+from src.harness.record import stat_field
 from src.harness.results import CONFIG_FIELDS
 from src.reports.labels import NOT_A_VARIANT, SIZE_FIELDS, is_ok
 from src.reports.compare import normalized
@@ -23,7 +24,7 @@ FORWARD_OVER_BACKWARD = 1.0
 
 def forward_slower_than_backward(record: dict) -> str | None:
     """The warning for one row whose median forward exceeds FORWARD_OVER_BACKWARD x its median backward, else None."""
-    forward, backward = record.get("median_time_forward"), record.get("median_time_backward")
+    forward, backward = record.get(stat_field("median", "forward")), record.get(stat_field("median", "backward"))
     if not is_ok(record) or not forward or not backward or (record.get("config") or {}).get("mode") == "forward":
         return None
     if forward <= FORWARD_OVER_BACKWARD * backward:

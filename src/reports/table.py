@@ -2,19 +2,23 @@
 
 import pandas as pd
 
+from src.harness.record import PHASES, config_of, stat_field
+from src.spec import RunSpec
+
 ORIGINAL_COLUMNS = [
     "d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps",
     "mean_time_forward", "std_time_forward", "mean_time_backward", "std_time_backward",
 ]
 NEW_COLUMNS = [
-    "size", "context_length", "batch_size", "precision", "mode", "attention", "activation_checkpointing", "optimizer",
+    "size", "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe",
+    "activation_checkpointing", "optimizer",
     "median_time_forward", "min_time_forward", "median_time_backward", "min_time_backward",
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
 ]
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
-                  "context_length", "batch_size", "precision", "mode", "attention", "activation_checkpointing",
-                  "optimizer"}
+                  "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe",
+                  "activation_checkpointing", "optimizer"}
 
 
 def _format(value):
@@ -26,7 +30,7 @@ def _format(value):
 
 
 def table_row(record: dict) -> dict:
-    config = record.get("config", {})
+    config = config_of(record)
     row = {}
     for column in ORIGINAL_COLUMNS + NEW_COLUMNS:
         if column in CONFIG_COLUMNS:
@@ -34,13 +38,9 @@ def table_row(record: dict) -> dict:
         elif column == "estimated_memory_gb":
             value = record.get("estimated_memory_bytes")
             value = value / 1e9 if value is not None else None
-        elif column == "attention" and config.get("compile"):
-            value = f"{config.get('attention')}+compile"
         else:
             value = record.get(column)
         row[column] = value
-    if config.get("recipe"):
-        row["attention"] = f"{row['attention']} ({config['recipe']} recipe)"
     return row
 
 
@@ -50,15 +50,14 @@ def format_table(records: list[dict]) -> str:
 
 
 def progress_line(index: int, total: int, record: dict, width: int = 20) -> str:
+    """One line per finished configuration, named by RunSpec.label: every swept option tells the lines apart."""
     done = round(width * (index + 1) / total)
     bar = "#" * done + "." * (width - done)
-    row = table_row(record)
-    times = " ".join(f"{p} {row[f'mean_time_{p}']:.4g}s" for p in ("forward", "backward")
-                     if isinstance(row.get(f"mean_time_{p}"), float))
-    if isinstance(row.get("mean_time_optimizer"), float):
-        times += f" optimizer {row['mean_time_optimizer']:.4g}s"
-    return f"[{bar}] {index + 1}/{total} {record['config'].get('size')} ctx={row['context_length']} " \
-           f"{row['mode']} {row['precision']} warmup={row['warmup_steps']}: {times} {record['status']}"
+    times = " ".join(f"{p} {record[stat_field('mean', p)]:.4g}s" for p in PHASES
+                     if isinstance(record.get(stat_field("mean", p)), float))
+    label = RunSpec.from_dict(config_of(record)).label
+    return f"[{bar}] {index + 1}/{total} {label} steps={config_of(record).get('benchmark_steps')}: {times} " \
+           f"{record['status']}"
 
 
 def environment_lines(records: list[dict]) -> list[str]:

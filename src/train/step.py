@@ -140,7 +140,7 @@ class TrainStep:
             if dtype else contextlib.nullcontext
         self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
         self.loss = LanguageModelLoss(model)
-        if spec.compile or fast:
+        if spec.compiled:
             self.loss = torch.compile(self.loss)
         self.graphs = None
 

@@ -7,8 +7,8 @@ import torch
 from src.harness import timing
 from src.harness.timing import EventTimer, SyncTimer, make_timer, summarize
 from src.train.step import phase
+from tests.conftest import needs_cuda as cuda
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 class FakeClock:

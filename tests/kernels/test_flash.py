@@ -14,11 +14,11 @@ import torch
 from src.kernels import FlashAttentionPytorch, FlashAttentionTriton, flash_attention
 from src.kernels import flash_pytorch, flash_triton
 from src.kernels.reference import attention_reference
+from tests.conftest import needs_cuda as cuda_only
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 INTERPRETED = not CUDA and os.environ.get("TRITON_INTERPRET") == "1"
-cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 # (atol, rtol) per dtype against float64. L is a float32 sum of exact products of the rounded inputs, so it stays
 # near float32 accuracy in every dtype. O rounds P to the input dtype before P @ V, and the gradients round dS too.

@@ -4,14 +4,7 @@ import torch
 from src.model import PRESETS
 from src.spec import RunSpec
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def tiny(**overrides) -> RunSpec:
-    c = PRESETS["tiny"]
-    fields = dict(size="tiny", d_model=c.d_model, d_ff=c.d_ff, num_heads=c.num_heads, num_layers=c.num_layers,
-                  warmup_steps=1, benchmark_steps=2, mode="train")
-    return RunSpec(**{**fields, **overrides})
+from tests.conftest import needs_cuda, tiny_spec as tiny
 
 
 @needs_cuda
