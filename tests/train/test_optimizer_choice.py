@@ -46,16 +46,16 @@ def test_default_and_fused_train_alike():
     ("", "ours", 10**9, "ours"),
 ])
 def test_chosen_optimizer_on_cuda(recipe, optimizer, parameters, expected):
-    spec = spec_of(device="cuda", precision="bf16", recipe=recipe, optimizer=optimizer)  # only described, not run
+    spec = spec_of(device="cuda", precision="bf16", attention="sdpa", recipe=recipe, optimizer=optimizer)  # not run
     assert chosen_optimizer(spec, parameters) == expected
 
 
 @pytest.mark.parametrize("changes,message", [
     (dict(optimizer="ours"), "needs CUDA"),
     (dict(optimizer="ours", device="cuda", precision="fp32"), "needs CUDA, bf16"),
-    (dict(optimizer="lion"), "optimizer must be one of"),
+    (dict(optimizer="lion"), "optimizer: must be one of"),
     (dict(activation_checkpointing="blocks:x"), "blocks:N"),
-    (dict(activation_checkpointing="blocks:1", backend="hf_llama"), "our model only"),
+    (dict(activation_checkpointing="blocks:1", backend="hf_llama", attention="sdpa"), "our model only"),
 ])
 def test_runspec_refuses_what_cannot_run(changes, message):
     with pytest.raises(ValueError, match=message):
