@@ -102,7 +102,6 @@ class TrainStep:
         """fused_adamw / cuda_graphs / bf16_weights override the recipe's choice (the numerics check isolates
         each change)."""
         self.spec, self.model = spec, model
-        fast = spec.recipe == "fast"
         parameters = sum(p.numel() for p in model.parameters())
         self.optimizer_name = chosen_optimizer(spec, parameters)
         if cuda_graphs is None:
