@@ -17,6 +17,7 @@ from src import nvtx
 from src.model import count_parameters
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
 from src.harness.hardware import device_peak
+from src.harness.ranks import gather_ranks, group_step_time, strategy_estimates, world_size
 from src.harness.record import (PHASES, STEP, Record, measured_step_times, new_record, phase_field, phase_times,
                                 stat_field, with_fields)
 from src.spec import RunSpec
@@ -141,7 +142,9 @@ def run_spec(spec: RunSpec, instruments=()) -> Record:
     gc.collect()
     if spec.device == "cuda":
         torch.cuda.empty_cache()
-    record = with_fields(new_record(spec), measured)
+    record = with_fields(new_record(spec), {**measured, "world_size": world_size()})
+    if record["world_size"] > 1:  # every rank's times to rank 0: tokens/s and MFU come from the slowest rank
+        record = with_fields(record, gather_ranks(record))
     return with_fields(record, derive_figures(spec, record, torch.cuda.get_device_name() if spec.device == "cuda" else ""))
 
 
@@ -166,8 +169,8 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
     estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision,
                                checkpoint_group=spec.checkpoint_group)
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
-    median = figures[stat_field("median", STEP)]
-    tflops = flops / median / 1e12 if median else None
+    median = group_step_time(record) or figures[stat_field("median", STEP)]  # with several ranks: the slowest's
+    tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's
     sol_time = None
     if peak.tflops:
         sol_time = flops / (peak.tflops * 1e12)
@@ -177,7 +180,8 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
     figures.update(
         parameters=parameters,
         flops_per_step=flops,
-        tokens_per_second=spec.batch_size * spec.context_length / median if median else None,
+        tokens_per_second=record.get("world_size", 1) * spec.batch_size * spec.context_length / median if median else None,
+        tokens_per_second_per_gpu=spec.batch_size * spec.context_length / median if median else None,
         tflops=tflops,
         device_peak_tflops=peak.tflops,
         peak_note=peak.note,
@@ -190,6 +194,8 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
         estimated_memory=estimate.__dict__,
         warnings=warnings,
     )
+    if spec.parallel != "none":  # the strategy's memory per rank and bytes per step replace the one-GPU estimate
+        figures.update(strategy_estimates(spec, record))
     return figures
 
 

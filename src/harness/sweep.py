@@ -59,7 +59,41 @@ def crash_record(spec: RunSpec, reason: str) -> Record:
     return with_fields(record, {**derive_figures(spec, record, env["gpu_name"]), "env": env})
 
 
+LAUNCH_TIMEOUT_S = 3600  # one configuration's whole process group, start to end
+
+
+def run_in_torchrun(spec: RunSpec) -> dict:
+    """A configuration with a parallel strategy: nproc_per_node ranks under torchrun (src/harness/dist_worker.py);
+    a failed launch becomes a record whose status names the rank that failed first and its cause."""
+    from src.harness.launch import run_torchrun
+
+    with tempfile.TemporaryDirectory(prefix="lmbench-") as tmp:
+        spec_path, result_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "record.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec.to_dict(), f)
+        result = run_torchrun(spec.nproc_per_node, "src.harness.dist_worker", [spec_path, result_path],
+                              LAUNCH_TIMEOUT_S)
+        if result.ok and os.path.exists(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+    if result.stderr_tail.strip():
+        sys.stderr.write(result.stderr_tail)
+    record = crash_record(spec, result.describe())
+    if any(cause.startswith("OOM") for cause in result.failed_ranks.values()):
+        record["status"] = f"OOM: {result.describe()}"[:400]
+    return record
+
+
 def run_sweep(specs: list[RunSpec], on_record) -> None:
+    """Under a user's own torchrun every rank runs each configuration in this process (the group is already
+    there); otherwise a strategy runs through torchrun, and anything else as before."""
+    from src.harness.launch import under_torchrun
+
     for index, spec in enumerate(specs):
-        record = run_in_child(spec) if spec.isolate == "process" else run_spec_with_environment(spec)
+        if spec.parallel != "none" and not under_torchrun():
+            record = run_in_torchrun(spec)
+        elif spec.isolate == "process" and not under_torchrun():
+            record = run_in_child(spec)
+        else:
+            record = run_spec_with_environment(spec)
         on_record(index, record)

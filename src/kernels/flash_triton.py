@@ -518,5 +518,3 @@ class FlashAttentionTriton(torch.autograd.Function):
         dQ, dK, dV = flash_backward(Q, K, V, O, L, dO, ctx.is_causal)
         return dQ, dK, dV, None
 
-
-flash_attention_triton = FlashAttentionTriton.apply

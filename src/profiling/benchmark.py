@@ -22,10 +22,10 @@ from src.kernels import get_attention  # noqa: F401  (imported so a broken kerne
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESET_BATCH_SIZES, PRESETS, ModelConfig
 from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
                                positive_float, positive_int, resolve_device)
-from src.harness.environment import gpu_supports_bf16
+from src.harness.environment import gpu_supports_bf16, visible_gpu_count
 from src.harness.results import append_record, check_writable
 from src.model.transformer import count_parameters
-from src.spec import BACKENDS, MODES, OPTIMIZERS, PRECISIONS, RECIPES, TIMERS, RunSpec
+from src.spec import BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
 from src.reports.anomalies import anomalies, forward_slower_than_backward
@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, default="ours",
                      help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers)")
     run.add_argument("--seed", type=int, default=0)
+    par = p.add_argument_group("several processes (torch.distributed; launched through torchrun, or under yours)")
+    par.add_argument("--parallel", nargs="+", choices=PARALLEL, default=["none"],
+                     help="ours: ddp_naive ddp_flat ddp_overlap ddp_bucketed zero1 fsdp; PyTorch's: torch_ddp "
+                          "torch_zero1 fsdp2")
+    par.add_argument("--nproc_per_node", type=positive_int, help="ranks on this host (default 1; under torchrun its own)")
+    par.add_argument("--bucket_mb", type=positive_float, nargs="+", default=[25.0],
+                     help="ddp_bucketed's bucket size and torch_ddp's bucket_cap_mb, in MiB")
+    par.add_argument("--dist_backend", choices=DIST_BACKENDS[1:], help="default: nccl on CUDA, gloo on CPU")
     how = p.add_argument_group("measurement")
     how.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     how.add_argument("--timer", choices=TIMERS, help="events: CUDA events (default on CUDA); sync: synchronise + wall clock")
@@ -142,14 +150,18 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
         raise UsageError("--precision bf16: this GPU (compute capability below 8.0) does not support bfloat16")
     timer = args.timer or ("events" if device == "cuda" else "sync")
     isolate = args.isolate if args.isolate != "auto" else ("process" if device == "cuda" else "none")
+    nproc, dist_backend = _resolve_processes(args, device)
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
     # A preset's own vocab, context and batch (8B-leaderboard: 151936, 32768, 2) apply where the option is not
     # given: None below stands for "the preset's default", so every size keeps its own.
-    for warmup, steps, mode, precision, attention, optimizer, checkpointing, batch, context, (name, model) in \
-            itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
-                              args.optimizer or [""], args.activation_checkpointing, args.batch_size or [None],
-                              args.context_length or [None], models):
+    # the bucket size is an axis only for the strategies that bucket
+    parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
+    for warmup, steps, mode, precision, attention, optimizer, checkpointing, batch, context, (strategy, bucket_mb), \
+            (name, model) in itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
+                                               args.optimizer or [""], args.activation_checkpointing,
+                                               args.batch_size or [None], args.context_length or [None], parallel,
+                                               models):
         try:
             spec = RunSpec(
                 size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
@@ -160,8 +172,9 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device,
                 seed=args.seed, isolate=isolate, nvtx=args.nvtx != "off" and device == "cuda",
                 peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
-                memory_snapshot=args.memory_snapshot or "", activation_checkpointing=checkpointing,
-                optimizer=optimizer,
+                memory_snapshot=args.memory_snapshot or "", parallel=strategy,
+                nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
+                activation_checkpointing=checkpointing, optimizer=optimizer,
             )
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None
@@ -180,6 +193,44 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
             except ValueError as error:
                 raise UsageError(f"{what}: {error}") from None
     return specs, notes
+
+
+BUCKETING = ("ddp_bucketed", "torch_ddp", "torch_zero1")
+
+
+def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]:
+    """(ranks per host, backend) for the strategies; under torchrun its own count. Raises UsageError."""
+    from src.harness.launch import under_torchrun
+
+    if args.dist_backend == "nccl" and device != "cuda":
+        raise UsageError("--dist_backend nccl needs CUDA; use gloo on CPU")
+    if under_torchrun():
+        return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])), args.dist_backend or ""
+    nproc = args.nproc_per_node or 1
+    if nproc > 1 and args.parallel == ["none"]:
+        raise UsageError(f"--nproc_per_node {nproc} needs --parallel (a strategy); none runs one process")
+    gpus = visible_gpu_count() if device == "cuda" else None  # nvidia-smi: the parent leaves CUDA to its children
+    if gpus is not None and nproc > gpus:
+        raise UsageError(f"--nproc_per_node {nproc} is more than the {gpus} GPU(s) present")
+    return nproc, args.dist_backend or ""
+
+
+def _join_users_torchrun(specs: list[RunSpec]) -> bool:
+    """Under a user's torchrun, every rank joins the group once and runs the sweep in-process; only rank 0 writes
+    rows and prints. Returns whether this process writes."""
+    from src.harness.launch import under_torchrun
+
+    if not under_torchrun() or not specs:
+        return True
+    from src.harness.dist_worker import COLLECTIVE_TIMEOUT_S
+    from src.harness.launch import init_distributed
+
+    rank, _, local_rank = init_distributed(specs[0].distributed_backend, COLLECTIVE_TIMEOUT_S)
+    if specs[0].device == "cuda":  # also under gloo: each rank's tensors on its own GPU
+        import torch
+
+        torch.cuda.set_device(local_rank)
+    return rank == 0
 
 
 @contextlib.contextmanager
@@ -220,11 +271,14 @@ def main(argv=None) -> int:
         for spec in specs[:1]:
             print(explain_precision(spec))
         return 0
-    for note in notes:
+    writer = _join_users_torchrun(specs)  # False on ranks other than 0 under a user's torchrun
+    for note in notes if writer else ():
         print(note, file=sys.stderr)
     records = []
 
     def on_record(index: int, record: dict) -> None:
+        if not writer:
+            return
         slow_forward = forward_slower_than_backward(record)
         if slow_forward:  # in the row itself; the across-sizes check needs the whole sweep (print_anomalies)
             record["warnings"].append(slow_forward)
@@ -244,6 +298,8 @@ def main(argv=None) -> int:
         if records:
             print(format_table(records))
         return 130
+    if not writer:
+        return 0
     print(format_table(records))
     print_anomalies(records)
     if records and records[0].get("peak_note"):

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from src.model import PRESETS
-from src.spec import RunSpec
 
 from tests.conftest import needs_cuda, tiny_spec as tiny
 
@@ -28,7 +27,7 @@ def test_graphed_fast_step_trains_like_the_compiled_step_without_graphs():
 def test_compiled_bf16_gradients_are_as_close_to_fp32_as_eager_bf16(variant):
     """A compiled step may round differently, not compute something else: its first gradient is held to twice the
     eager bf16 step's distance from fp32 arithmetic (under compile, cuDNN's SDPA backward was 67% away)."""
-    from src.profiling.numerics import VARIANTS, build_variant, first_gradients, gradient_errors, variant_context
+    from src.train.numerics import VARIANTS, build_variant, first_gradients, gradient_errors, variant_context
 
     c = PRESETS["tiny"]
     base = dict(size="tiny", d_model=c.d_model, d_ff=c.d_ff, num_heads=c.num_heads, num_layers=c.num_layers,
