@@ -212,7 +212,8 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
     config = spec.model_config()
     parameters = count_parameters(config)
     flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
-    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision)
+    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision,
+                               checkpoint_group=spec.checkpoint_group)
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = group_step_time(record) or figures[stat_field("median", STEP)]  # with several ranks: the slowest's
     tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's

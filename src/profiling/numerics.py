@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     preset = PRESETS[args.size]
     base = dict(size=args.size, d_model=preset.d_model, d_ff=preset.d_ff, num_heads=preset.num_heads,
-                num_layers=preset.num_layers, context_length=args.context_length, batch_size=args.batch_size,
+                num_layers=preset.num_layers, vocab_size=preset.vocab_size, context_length=args.context_length,
+                batch_size=args.batch_size,
                 mode="train", precision="bf16", attention="sdpa", device=args.device)
     tokens = markov_tokens(preset.vocab_size, args.steps, args.batch_size, args.context_length, seed=1234)
     if args.gradients:

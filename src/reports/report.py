@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from src.reports import compare, distributed, labels, plots
 from src.harness.results import CONFIG_FIELDS, check_writable, read_records
+from src.reports.anomalies import anomalies
 from src.harness.record import measured_step_times
 from src.reports.steady_state import step_curve, steady_start
 
@@ -179,6 +180,10 @@ def benchmark_sections(path: str, records: list[dict], out: str) -> list[str]:
             lines.append(f"![{name[:-4]}]({name})")
     else:
         lines.append("No configuration ran ok: nothing to tabulate or plot.")
+    found = anomalies(records)
+    if found:
+        lines += ["", "## Rows that look wrong (measure again; look at a trace)", "",
+                  *(f"- {labels.config_label(r, fields)}: {w}" for r, w in found)]
     failed = failed_lines(records, fields)
     if failed:
         lines += ["", "## Not ok (listed here, not plotted)", "", *failed]
