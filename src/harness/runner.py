@@ -25,12 +25,13 @@ from src.train.step import TrainStep, build_model
 PHASES = ("forward", "backward", "sync", "optimizer")  # sync: --parallel's gradient-sync wait (ours only)
 SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
 FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|crash|nan:KEY=VALUE" makes matching configurations fail
+FAULT_RANK_VARIABLE = "LMBENCH_INJECT_FAULT_RANK"  # tests: only this rank (torchrun's RANK) fails
 
 
 def _inject_fault(spec: RunSpec, model) -> None:
     """Fail on purpose where the tests ask to: how the sweep's OOM and crash handling is exercised without a GPU."""
     fault = os.environ.get(FAULT_VARIABLE, "")
-    if not fault:
+    if not fault or os.environ.get(FAULT_RANK_VARIABLE, os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
         return
     kind, _, condition = fault.partition(":")
     key, _, value = condition.partition("=")
@@ -144,7 +145,9 @@ def run_spec(spec: RunSpec, instruments=()) -> dict:
     gc.collect()
     if spec.device == "cuda":
         torch.cuda.empty_cache()
-    if record["world_size"] > 1:  # every rank's times to rank 0: tokens/s and MFU come from the slowest rank
+    # Every rank's times to rank 0: tokens/s and MFU come from the slowest rank. A rank that failed gathers
+    # nothing: its peers are inside other collectives, and its exit is what ends them (see dist_worker.py).
+    if record["world_size"] > 1 and record["status"] == "ok":
         gather_ranks(record)
     derive_figures(spec, record)
     return record
