@@ -13,7 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, ".")
-from src.profiling.numerics import VARIANTS, build_variant, markov_tokens, train_losses, variant_context  # noqa: E402
+from src.train.numerics import VARIANTS, build_variant, markov_tokens, train_losses, variant_context  # noqa: E402
 
 tokens = markov_tokens(10000, 50, 4, 256, seed=1234)
 base = dict(size="custom", d_model=256, d_ff=1024, num_heads=4, num_layers=4, context_length=256, batch_size=4,

@@ -1,13 +1,27 @@
-"""One benchmark configuration: every option of a single run, as the sweep hands it to a runner (and a child process)."""
+"""One benchmark configuration: every option of a single run, validated here, as the sweep hands it to a runner.
 
+RunSpec is the boundary: a RunSpec that exists is one the runner can attempt. `__post_init__` raises ValueError
+"<field>: <problem>" for a bad value or a combination that cannot run (the command turns it into its one-line
+usage error, exit 2); facts derived from several fields (`compiled`, `profiled_steps`, `label`, `artifact_name`)
+are worked out here once. Checks that need the live machine (is there a GPU, is transformers installed) stay in
+the command, which runs in the parent process and never touches the GPU (see src/profiling/benchmark.py).
+A new option is one field here: the results file's config columns are this dataclass's fields.
+"""
+
+import re
 from dataclasses import asdict, dataclass, fields
 
 from src.model.config import ModelConfig
 
 MODES = ("forward", "forward_backward", "train")
+PHASES = ("forward", "backward", "sync", "optimizer")  # a step's timed phases; sync: --parallel's gradient-sync wait
 PRECISIONS = ("fp32", "bf16", "fp16")
 RECIPES = ("fast",)
 BACKENDS = ("ours", "hf_llama")
+TIMERS = ("events", "sync")  # see src/harness/timing.py
+DEVICES = ("cpu", "cuda")
+ISOLATIONS = ("none", "process")
+FUSED_ATTENTION = ("sdpa", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
 # --parallel: none (one process), our strategies (src/distributed), PyTorch's engines (torch_ddp, torch_zero1, fsdp2)
 PARALLEL = ("none", "ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "zero1", "fsdp",
             "torch_ddp", "torch_zero1", "fsdp2")
@@ -40,7 +54,7 @@ class RunSpec:
     mode: str = "forward_backward"
     precision: str = "fp32"
     attention: str = "naive"
-    compile: bool = False
+    compile: bool = False  # True for every fast-recipe row: the recipe compiles, and its rows say so
     recipe: str = ""  # "" or "fast" (see src/train/step.py)
     backend: str = "ours"  # or "hf_llama": transformers' Llama of the same shape, for comparison
     timer: str = "sync"
@@ -57,33 +71,18 @@ class RunSpec:
     bucket_mb: float = 25.0  # ddp_bucketed's bucket size (MiB)
     dist_backend: str = ""  # see DIST_BACKENDS
 
-    def __post_init__(self):
-        self._check_parallel()
-
-    def _check_parallel(self) -> None:
-        """Raise ValueError naming the field when the distributed options cannot run together."""
-        if self.parallel not in PARALLEL:
-            raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
-        if not isinstance(self.nproc_per_node, int) or self.nproc_per_node < 1:
-            raise ValueError(f"nproc_per_node must be a positive integer, got {self.nproc_per_node!r}")
-        if not self.bucket_mb > 0:
-            raise ValueError(f"bucket_mb must be positive, got {self.bucket_mb!r}")
-        if self.dist_backend not in DIST_BACKENDS:
-            raise ValueError(f"dist_backend must be nccl or gloo, got {self.dist_backend!r}")
-        if self.dist_backend == "nccl" and self.device != "cuda":
-            raise ValueError("dist_backend nccl needs a CUDA device; use gloo on CPU")
-        if self.parallel == "none" and self.nproc_per_node > 1:
-            raise ValueError("nproc_per_node > 1 needs a parallel strategy (parallel none is one process)")
-        chosen = {"compile": self.compile, "fp16": self.precision == "fp16", "recipe": bool(self.recipe),
-                  "hf_llama": self.backend == "hf_llama", "trace": bool(self.trace),
-                  "memory_snapshot": bool(self.memory_snapshot)}
-        for strategies, option, reason in PARALLEL_REFUSALS:
-            if self.parallel in strategies and chosen[option]:
-                raise ValueError(f"parallel {self.parallel} does not run with {option}: {reason}")
-
     @property
     def distributed_backend(self) -> str:
         return self.dist_backend or ("nccl" if self.device == "cuda" else "gloo")
+
+    def __post_init__(self):
+        _check_choices(self)
+        _check_numbers(self)
+        self.model_config()  # its ValueError names the field: sizes, heads dividing d_model, the attention
+        _check_combinations(self)
+        _check_parallel(self)
+        if self.recipe == "fast" and not self.compile:
+            object.__setattr__(self, "compile", True)  # frozen: the one normalisation, so the row tells the truth
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(d_model=self.d_model, d_ff=self.d_ff, num_layers=self.num_layers, num_heads=self.num_heads,
@@ -98,9 +97,115 @@ class RunSpec:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
+    def compiled(self) -> bool:
+        """Whether the step runs under torch.compile: --compile, or the fast recipe (which compiles)."""
+        return self.compile or self.recipe == "fast"
+
+    @property
+    def profiled_steps(self) -> int:
+        """Measured steps inside the profilers' range: the first profile_steps, or all of them."""
+        return self.profile_steps or self.benchmark_steps
+
+    @property
     def label(self) -> str:
         return (f"{self.size} ctx={self.context_length} bs={self.batch_size} {self.mode} {self.precision} "
                 f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
                 f"{'' if self.backend == 'ours' else ' ' + self.backend} "
                 f"warmup={self.warmup_steps}"
                 f"{'' if self.parallel == 'none' else f' {self.parallel} x{self.nproc_per_node}'}")
+
+    @property
+    def artifact_name(self) -> str:
+        """File-name stem for this configuration's traces and snapshots: "tiny ctx=128 ..." -> "tiny_ctx-128_...".
+
+        benchmark_steps is added because it is a sweep axis the label leaves out; two configurations must never
+        write over each other's files.
+        """
+        text = f"{self.label} steps={self.benchmark_steps}".replace("=", "-")
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+def config_fields() -> tuple[str, ...]:
+    """The options that identify a configuration, in declaration order: the results file's config columns."""
+    return tuple(f.name for f in fields(RunSpec))
+
+
+def _check_choices(spec: RunSpec) -> None:
+    for name, choices in (("mode", MODES), ("precision", PRECISIONS), ("recipe", ("",) + RECIPES),
+                          ("backend", BACKENDS), ("timer", TIMERS), ("device", DEVICES), ("isolate", ISOLATIONS)):
+        if getattr(spec, name) not in choices:
+            raise ValueError(f"{name}: must be one of {', '.join(repr(c) for c in choices)}, got {getattr(spec, name)!r}")
+    for name in ("size", "trace", "memory_snapshot"):
+        if not isinstance(getattr(spec, name), str):
+            raise ValueError(f"{name}: must be text, got {getattr(spec, name)!r}")
+    if not spec.size:
+        raise ValueError("size: must name the size (a preset, or 'custom')")
+    for name in ("compile", "nvtx"):
+        if not isinstance(getattr(spec, name), bool):
+            raise ValueError(f"{name}: must be True or False, got {getattr(spec, name)!r}")
+
+
+def _check_numbers(spec: RunSpec) -> None:
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for name in ("batch_size", "benchmark_steps"):
+        if not integer(getattr(spec, name)) or getattr(spec, name) < 1:
+            raise ValueError(f"{name}: must be at least 1, got {getattr(spec, name)!r}")
+    for name in ("warmup_steps", "profile_steps"):
+        if not integer(getattr(spec, name)) or getattr(spec, name) < 0:
+            raise ValueError(f"{name}: must be at least 0, got {getattr(spec, name)!r}")
+    if not integer(spec.seed):
+        raise ValueError(f"seed: must be an integer, got {spec.seed!r}")
+    if spec.peak_tflops is not None and not (isinstance(spec.peak_tflops, (int, float))
+                                             and 0 < spec.peak_tflops < float("inf")):
+        raise ValueError(f"peak_tflops: must be a positive number, got {spec.peak_tflops!r}")
+    if spec.profile_steps > spec.benchmark_steps:
+        raise ValueError(f"profile_steps: {spec.profile_steps} is more than the {spec.benchmark_steps} measured "
+                         "steps (benchmark_steps); profile at most that many")
+
+
+def _check_combinations(spec: RunSpec) -> None:
+    """Combinations that cannot run, or would silently not do what they say, on the named device."""
+    if spec.device != "cuda":
+        if spec.precision == "fp16":
+            raise ValueError("precision: fp16 needs a CUDA device (bf16 autocast works on CPU)")
+        if spec.timer == "events":
+            raise ValueError("timer: events needs a CUDA device; use the sync timer")
+        if spec.attention == "flash":
+            raise ValueError("attention: flash is the Triton kernel and needs CUDA; use flash_pytorch on CPU")
+        if spec.memory_snapshot:
+            raise ValueError("memory_snapshot: records the CUDA caching allocator and needs a CUDA device")
+        if spec.nvtx:
+            raise ValueError("nvtx: NVTX ranges are for Nsight Systems on CUDA; there is nothing to annotate on CPU")
+    if spec.recipe == "fast":
+        if spec.precision != "bf16":
+            raise ValueError(f"precision: the fast recipe trains in bf16 autocast with fp32 master weights, "
+                             f"not {spec.precision}")
+        if spec.attention not in FUSED_ATTENTION:
+            raise ValueError(f"attention: the fast recipe uses fused attention ({', '.join(FUSED_ATTENTION)}), "
+                             f"not {spec.attention}")
+    if spec.backend == "hf_llama" and spec.attention != "sdpa":
+        raise ValueError(f"attention: the hf_llama backend always uses SDPA attention, not {spec.attention}")
+
+
+def _check_parallel(spec: RunSpec) -> None:
+    """Raise ValueError naming the field when the distributed options cannot run together."""
+    if spec.parallel not in PARALLEL:
+        raise ValueError(f"parallel: must be one of {', '.join(PARALLEL)}, got {spec.parallel!r}")
+    if not isinstance(spec.nproc_per_node, int) or spec.nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node: must be a positive integer, got {spec.nproc_per_node!r}")
+    if not spec.bucket_mb > 0:
+        raise ValueError(f"bucket_mb: must be positive, got {spec.bucket_mb!r}")
+    if spec.dist_backend not in DIST_BACKENDS:
+        raise ValueError(f"dist_backend: must be nccl or gloo, got {spec.dist_backend!r}")
+    if spec.dist_backend == "nccl" and spec.device != "cuda":
+        raise ValueError("dist_backend: nccl needs a CUDA device; use gloo on CPU")
+    if spec.parallel == "none" and spec.nproc_per_node > 1:
+        raise ValueError("nproc_per_node: more than 1 needs a parallel strategy (parallel none is one process)")
+    chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
+              "hf_llama": spec.backend == "hf_llama", "trace": bool(spec.trace),
+              "memory_snapshot": bool(spec.memory_snapshot)}
+    for strategies, option, reason in PARALLEL_REFUSALS:
+        if spec.parallel in strategies and chosen[option]:
+            raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")

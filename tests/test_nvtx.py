@@ -2,7 +2,7 @@ import pytest
 
 from src import nvtx
 from src.harness.runner import run_spec
-from src.spec import RunSpec
+from tests import conftest
 
 
 @pytest.fixture
@@ -29,8 +29,8 @@ def paths(events):
 
 
 def tiny_spec(**kw):
-    return RunSpec(size="tiny", d_model=32, d_ff=64, num_heads=2, num_layers=2, vocab_size=100,
-                   context_length=8, batch_size=2, warmup_steps=1, benchmark_steps=2, mode="train", **kw)
+    return conftest.tiny_spec(**{**dict(d_model=32, d_ff=64, num_heads=2, vocab_size=100, context_length=8,
+                                         batch_size=2), **kw})
 
 
 def test_ranges_nest_config_measure_step_phase_layer_and_attention_parts(captured):
@@ -64,3 +64,22 @@ def test_off_means_no_calls_at_all(captured):
     nvtx.configure(harness=False, model=False)
     run_spec(tiny_spec())
     assert captured == []
+
+
+def test_switched_off_ranges_leave_the_compiled_model_one_graph():
+    """With its ranges off, the whole model compiles to one graph. Under torch 2.11 an own no-op context-manager
+    class broke the graph at every `with`: the large preset's compiled step split into ~10 graphs per layer and was
+    host-bound (docs/results/anomaly_h200_2026-12-01.md)."""
+    import torch
+
+    from src.model import ModelConfig, TransformerLM
+
+    nvtx.configure(harness=True, model=False)  # what the runner sets under --compile
+    try:
+        model = TransformerLM(ModelConfig(d_model=32, d_ff=64, num_layers=2, num_heads=2, vocab_size=50,
+                                          context_length=16, attention="sdpa"))
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(lambda ids: model(ids).sum())(torch.randint(0, 50, (2, 16)))
+    finally:
+        nvtx.configure(harness=False, model=False)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

@@ -205,10 +205,11 @@ def collectives_per_step(
         elif strategy == "ddp_bucketed":
             buckets = buckets_within_cap(tensor_bytes, bucket_mb * MB)
             calls, hideable, edge = len(buckets), True, buckets[-1]
-        elif strategy == "torch_ddp":
+        elif strategy in ("torch_ddp", "torch_zero1"):  # ZeroRedundancyOptimizer runs under torch's DDP
             buckets = greedy_buckets(tensor_bytes, TORCH_DDP_BUCKET_MB * MB, TORCH_DDP_FIRST_BUCKET_MB * MB)
             calls, hideable, edge = len(buckets), True, buckets[-1]
-        else:  # ddp_naive (after backward, one per parameter), ddp_overlap (from each gradient's hook), zero1 (naive)
+        else:  # ddp_naive (after backward, one per parameter), ddp_overlap (from each gradient's hook); zero1 is
+            # assumed under NaiveDDP (no overlap): the slowest our DDP classes can give it
             calls, hideable, edge = len(params), strategy == "ddp_overlap", tensor_bytes[-1]
         phase = "backward" if hideable else "after_backward"
         result = [Collective("all_reduce", gradients, calls, "world", phase, hideable, edge)]

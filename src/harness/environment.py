@@ -35,8 +35,37 @@ def git_commit() -> str:
     return commit
 
 
+def nvidia_smi(field: str) -> str:
+    """One --query-gpu field of the first visible GPU, asked of nvidia-smi: no CUDA context ("" if unavailable)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    out = _run(["nvidia-smi", f"--id={visible or 0}", f"--query-gpu={field}", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else ""
+
+
+def gpu_supports_bf16() -> bool | None:
+    """bfloat16 needs compute capability 8.0 (Ampere) or later; None when nvidia-smi cannot say."""
+    try:
+        return float(nvidia_smi("compute_cap")) >= 8.0
+    except ValueError:
+        return None
+
+
+def visible_gpu_count() -> int | None:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES respected), asked of nvidia-smi: no CUDA context. None
+    when nvidia-smi cannot say."""
+    out = _run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"])
+    if not out:
+        return None
+    present = len(out.splitlines())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    return min(present, len([v for v in visible.split(",") if v.strip()]))
+
+
 def collect_environment(device: str, query_gpu: bool = True) -> dict:
-    """`query_gpu=False` keeps a parent process from creating a CUDA context its children would have to share."""
+    """`query_gpu=False` keeps a parent process from creating a CUDA context its children would have to share:
+    the GPU's name and driver then come from nvidia-smi."""
     env = {
         "device": device,
         "gpu_name": "",
@@ -54,6 +83,8 @@ def collect_environment(device: str, query_gpu: bool = True) -> dict:
         env["gpu_name"] = torch.cuda.get_device_name(index)
         env["gpu_memory_bytes"] = torch.cuda.get_device_properties(index).total_memory
         env["driver_version"] = _run(["nvidia-smi", f"--id={index}", "--query-gpu=driver_version", "--format=csv,noheader"])
+    elif device == "cuda":
+        env["gpu_name"], env["driver_version"] = nvidia_smi("name"), nvidia_smi("driver_version")
     try:
         import triton
 

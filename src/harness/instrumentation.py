@@ -14,7 +14,7 @@ def build_instruments(spec: RunSpec) -> list:
         from src.instruments.torch_trace import TorchTrace
 
         instruments.append(TorchTrace(spec))
-    if spec.memory_snapshot and spec.device == "cuda":  # the CLI refuses it elsewhere; the allocator is CUDA's
+    if spec.memory_snapshot:  # RunSpec refuses it off CUDA: the allocator is CUDA's
         from src.instruments.memory import MemorySnapshot
 
         instruments.append(MemorySnapshot(spec))

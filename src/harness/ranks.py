@@ -13,17 +13,15 @@ slowest rank's median step, and tokens/s per GPU (and MFU, per GPU) follow from 
 import numpy as np
 import torch.distributed as dist
 
-from src.spec import RunSpec
-
-PHASES = ("forward", "backward", "sync", "optimizer")
+from src.spec import PHASES, RunSpec
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def gather_ranks(record: dict) -> None:
-    """Collective: every rank calls it; rank 0's record gets the per-rank fields."""
+def gather_ranks(record: dict) -> dict:
+    """Collective: every rank calls it; on rank 0 it returns the per-rank fields for the record ({} elsewhere)."""
     mine = {
         "status": record.get("status"),
         "peak_memory_bytes": record.get("peak_memory_bytes"),
@@ -33,19 +31,18 @@ def gather_ranks(record: dict) -> None:
     everyone = [None] * world_size()
     dist.all_gather_object(everyone, mine)
     if dist.get_rank() != 0:
-        return
-    for phase in PHASES:
-        record[f"rank_median_time_{phase}"] = [r[phase] for r in everyone]
+        return {}
+    fields = {f"rank_median_time_{phase}": [r[phase] for r in everyone] for phase in PHASES}
     steps = [sum(r[p] or 0.0 for p in PHASES) for r in everyone]
     if all(r["forward"] is not None for r in everyone):
-        record.update(min_time_step_across_ranks=min(steps), median_time_step_across_ranks=float(np.median(steps)),
+        fields.update(min_time_step_across_ranks=min(steps), median_time_step_across_ranks=float(np.median(steps)),
                       max_time_step_across_ranks=max(steps), slowest_rank=int(np.argmax(steps)))
-    record["rank_status"] = [r["status"] for r in everyone]
-    record["rank_peak_memory_bytes"] = [r["peak_memory_bytes"] for r in everyone]
-    peaks = [p for p in record["rank_peak_memory_bytes"] if p is not None]
+    fields["rank_status"] = [r["status"] for r in everyone]
+    fields["rank_peak_memory_bytes"] = [r["peak_memory_bytes"] for r in everyone]
+    peaks = [p for p in fields["rank_peak_memory_bytes"] if p is not None]
     if peaks:
-        record["peak_memory_bytes"] = max(peaks)
-        record["peak_memory_gb"] = max(peaks) / 1e9
+        fields["peak_memory_bytes"] = max(peaks)
+    return fields
 
 
 def group_step_time(record: dict) -> float | None:
@@ -53,7 +50,7 @@ def group_step_time(record: dict) -> float | None:
     return record.get("max_time_step_across_ranks") or record.get("median_time_step")
 
 
-def strategy_estimates(spec: RunSpec, record: dict) -> None:
+def strategy_estimates(spec: RunSpec, record: dict) -> dict:
     """Memory per rank and bytes per step by collective, as the cost model counts them for this strategy."""
     from src.distributed.cost import communication_per_step, memory_per_rank
 
@@ -62,10 +59,10 @@ def strategy_estimates(spec: RunSpec, record: dict) -> None:
     compute_dtype_bytes = 2 if spec.precision in ("bf16", "fp16") else 4
     memory = memory_per_rank(config, spec.parallel, n, spec.batch_size, spec.context_length, spec.precision,
                              spec.mode, bucket_mb=spec.bucket_mb)
-    record["estimated_memory_bytes"] = memory.total
-    record["estimated_memory"] = {**memory.__dict__, "total": memory.total}
+    fields = {"estimated_memory_bytes": memory.total, "estimated_memory": {**memory.__dict__, "total": memory.total}}
     if spec.mode == "forward":  # no gradients: only FSDP's forward gathers would move, and no row needs them
-        return
+        return fields
     for op, nbytes in communication_per_step(config, spec.parallel, n, compute_dtype_bytes,
                                              bucket_mb=spec.bucket_mb).items():
-        record[f"comm_bytes_{op}"] = nbytes
+        fields[f"comm_bytes_{op}"] = nbytes
+    return fields

@@ -13,15 +13,13 @@ import json
 import os
 from contextlib import contextmanager
 
+from src.harness.record import LIST_FIELDS
+from src.spec import config_fields
+
 ENV_PREFIX = "env_"
-LIST_FIELDS = ("time_forward", "time_backward", "time_sync", "time_optimizer", "warmup_time_step")
-# The options that identify a configuration; CSV keeps them as plain columns, records keep them under `config`.
-CONFIG_FIELDS = (
-    "size", "d_model", "d_ff", "num_heads", "num_layers", "vocab_size", "context_length", "batch_size",
-    "warmup_steps", "benchmark_steps", "mode", "precision", "attention", "compile", "recipe", "backend", "timer",
-    "device", "seed", "isolate", "nvtx", "peak_tflops", "trace", "memory_snapshot", "profile_steps",
-    "parallel", "nproc_per_node", "bucket_mb", "dist_backend",  # issue 10's RunSpec fields: rows differ by them
-)
+# The options that identify a configuration (RunSpec's fields); CSV keeps them as plain columns, records keep
+# them under `config`.
+CONFIG_FIELDS = config_fields()
 
 
 def is_jsonl(path: str) -> bool:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 
+from src.harness.record import Record, new_record, with_fields
 from src.harness.runner import derive_figures, run_spec_with_environment
 from src.spec import RunSpec
 
@@ -50,13 +51,12 @@ def run_in_child(spec: RunSpec) -> dict:
         return crash_record(spec, f"{_describe_exit(child.returncode)}" + (f"; {last_line.strip()}" if last_line else ""))
 
 
-def crash_record(spec: RunSpec, reason: str) -> dict:
+def crash_record(spec: RunSpec, reason: str) -> Record:
     from src.harness.environment import collect_environment
 
-    record = {"config": spec.to_dict(), "status": f"crash: {reason}"[:400], "warnings": []}
-    derive_figures(spec, record)
-    record["env"] = collect_environment(spec.device, query_gpu=False)  # the parent leaves the GPU to its children
-    return record
+    env = collect_environment(spec.device, query_gpu=False)  # the parent leaves the GPU to its children
+    record = new_record(spec, status=f"crash: {reason}"[:400])
+    return with_fields(record, {**derive_figures(spec, record, env["gpu_name"]), "env": env})
 
 
 LAUNCH_TIMEOUT_S = 3600  # one configuration's whole process group, start to end

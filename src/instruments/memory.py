@@ -18,7 +18,6 @@ import time
 import torch
 
 from src.model.flops import estimate_memory
-from src.instruments.artifact_names import artifact_name
 from src.instruments.memory_timeline import MemoryTimeline, build_timeline
 from src.instruments.phase_boundaries import AFTER_OPTIMIZER, BACKWARD, BETWEEN_STEPS, FORWARD, OPTIMIZER, phase_boundaries
 from src.spec import RunSpec
@@ -42,8 +41,8 @@ def snapshot_prefix(path: str) -> str:
 class MemorySnapshot:
     def __init__(self, spec: RunSpec):
         self.spec = spec
-        self.steps = min(spec.profile_steps or spec.benchmark_steps, spec.benchmark_steps)
-        prefix = f"{snapshot_prefix(spec.memory_snapshot)}-{artifact_name(spec)}"
+        self.steps = spec.profiled_steps
+        prefix = f"{snapshot_prefix(spec.memory_snapshot)}-{spec.artifact_name}"
         self.pickle_path, self.png_path = prefix + ".pickle", prefix + ".png"
         self.steps_done = 0
         self.timeline: MemoryTimeline | None = None
@@ -60,8 +59,7 @@ class MemorySnapshot:
         after_forward = BETWEEN_STEPS if self.spec.mode == "forward" else BACKWARD
         # Under torch.compile (--compile, --recipe) module hooks added after compiling would be traced into, or
         # guard, the compiled graph: only the optimizer's and the steps' boundaries are marked then.
-        compiled = self.spec.compile or bool(self.spec.recipe)
-        self._hooks = phase_boundaries(self._mark, after_forward=after_forward, modules=not compiled)
+        self._hooks = phase_boundaries(self._mark, after_forward=after_forward, modules=not self.spec.compiled)
         self._hooks.__enter__()
         return self
 
@@ -104,24 +102,28 @@ class MemorySnapshot:
                                        MAX_ENTRIES)
         plot_timeline(self.timeline, self.png_path, f"allocated memory, measured steps: {self.spec.label}")
 
-    def report(self, record: dict) -> None:
+    def report(self, status: str, phase_times: dict[str, list[float]], peak_memory_bytes: int | None) -> dict:
+        """The record's `memory_summary` and warnings; {} when the run failed before its measured steps."""
         if self.timeline is None:
             print(f"memory snapshot: none written for {self.spec.label} (the run failed before its measured "
                   "steps)", file=sys.stderr)
-            return
-        text = memory_report(self.spec, self.timeline, record, self.pickle_path, self.png_path)
+            return {}
+        text = memory_report(self.spec, self.timeline, peak_memory_bytes, self.pickle_path, self.png_path)
         print(text, file=sys.stderr)
-        record["memory_summary"] = {
+        fields = {"warnings": []}
+        fields["memory_summary"] = {
             "snapshot": self.pickle_path, "plot": self.png_path, "peak_bytes": self.timeline.peak,
             "peak_by_phase_bytes": self.timeline.peak_by_phase, "oom": self.timeline.oom,
             "largest": [a.__dict__ for a in self.timeline.largest],
         }
         if self.timeline.truncated:
-            record.setdefault("warnings", []).append(
-                f"memory snapshot: more than {MAX_ENTRIES} allocator events; the earliest were dropped")
+            fields["warnings"].append(f"memory snapshot: more than {MAX_ENTRIES} allocator events; the earliest "
+                                      "were dropped")
+        return fields
 
 
-def memory_report(spec: RunSpec, timeline: MemoryTimeline, record: dict, pickle_path: str, png_path: str) -> str:
+def memory_report(spec: RunSpec, timeline: MemoryTimeline, peak_memory_bytes: int | None, pickle_path: str,
+                  png_path: str) -> str:
     estimate = estimate_memory(spec.model_config(), spec.batch_size, spec.context_length, spec.mode,
                                spec.precision)
     lines = [f"### Memory: {spec.label}", "",
@@ -135,8 +137,8 @@ def memory_report(spec: RunSpec, timeline: MemoryTimeline, record: dict, pickle_
         if phase in timeline.peak_by_phase:
             lines.append(f"| {phase} | {timeline.peak_by_phase[phase] / GB:.3f} |")
     lines.append(f"| **measured steps** | **{timeline.peak / GB:.3f}** |")
-    if record.get("peak_memory_bytes") is not None:
-        lines.append(f"| whole run (torch.cuda.max_memory_allocated) | {record['peak_memory_bytes'] / GB:.3f} |")
+    if peak_memory_bytes is not None:
+        lines.append(f"| whole run (torch.cuda.max_memory_allocated) | {peak_memory_bytes / GB:.3f} |")
     lines += ["", f"| analytic ({spec.precision}, {spec.mode}) | GB |", "|---|---:|"]
     for name, value in estimate.__dict__.items():
         lines.append(f"| {name.replace('_', ' ')} | {value / GB:.3f} |")

@@ -141,6 +141,8 @@ def overlap_from_trace(trace: dict) -> Overlap:
 def summarise_ranks(per_rank: list[Overlap], steps: int) -> dict:
     """The record's fields: each figure per profiled step, averaged over ranks (a mean keeps compute + exposed
     and overlapped + exposed = communication true of the averages), beside the per-rank lists and HTA's ratio."""
+    if not per_rank or steps < 1:
+        raise ValueError(f"need at least one rank's trace and one step, got {len(per_rank)} and {steps}")
     fields = {name: statistics.fmean(getattr(o, name) for o in per_rank) / steps for name in FIELDS}
     comm = fields["comm_time_s"]
     return {

@@ -80,7 +80,7 @@ def _affordable(spec: RunSpec, notes: list) -> RunSpec:
         notes.append(f"{spec.size} has {parameters / 1e6:.0f}M parameters: explained on its shape with 2 "
                      f"layers instead of {spec.num_layers} (dtypes do not depend on depth)")
         changes["num_layers"] = 2
-    if spec.compile or spec.recipe:
+    if spec.compiled:
         notes.append("run eagerly, without torch.compile or the recipe's fused kernels: the tensors keep these "
                      "dtypes, though fused kernels may compute in float32 inside")
         changes.update(compile=False, recipe="")

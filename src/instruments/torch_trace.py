@@ -18,7 +18,6 @@ import sys
 
 import torch
 
-from src.instruments.artifact_names import artifact_name
 from src.instruments.module_ranges import module_ranges
 from src.spec import RunSpec
 from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace, summarise_trace
@@ -27,8 +26,8 @@ from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace,
 class TorchTrace:
     def __init__(self, spec: RunSpec):
         self.spec = spec
-        self.steps = min(spec.profile_steps or spec.benchmark_steps, spec.benchmark_steps)
-        name = artifact_name(spec)
+        self.steps = spec.profiled_steps
+        name = spec.artifact_name
         self.trace_path = os.path.join(spec.trace, name + ".json.gz")  # export_chrome_trace gzips a .gz name
         self.table_path = os.path.join(spec.trace, name + ".md")
         self.steps_done = 0
@@ -46,8 +45,7 @@ class TorchTrace:
         self._profiler = torch.profiler.profile(activities=activities)
         self._profiler.start()
         # Module hooks added after torch.compile (--compile, --recipe) would be traced into, or guard, the graph.
-        compiled = self.spec.compile or bool(self.spec.recipe)
-        self._module_ranges = contextlib.nullcontext() if compiled else module_ranges()
+        self._module_ranges = contextlib.nullcontext() if self.spec.compiled else module_ranges()
         self._module_ranges.__enter__()
         self._open_step()
         return self
@@ -91,20 +89,21 @@ class TorchTrace:
         profiler.export_chrome_trace(self.trace_path)
         self.exported = True
 
-    def report(self, record: dict) -> None:
+    def report(self, status: str, phase_times: dict[str, list[float]], peak_memory_bytes: int | None) -> dict:
+        """The record's `trace_summary` and warnings, once the run's phase times are known; {} without a trace."""
         if not self.exported:
             print(f"trace: none written for {self.spec.label} (the run failed before its measured steps)",
                   file=sys.stderr)
-            return
+            return {}
         n = self.steps_done
-        measured = {phase: sum((record.get(f"time_{phase}") or [])[:n]) for phase in PHASES}
+        measured = {phase: sum(phase_times.get(phase, [])[:n]) for phase in PHASES}
         summary = summarise_trace(load_trace(self.trace_path), self.spec.device, measured, n)
         text = summary.markdown(f"Where the time went: {self.spec.label}")
         text += f"\ntrace: {self.trace_path} (open at https://ui.perfetto.dev or chrome://tracing)\n"
-        if record.get("status") != "ok":
-            text += f"the run ended with status {record.get('status')!r}; the trace holds the steps before it\n"
+        if status != "ok":
+            text += f"the run ended with status {status!r}; the trace holds the steps before it\n"
         with open(self.table_path, "w") as f:
             f.write(text)
         print(text, file=sys.stderr)
-        record["trace_summary"] = {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path}
-        record.setdefault("warnings", []).extend(f"trace: {note}" for note in summary.warnings())
+        return {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path},
+                "warnings": [f"trace: {note}" for note in summary.warnings()]}

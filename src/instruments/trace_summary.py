@@ -27,8 +27,7 @@ from src.instruments.module_ranges import MODULE_RANGE_PREFIX
 from src.instruments.op_categories import (ATTENTION, CATEGORIES, ELEMENTWISE, NORMALISATION, OPTIMIZER, OTHER,
                                          enclosing_category, is_attention_module, is_norm_module, kernel_category,
                                          op_category)
-
-PHASES = ("forward", "backward", "optimizer")
+from src.spec import PHASES
 STEP_RANGE_PREFIX = "measured step "
 HOST_EVENTS = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_driver")
 DEVICE_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")

@@ -1,5 +1,7 @@
 """Attention implementations: the naive reference, PyTorch's SDPA, and our FlashAttention-2 (tiled PyTorch and Triton)."""
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -12,13 +14,28 @@ from src.kernels.reference import attention_reference, naive_attention
 # made inside the compiled region so that it is part of the traced graph: a context around a compiled call is
 # read only while tracing, and a graph cached from a run without it was reused (AOTAutogradCache ignores it).
 COMPILED_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+_compiled_sdpa = {"backends": COMPILED_SDPA_BACKENDS}  # what compiled_sdpa_backends() set, read while tracing
+
+
+@contextlib.contextmanager
+def compiled_sdpa_backends(backends: tuple[str, ...] | None):
+    """Within the block, compiled code traced from here may use these SDPA kernels (None: torch's own choice,
+    cuDNN's included). The numerics check uses it to show what cuDNN's attention does to a compiled step; a graph
+    compiled earlier keeps the choice it was traced with (torch._dynamo.reset() to trace afresh)."""
+    previous = _compiled_sdpa["backends"]
+    _compiled_sdpa["backends"] = backends
+    try:
+        yield
+    finally:
+        _compiled_sdpa["backends"] = previous
 
 
 def _sdpa(q, k, v, is_causal=False):
-    if COMPILED_SDPA_BACKENDS and q.is_cuda and torch.compiler.is_compiling():
+    backends = _compiled_sdpa["backends"]
+    if backends and q.is_cuda and torch.compiler.is_compiling():
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        with sdpa_kernel([getattr(SDPBackend, name) for name in COMPILED_SDPA_BACKENDS]):
+        with sdpa_kernel([getattr(SDPBackend, name) for name in backends]):
             return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
@@ -63,5 +80,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["attention_reference", "naive_attention", "get_attention", "flash_attention",
+__all__ = ["attention_reference", "naive_attention", "get_attention", "flash_attention", "compiled_sdpa_backends",
            "FlashAttentionPytorch", "FlashAttentionTriton"]

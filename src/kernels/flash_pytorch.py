@@ -99,5 +99,3 @@ class FlashAttentionPytorch(torch.autograd.Function):
         dQ, dK, dV = flash_backward(Q, K, V, O, L, dO, ctx.is_causal)
         return dQ, dK, dV, None
 
-
-flash_attention_pytorch = FlashAttentionPytorch.apply

@@ -35,12 +35,6 @@ class ModelConfig:
     def with_(self, **changes) -> "ModelConfig":
         return replace(self, **changes)
 
-    @classmethod
-    def from_name(cls, name: str, **overrides) -> "ModelConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown size {name!r}; choose from {', '.join(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
-
 
 # The five sizes of the original benchmark (CS336 assignment 2), plus a tiny one for tests.
 PRESETS: dict[str, ModelConfig] = {

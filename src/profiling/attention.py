@@ -15,19 +15,17 @@ An out-of-memory configuration becomes a row with status "oom" and the sweep goe
 import argparse
 import gc
 import itertools
-import statistics
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 
-from src.kernels.reference import naive_attention
+from src.kernels import get_attention
 from src.kernels.triton_interpreter import interpreted
 from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float,
                                positive_int, resolve_device)
 from src.harness.environment import collect_environment
 from src.harness.results import append_record, check_writable
+from src.harness.timing import bench_ms
 
 IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -122,46 +120,20 @@ def forward_flops(c: dict) -> float:
 
 
 def _attention_fn(impl: str):
-    if impl == "naive":
-        return naive_attention
-    if impl == "sdpa":
-        return lambda q, k, v, is_causal: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
-    if impl == "flash_pytorch":
-        from src.kernels.flash_pytorch import FlashAttentionPytorch
-
-        return FlashAttentionPytorch.apply
-    from src.kernels import flash_triton
-
-    if impl == "flash":
-        return flash_triton.FlashAttentionTriton.apply
+    """The kernels' registry's function (what the model runs with --attention); flash_compiled compiles flash."""
+    if impl != "flash_compiled":
+        return get_attention(impl)
     torch._dynamo.reset()  # each configuration compiles on its own: no recompile limit, no shared guards
-    return torch.compile(flash_triton.FlashAttentionTriton.apply)
-
-
-def _time_ms(fn, device: str, warmup_ms: float, rep_ms: float) -> tuple[float, float, float]:
-    """(median, 20th, 80th percentile) in ms."""
-    if device == "cuda":
-        import triton.testing
-
-        median, p20, p80 = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
-        return median, p20, p80
-    fn()  # CPU: warm once, then repeat for rep_ms of wall time (at least 3 runs)
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start) * 1e3 < rep_ms:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    cuts = statistics.quantiles(times, n=10, method="inclusive")
-    return statistics.median(times), cuts[1], cuts[7]
+    return torch.compile(get_attention("flash"))
 
 
 def _tiles(c: dict) -> str:
-    """The tiles the Triton autotuner chose, for eager flash rows (under torch.compile inductor runs its own copy)."""
+    """The tiles the Triton kernels ran with, for flash rows (a table lookup: the same eager and compiled)."""
     if c["implementation"] != "flash":
         return ""
     from src.kernels import flash_triton
 
-    return flash_triton.chosen_tiles(DTYPES[c["dtype"]], c["seq_len"], c["head_dim"], c["causal"])
+    return flash_triton.chosen_tiles(DTYPES[c["dtype"]], c["seq_len"], c["head_dim"])
 
 
 def measure(c: dict, device: str) -> dict:
@@ -191,11 +163,11 @@ def measure(c: dict, device: str) -> dict:
         torch.cuda.synchronize()
         result["memory_before_backward_mib"] = torch.cuda.memory_allocated() / 2**20
         result["saved_for_backward_mib"] = (torch.cuda.memory_allocated() - before) / 2**20
-    result["forward_ms"], result["forward_ms_p20"], result["forward_ms_p80"] = _time_ms(forward, device, warm, rep)
-    result["backward_ms"], result["backward_ms_p20"], result["backward_ms_p80"] = _time_ms(
+    result["forward_ms"], result["forward_ms_p20"], result["forward_ms_p80"] = bench_ms(forward, device, warm, rep)
+    result["backward_ms"], result["backward_ms_p20"], result["backward_ms_p80"] = bench_ms(
         lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True), device, warm, rep)
     del out
-    result["forward_backward_ms"], result["forward_backward_ms_p20"], result["forward_backward_ms_p80"] = _time_ms(
+    result["forward_backward_ms"], result["forward_backward_ms_p20"], result["forward_backward_ms_p80"] = bench_ms(
         forward_backward, device, warm, rep)
     flops = forward_flops(c)
     result["forward_tflops"] = flops / result["forward_ms"] / 1e9
@@ -207,20 +179,15 @@ def measure(c: dict, device: str) -> dict:
 
 def measure_standard_case(c: dict) -> dict:
     """The CS336 leaderboard's timing: o = flash(q, k, v, True); o.sum().backward(); gradients accumulate."""
-    import triton.testing
-
-    from src.kernels import flash_triton
-
     shape = (c["batch_size"], c["seq_len"], c["head_dim"])  # one head: (batch, seq, d)
     q, k, v = (torch.randn(shape, device="cuda", dtype=DTYPES[c["dtype"]], requires_grad=True) for _ in range(3))
-    flash = torch.compile(flash_triton.FlashAttentionTriton.apply)
+    flash = torch.compile(get_attention("flash"))
 
     def flash_forward_backward():
         o = flash(q, k, v, True)
         o.sum().backward()
 
-    median, p20, p80 = triton.testing.do_bench(flash_forward_backward, rep=c["rep_ms"], warmup=c["warmup_ms"],
-                                               quantiles=[0.5, 0.2, 0.8])
+    median, p20, p80 = bench_ms(flash_forward_backward, "cuda", c["warmup_ms"], c["rep_ms"])
     tflops = 3.5 * forward_flops(c) / median / 1e9
     return {"forward_backward_ms": median, "forward_backward_ms_p20": p20, "forward_backward_ms_p80": p80,
             "forward_backward_tflops": tflops}

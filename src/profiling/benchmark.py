@@ -17,17 +17,15 @@ import os
 import signal
 import sys
 
-import torch
-
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
 from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
                                positive_float, positive_int, resolve_device)
+from src.harness.environment import gpu_supports_bf16, visible_gpu_count
 from src.harness.results import append_record, check_writable
-from src.spec import BACKENDS, DIST_BACKENDS, MODES, PARALLEL, PRECISIONS, RECIPES, RunSpec
+from src.spec import BACKENDS, DIST_BACKENDS, MODES, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
 from src.harness.sweep import run_sweep
 from src.reports.table import format_table, progress_line
-from src.harness.timing import TIMERS
 
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
@@ -52,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", nargs="+", choices=MODES, default=["forward_backward"],
                      help="train adds AdamW's step, timed as a third phase")
     run.add_argument("--precision", nargs="+", choices=PRECISIONS, help="bf16/fp16 via torch.autocast (default fp32)")
-    run.add_argument("--mixed_precision", dest="precision", action="store_const", const=["bf16"],
-                     help="the original's flag: same as --precision bf16")
+    run.add_argument("--mixed_precision", action="store_true", help="the original's flag: same as --precision bf16")
     run.add_argument("--attention", nargs="+", choices=ATTENTION_IMPLEMENTATIONS,
                      help="naive (default) is the original model's softmax(QK^T)V")
     run.add_argument("--compile", action="store_true",
@@ -79,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
     how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
     prof = p.add_argument_group("profiling")
-    prof.add_argument("--nvtx", choices=("on", "off"), default="on", help="NVTX ranges for Nsight Systems (CUDA only)")
+    prof.add_argument("--nvtx", choices=("on", "off"), help="NVTX ranges for Nsight Systems (default on; CUDA only)")
     prof.add_argument("--profile_steps", type=positive_int,
                       help="only the first N measured steps inside cudaProfilerStart/Stop and the other profilers")
     prof.add_argument("--trace", metavar="DIR", help="torch.profiler trace per configuration into DIR, and a time breakdown")
@@ -91,12 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
-    """Turn parsed options into the sweep, or raise UsageError naming the problem. Starts no work."""
+    """Turn parsed options into the sweep, or raise UsageError naming the problem. Starts no work.
+
+    RunSpec validates each configuration; what is checked here needs the command line as a whole or the live
+    machine, asked without creating a CUDA context (the parent leaves the GPU to its children).
+    """
     notes = []
     device = resolve_device(args.device)
     custom = [args.d_model, args.d_ff, args.num_layers, args.num_heads]
     if any(v is not None for v in custom) and not all(v is not None for v in custom):
         raise UsageError("a custom size needs all four of --d_model --d_ff --num_layers --num_heads")
+    if args.mixed_precision and args.precision and args.precision != ["bf16"]:
+        raise UsageError(f"--mixed_precision is --precision bf16; it contradicts --precision {' '.join(args.precision)}")
+    if args.explain_precision and args.output:
+        raise UsageError("--explain_precision prints the dtypes and exits without measuring; --output would stay "
+                         "empty (redirect stdout to keep the explanation)")
     sizes = list(args.sizes or [])
     benchmark_steps = args.benchmark_steps
     if not sizes and custom[0] is None:
@@ -116,71 +122,56 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                                                  num_layers=args.num_layers, num_heads=args.num_heads)))
         except ValueError as error:
             raise UsageError(str(error)) from None
-    precisions, attentions = args.precision or ["fp32"], args.attention or ["naive"]
-    if args.recipe == "fast":
-        if args.precision and args.precision != ["bf16"]:
-            raise UsageError("--recipe fast trains in bf16 autocast with fp32 master weights; drop --precision")
-        precisions, attentions = ["bf16"], args.attention or [FAST_ATTENTION]
-    if args.backend == "hf_llama":
-        if importlib.util.find_spec("transformers") is None:
-            raise UsageError("--backend hf_llama needs the transformers package (pip install transformers)")
-        if args.attention and args.attention != ["sdpa"]:
-            raise UsageError("--backend hf_llama always uses SDPA attention; drop --attention")
-        attentions = ["sdpa"]
+    precisions = args.precision or (["bf16"] if args.mixed_precision or args.recipe == "fast" else ["fp32"])
+    attentions = args.attention or [FAST_ATTENTION if args.recipe == "fast" or args.backend == "hf_llama" else "naive"]
+    if args.recipe == "fast" and device != "cuda":
+        notes.append("--recipe fast on CPU: bf16 autocast, fused attention and torch.compile apply; fused AdamW, "
+                     "bf16 weights and CUDA graphs are CUDA-only" + ("" if "train" in args.mode else
+                                                                      "; no optimizer step unless --mode train"))
+    if args.nvtx == "on" and device != "cuda":
+        notes.append("--nvtx on: NVTX ranges are for Nsight Systems on CUDA; nothing is annotated on CPU")
+    if args.backend == "hf_llama" and importlib.util.find_spec("transformers") is None:
+        raise UsageError("--backend hf_llama needs the transformers package (pip install transformers)")
+    if "bf16" in precisions and device == "cuda" and gpu_supports_bf16() is False:
+        raise UsageError("--precision bf16: this GPU (compute capability below 8.0) does not support bfloat16")
     timer = args.timer or ("events" if device == "cuda" else "sync")
-    if timer == "events" and device != "cuda":
-        raise UsageError("--timer events needs a CUDA device; use --timer sync")
-    for precision in precisions:
-        if precision == "fp16" and device != "cuda":
-            raise UsageError("--precision fp16 needs a CUDA device (bf16 autocast works on CPU)")
-        if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UsageError(f"--precision bf16: {torch.cuda.get_device_name()} does not support bfloat16")
-    for attention in attentions:
-        if attention == "flash" and device != "cuda":
-            raise UsageError("--attention flash is the Triton kernel and needs CUDA; use flash_pytorch on CPU")
-    if args.output:
-        try:
-            check_writable(args.output)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    if args.memory_snapshot and device != "cuda":
-        raise UsageError("--memory_snapshot records the CUDA caching allocator and needs a CUDA device")
-    for path, what in ((args.trace, "--trace"), (args.memory_snapshot, "--memory_snapshot")):
-        if path:
-            try:
-                check_writable(os.path.join(path, "probe") if what == "--trace" and os.path.isdir(path) else path)
-            except ValueError as error:
-                raise UsageError(f"{what}: {error}") from None
     isolate = args.isolate if args.isolate != "auto" else ("process" if device == "cuda" else "none")
     nproc, dist_backend = _resolve_processes(args, device)
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
     # the bucket size is an axis only for the strategies that bucket
     parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
-    for warmup, steps, mode, precision, attention, batch, context, (name, model), (strategy, bucket_mb) in \
+    for warmup, steps, mode, precision, attention, batch, context, (strategy, bucket_mb), (name, model) in \
             itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
-                              args.batch_size, args.context_length, models, parallel):
-        specs.append(_spec(
-            parallel=strategy, nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb,
-            dist_backend=dist_backend,
-            size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
-            num_layers=model.num_layers, vocab_size=args.vocab_size, context_length=context, batch_size=batch,
-            warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
-            compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device, seed=args.seed, isolate=isolate,
-            nvtx=args.nvtx == "on" and device == "cuda", peak_tflops=args.peak_tflops,
-            profile_steps=args.profile_steps or 0, trace=args.trace or "", memory_snapshot=args.memory_snapshot or "",
-        ))
+                              args.batch_size, args.context_length, parallel, models):
+        try:
+            specs.append(RunSpec(
+                size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
+                num_layers=model.num_layers, vocab_size=args.vocab_size, context_length=context, batch_size=batch,
+                warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
+                compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device,
+                seed=args.seed, isolate=isolate, nvtx=args.nvtx != "off" and device == "cuda",
+                peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
+                memory_snapshot=args.memory_snapshot or "", parallel=strategy,
+                nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
+            ))
+        except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
+            raise UsageError(f"--{error}") from None
+    if args.output:
+        try:
+            check_writable(args.output)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    for path, what in ((args.trace, "--trace"), (args.memory_snapshot, "--memory_snapshot")):
+        if path:
+            try:
+                check_writable(os.path.join(path, "probe") if what == "--trace" and os.path.isdir(path) else path)
+            except ValueError as error:
+                raise UsageError(f"{what}: {error}") from None
     return specs, notes
 
 
 BUCKETING = ("ddp_bucketed", "torch_ddp", "torch_zero1")
-
-
-def _spec(**fields) -> RunSpec:
-    try:
-        return RunSpec(**fields)
-    except ValueError as error:
-        raise UsageError(str(error).replace("parallel ", "--parallel ", 1)) from None
 
 
 def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]:
@@ -194,8 +185,9 @@ def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]
     nproc = args.nproc_per_node or 1
     if nproc > 1 and args.parallel == ["none"]:
         raise UsageError(f"--nproc_per_node {nproc} needs --parallel (a strategy); none runs one process")
-    if device == "cuda" and nproc > torch.cuda.device_count():
-        raise UsageError(f"--nproc_per_node {nproc} is more than the {torch.cuda.device_count()} GPU(s) present")
+    gpus = visible_gpu_count() if device == "cuda" else None  # nvidia-smi: the parent leaves CUDA to its children
+    if gpus is not None and nproc > gpus:
+        raise UsageError(f"--nproc_per_node {nproc} is more than the {gpus} GPU(s) present")
     return nproc, args.dist_backend or ""
 
 
@@ -210,7 +202,9 @@ def _join_users_torchrun(specs: list[RunSpec]) -> bool:
     from src.harness.launch import init_distributed
 
     rank, _, local_rank = init_distributed(specs[0].distributed_backend, COLLECTIVE_TIMEOUT_S)
-    if specs[0].device == "cuda":
+    if specs[0].device == "cuda":  # also under gloo: each rank's tensors on its own GPU
+        import torch
+
         torch.cuda.set_device(local_rank)
     return rank == 0
 

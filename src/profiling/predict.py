@@ -24,7 +24,7 @@ from src.harness.results import append_record, check_writable, read_records
 from src.reports.predict import Workload, compute_from_flops, compute_from_record, predict_scaling, single_gpu_record
 from src.reports.predict_plots import plot_scaling
 from src.reports.predict_report import (
-    check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, prediction_record,
+    backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, prediction_record,
 )
 
 DEFAULT_WORLD_SIZES = [2**k for k in range(11)]  # 1 .. 1024
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("measurements and outputs")
     src.add_argument("--results", help="benchmark results file: compute time from its single-GPU row of the same configuration")
     src.add_argument("--collectives", help="collectives results file: measured bus bandwidth instead of the link model")
+    src.add_argument("--collectives_backend", choices=("nccl", "gloo"), default="nccl",
+                     help="which backend's rows of --collectives to use")
     src.add_argument("--check", metavar="RESULTS", help="compare predictions with the measured rows of RESULTS and stop")
     src.add_argument("--output", help="append one row per prediction: CSV, or JSON lines for .jsonl")
     src.add_argument("--plot", help="PNG of scaling efficiency and memory per rank against world size")
@@ -130,9 +132,14 @@ def resolve(args: argparse.Namespace) -> dict:
         raise UsageError("--nics_per_node describes the network: pass --inter_link too")
     if LINKS[args.link].kind == "net":
         raise UsageError(f"--link {args.link} is a network; inside a node use one of nvlink3/4/5, pcie4/5")
-    measured = measured_busbw(_read(args.collectives, "--collectives")) if args.collectives else {}
-    if args.collectives and not measured:
-        raise UsageError(f"--collectives {args.collectives}: no ok rows with op, world_size, size_bytes, busbw_gbps")
+    measured = {}
+    if args.collectives:
+        rows = _read(args.collectives, "--collectives")
+        measured = measured_busbw(rows, args.collectives_backend)
+        if not measured:
+            others = [b for b in backends_in(rows) if b != args.collectives_backend]
+            raise UsageError(f"--collectives {args.collectives}: no ok {args.collectives_backend} rows with op, world_size, "
+                             f"size_bytes, busbw_gbps" + (f" (it has {', '.join(others)}: pass --collectives_backend)" if others else ""))
     network = Network(LINKS[args.link], inter, args.gpus_per_node,
                       args.nics_per_node, measured)
     if not args.check and inter is None and max(args.world_sizes) > args.gpus_per_node:

@@ -15,6 +15,7 @@ stderr and exit with status 2 before anything is written.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -54,25 +55,26 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         loaded = [load(path) for path in args.results]
         if len(loaded) == 2:  # A/B compares training steps; collective rows have their own report
-            loaded = [([r for r in records if not distributed.is_collective(r)], warnings) for records, warnings in loaded]
-            for path, (records, _) in zip(args.results, loaded):
-                if not records:
+            loaded = [dataclasses.replace(sweep, records=[r for r in sweep.records if not distributed.is_collective(r)])
+                      for sweep in loaded]
+            for path, sweep in zip(args.results, loaded):
+                if not sweep.records:
                     raise InputError(f"{path} has only collectives rows; the A/B comparison is of benchmark rows")
         out = output_dir(args)
         check_output_dir(out)
         ignored = tuple(dict.fromkeys(compare.IGNORED_FIELDS + tuple(args.ignore)))
-        if len(loaded) == 2 and not compare.match(loaded[0][0], loaded[1][0], ignored)[0]:
+        if len(loaded) == 2 and not compare.match(loaded[0].records, loaded[1].records, ignored)[0]:
             raise InputError(f"{args.results[0]} and {args.results[1]} have "
-                             + why_nothing_in_common(loaded[0][0], loaded[1][0], ignored))
+                             + why_nothing_in_common(loaded[0].records, loaded[1].records, ignored))
     except InputError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2
     os.makedirs(out, exist_ok=True)
     if len(loaded) == 1:
-        text = sweep_report(args.results[0], *loaded[0], out, args.link_peak_gbps)
+        text = sweep_report(args.results[0], loaded[0].records, loaded[0].warnings, out, args.link_peak_gbps)
     else:
-        warnings = loaded[0][1] + loaded[1][1]
-        text = comparison_report(args.results, loaded[0][0], loaded[1][0], ignored, args.min_effect, out)
+        warnings = loaded[0].warnings + loaded[1].warnings
+        text = comparison_report(args.results, loaded[0], loaded[1], ignored, args.min_effect, out)
         if warnings:
             text += "\n## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
     with open(os.path.join(out, "report.md"), "w") as f:

@@ -12,10 +12,11 @@ import math
 import matplotlib
 import numpy as np
 
+from src.harness.record import PHASES as STEP_PHASES, measured_step_times, phase_field
 from src.reports.compare import FASTER, SLOWER, RatioEstimate
 from src.reports.labels import (config_label, distinct, field_label, find, is_ok, short_status, size_order,
                                 subtitle, varying_fields)
-from src.reports.steady_state import measured_step_times, steady_band, step_curve, steady_start
+from src.reports.steady_state import steady_band, step_curve, steady_start
 
 matplotlib.use("Agg")  # the report runs on headless machines; choose the backend before pyplot loads
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,7 +25,7 @@ from matplotlib.patches import Patch  # noqa: E402
 DPI = 100
 WIDTH_IN = 12.0
 GIB = 2**30
-PHASES = (("time_forward", "forward"), ("time_backward", "backward"), ("time_optimizer", "optimizer"))
+PHASES = tuple((phase_field(p), p) for p in STEP_PHASES)  # (record field, legend name)
 PHASE_COLORS = ("#4C72B0", "#DD8452", "#55A868")
 PHASE_HATCHES = ("", "//", "..")
 SERIES_COLORS = plt.get_cmap("tab10").colors

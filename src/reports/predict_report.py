@@ -2,6 +2,7 @@
 collectives results file, and the check of predictions against measured rows."""
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import pandas as pd
@@ -67,18 +68,28 @@ def prediction_record(p: Prediction, workload: Workload, network: Network, compu
     }
 
 
-def measured_busbw(records: list[dict]) -> dict[tuple[str, int], list[tuple[int, float]]]:
-    """{(op, world_size): [(size_bytes, busbw GB/s), ...]} from collectives rows (fields at the top or in config);
-    rows whose status is not ok are skipped."""
-    found: dict[tuple[str, int], list[tuple[int, float]]] = {}
+def measured_busbw(records: list[dict], backend: str | None = None) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    """{(op, world_size): [(size_bytes, busbw GB/s), ...]} from collectives rows (fields at the top or in config),
+    of one torch.distributed backend when `backend` is given; rows whose status is not ok are skipped. Several
+    rows of one size (dtypes, repeated runs) become their median, so each size is one point."""
+    samples: dict[tuple[str, int, int], list[float]] = {}
     for r in records:
         if r.get("status", "ok") != "ok":
             continue
         row = {**r.get("config", {}), **{k: v for k, v in r.items() if k != "config"}}
         if any(row.get(k) in (None, "") for k in COLLECTIVE_FIELDS):
             continue
-        found.setdefault((row["op"], int(row["world_size"])), []).append((int(row["size_bytes"]), float(row["busbw_gbps"])))
+        if backend and row.get("dist_backend", backend) != backend:
+            continue
+        samples.setdefault((row["op"], int(row["world_size"]), int(row["size_bytes"])), []).append(float(row["busbw_gbps"]))
+    found: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for (op, n, size), values in sorted(samples.items()):
+        found.setdefault((op, n), []).append((size, float(statistics.median(values))))
     return found
+
+
+def backends_in(records: list[dict]) -> list[str]:
+    return sorted({(r.get("config") or {}).get("dist_backend") or r.get("dist_backend") or "" for r in records} - {""})
 
 
 # ----------------------------------------------------------------------------------------------------------------

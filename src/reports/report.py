@@ -4,17 +4,17 @@ The command is `python -m src.profiling.report` (src/profiling/report.py); this 
 """
 
 
-import argparse
 import csv
 import os
-import sys
+from dataclasses import dataclass
 
 import numpy as np
 from tabulate import tabulate
 
 from src.reports import compare, distributed, labels, plots
 from src.harness.results import CONFIG_FIELDS, read_records
-from src.reports.steady_state import measured_step_times, step_curve, steady_start
+from src.harness.record import measured_step_times
+from src.reports.steady_state import step_curve, steady_start
 
 SWEEP_PLOTS = (("phase_times.png", plots.plot_phase_times), ("throughput.png", plots.plot_throughput),
                ("memory.png", plots.plot_memory), ("warmup.png", plots.plot_warmup))
@@ -26,8 +26,20 @@ class InputError(Exception):
 
 # ---- reading -------------------------------------------------------------------------------------------------
 
-def load(path: str) -> tuple[list[dict], list[str]]:
-    """Records of one results file, one per configuration (a rerun replaces the earlier row), and warnings."""
+@dataclass
+class Sweep:
+    """One results file as the report reads it: a record per configuration (a rerun replaces the earlier row),
+    the measured step times of every ok run of each (what an A/B comparison resamples), and warnings."""
+    records: list[dict]
+    warnings: list[str]
+    runs: dict[tuple, list[np.ndarray]]  # compare.config_key(record, ignored=()) -> one array per ok run
+
+    def runs_of(self, record: dict) -> list[np.ndarray]:
+        return self.runs.get(compare.config_key(record, ignored=())) or [measured_step_times(record)]
+
+
+def load(path: str) -> Sweep:
+    """The records of one results file, one per configuration, with every ok run of each kept apart."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -43,14 +55,15 @@ def load(path: str) -> tuple[list[dict], list[str]]:
     if not all(isinstance(r, dict) and (r.get("config") or {}).get("size") for r in records):
         raise InputError(f"{path} does not look like a results file: some rows have no config size")
     unique = list(compare.latest_by_config(records, ignored=()).values())
+    runs = {}
     if len(unique) < len(records):
         warnings.append(f"{path}: {len(records) - len(unique)} rows repeat a configuration; the last ok one is "
                         "shown, and an A/B comparison uses every ok run of it (runs resampled, then steps)")
         for record in unique:
             key = compare.config_key(record, ignored=())
-            record["_runs"] = [measured_step_times(r) for r in records
-                               if compare.config_key(r, ignored=()) == key and labels.is_ok(r)]
-    return unique + distributed.latest_collectives(collectives), warnings  # those keyed by operation and size
+            runs[key] = [measured_step_times(r) for r in records
+                         if compare.config_key(r, ignored=()) == key and labels.is_ok(r)]
+    return Sweep(unique + distributed.latest_collectives(collectives), warnings, runs)  # collectives keyed by op and size
 
 
 def output_dir(args) -> str:
@@ -187,8 +200,9 @@ def why_nothing_in_common(records_a: list[dict], records_b: list[dict], ignored:
     return f"no configuration in common{reason}; --ignore FIELD matches configurations across a field"
 
 
-def comparison_report(paths: list[str], records_a: list[dict], records_b: list[dict], ignored: tuple[str, ...],
+def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored: tuple[str, ...],
                       min_effect: float, out: str) -> str:
+    records_a, records_b = sweep_a.records, sweep_b.records
     pairs, only_a, only_b = compare.match(records_a, records_b, ignored)
     fields = ["size"] + [f for f in labels.varying_fields([a for _, a, _ in pairs] + [b for _, _, b in pairs])
                          if f not in ignored]
@@ -216,16 +230,15 @@ def comparison_report(paths: list[str], records_a: list[dict], records_b: list[d
         if not (labels.is_ok(a) and labels.is_ok(b)):
             skipped.append(f"- {label}: A {a.get('status') or 'no status'}, B {b.get('status') or 'no status'}")
             continue
-        steps_a, steps_b = measured_step_times(a), measured_step_times(b)
+        runs_a, runs_b = sweep_a.runs_of(a), sweep_b.runs_of(b)
         try:
-            est = compare.compare_samples(a.get("_runs") or steps_a, b.get("_runs") or steps_b, min_effect)
+            est = compare.compare_samples(runs_a, runs_b, min_effect)
         except ValueError as e:
             skipped.append(f"- {label}: {e}")
             continue
         counts[est.verdict] = counts.get(est.verdict, 0) + 1
         plotted.append((label, est))
-        pooled_a = np.concatenate(a.get("_runs") or [steps_a])
-        pooled_b = np.concatenate(b.get("_runs") or [steps_b])
+        pooled_a, pooled_b = np.concatenate(runs_a), np.concatenate(runs_b)
         rows.append([label, fmt(np.median(pooled_a), 1e3, 2), fmt(np.median(pooled_b), 1e3, 2), f"{est.ratio:.3f}",
                      f"{est.low:.3f}-{est.high:.3f}", est.verdict])
     if rows:

@@ -19,26 +19,16 @@ noise, not warm-up; a first slow step is warm-up, which is why a spike needs an 
 
 import numpy as np
 
+from src.harness.record import measured_step_times, warmup_step_times
+
 REL_BAND = 0.05  # a step within 5% of the final level counts as settled
 K_MAD = 3.0  # or within 3 robust standard deviations of it, whichever is wider
 MAD_TO_SIGMA = 1.4826  # MAD * 1.4826 estimates the standard deviation of normal noise
-PHASES = ("time_forward", "time_backward", "time_optimizer")
-
-
-def measured_step_times(record: dict) -> np.ndarray:
-    """Seconds per measured step: the sum of the phases that were run (forward-only runs have one)."""
-    phases = [np.asarray(record.get(p) or [], dtype=float) for p in PHASES]
-    phases = [p for p in phases if p.size]
-    if not phases:
-        return np.zeros(0)
-    steps = min(p.size for p in phases)  # equal in well-formed records; never index past the shortest
-    return np.sum([p[:steps] for p in phases], axis=0)
 
 
 def step_curve(record: dict) -> np.ndarray:
     """Seconds per step in the order they ran: warm-up steps, then measured steps."""
-    warmup = np.asarray(record.get("warmup_time_step") or [], dtype=float)
-    return np.concatenate([warmup, measured_step_times(record)])
+    return np.concatenate([warmup_step_times(record), measured_step_times(record)])
 
 
 def steady_band(times: np.ndarray, rel_band: float = REL_BAND, k_mad: float = K_MAD) -> tuple[float, float]:

@@ -2,12 +2,15 @@
 
 import pandas as pd
 
+from src.harness.record import PHASES, config_of, stat_field
+from src.spec import RunSpec
+
 ORIGINAL_COLUMNS = [
     "d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps",
     "mean_time_forward", "std_time_forward", "mean_time_backward", "std_time_backward",
 ]
 NEW_COLUMNS = [
-    "size", "context_length", "batch_size", "precision", "mode", "attention",
+    "size", "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe",
     "median_time_forward", "min_time_forward", "median_time_backward", "min_time_backward",
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
@@ -19,7 +22,7 @@ DISTRIBUTED_COLUMNS = [
     "comm_bytes_reduce_scatter", "comm_bytes_broadcast",
 ]
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
-                  "context_length", "batch_size", "precision", "mode", "attention", "parallel"}
+                  "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel"}
 
 
 def _format(value):
@@ -31,7 +34,7 @@ def _format(value):
 
 
 def table_row(record: dict) -> dict:
-    config = record.get("config", {})
+    config = config_of(record)
     row = {}
     for column in ORIGINAL_COLUMNS + NEW_COLUMNS + DISTRIBUTED_COLUMNS:
         if column in CONFIG_COLUMNS:
@@ -39,13 +42,9 @@ def table_row(record: dict) -> dict:
         elif column == "estimated_memory_gb":
             value = record.get("estimated_memory_bytes")
             value = value / 1e9 if value is not None else None
-        elif column == "attention" and config.get("compile"):
-            value = f"{config.get('attention')}+compile"
         else:
             value = record.get(column)
         row[column] = value
-    if config.get("recipe"):
-        row["attention"] = f"{row['attention']} ({config['recipe']} recipe)"
     return row
 
 
@@ -58,18 +57,14 @@ def format_table(records: list[dict]) -> str:
 
 
 def progress_line(index: int, total: int, record: dict, width: int = 20) -> str:
+    """One line per finished configuration, named by RunSpec.label: every swept option tells the lines apart."""
     done = round(width * (index + 1) / total)
     bar = "#" * done + "." * (width - done)
-    row = table_row(record)
-    times = " ".join(f"{p} {row[f'mean_time_{p}']:.4g}s" for p in ("forward", "backward")
-                     if isinstance(row.get(f"mean_time_{p}"), float))
-    for phase in ("sync", "optimizer"):
-        if isinstance(record.get(f"mean_time_{phase}"), float):
-            times += f" {phase} {record[f'mean_time_{phase}']:.4g}s"
-    parallel = record["config"].get("parallel", "none")
-    ranks = f" {parallel} x{record.get('world_size') or record['config'].get('nproc_per_node')}" if parallel != "none" else ""
-    return f"[{bar}] {index + 1}/{total} {record['config'].get('size')} ctx={row['context_length']} " \
-           f"{row['mode']} {row['precision']} warmup={row['warmup_steps']}{ranks}: {times} {record['status']}"
+    times = " ".join(f"{p} {record[stat_field('mean', p)]:.4g}s" for p in PHASES
+                     if isinstance(record.get(stat_field("mean", p)), float))
+    label = RunSpec.from_dict(config_of(record)).label
+    return f"[{bar}] {index + 1}/{total} {label} steps={config_of(record).get('benchmark_steps')}: {times} " \
+           f"{record['status']}"
 
 
 def environment_lines(records: list[dict]) -> list[str]:

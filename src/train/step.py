@@ -133,7 +133,7 @@ class TrainStep:
             if dtype else contextlib.nullcontext
         self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
         self.loss = LanguageModelLoss(model)
-        if spec.compile or fast:
+        if spec.compiled:
             self.loss = torch.compile(self.loss)
         self.graphs = None
 
@@ -168,6 +168,13 @@ class TrainStep:
                 self._optimizer_step()
         if mode != "forward":
             self.model.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def loss_and_gradients(self, inputs, targets) -> torch.Tensor:
+        """Forward and backward at the current weights, eagerly (no graphs, no timer, no optimizer step): the loss,
+        with every parameter's .grad left in place for the caller to read and then clear."""
+        loss = self._forward(inputs, targets)
+        self._backward(loss)
         return loss.detach()
 
     def _replay(self, inputs, targets, timer):

@@ -149,3 +149,12 @@ def test_causes_without_error_file_come_from_the_ranks_stderr():
     stderr = "[rank2]: Traceback\n[rank2]: KeyError: 'x'\nsome warning at exit\n"
     assert _cause({"message": "see docs", "exitcode": 1}, stderr) == "exit status 1; KeyError: 'x'"
     assert _cause({"message": "", "exitcode": -6}, "") == "killed by SIGABRT"
+
+
+def test_init_distributed_outside_torchrun_says_what_is_missing(monkeypatch):
+    from src.harness.launch import init_distributed
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="torchrun's environment"):
+        init_distributed("gloo", timeout_s=5)

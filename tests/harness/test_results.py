@@ -9,12 +9,14 @@ import time
 
 import pytest
 
+from src.harness.record import new_record, with_fields
 from src.harness.results import append_record, check_writable, read_records
+from tests.conftest import tiny_spec
 
 
 def record(i: int, **extra) -> dict:
-    return {"config": {"size": "tiny", "batch_size": i}, "status": "ok", "time_forward": [0.1 * i, 0.2],
-            "tflops": 1.5, "env": {"gpu_name": "X", "git_commit": "abc"}, **extra}
+    return with_fields(new_record(tiny_spec(seed=i)), {
+        "time_forward": [0.1 * i, 0.2], "tflops": 1.5, "env": {"gpu_name": "X", "git_commit": "abc"}, **extra})
 
 
 @pytest.mark.parametrize("name", ["r.csv", "r.jsonl"])
@@ -24,7 +26,7 @@ def test_round_trip(tmp_path, name):
         append_record(path, record(i))
     records, warnings = read_records(path)
     assert warnings == []
-    assert [r["config"]["batch_size"] for r in records] == [0, 1, 2]
+    assert [r["config"]["seed"] for r in records] == [0, 1, 2]
     assert records[2]["time_forward"] == [0.2, 0.2] and records[2]["env"]["gpu_name"] == "X"
 
 
@@ -44,7 +46,7 @@ def test_concurrent_appends_give_a_valid_file(tmp_path, name):
         assert p.exitcode == 0
     records, warnings = read_records(path)
     assert warnings == [] and len(records) == 160
-    assert sorted(r["config"]["batch_size"] for r in records) == sorted(w * 1000 + i for w in range(4) for i in range(40))
+    assert sorted(r["config"]["seed"] for r in records) == sorted(w * 1000 + i for w in range(4) for i in range(40))
 
 
 WRITER = """
@@ -79,7 +81,7 @@ def test_a_torn_last_line_is_skipped_and_the_next_row_starts_clean(tmp_path, nam
         f.write('{"config": {"size": "torn' if name.endswith("jsonl") else "tiny,torn")  # a writer died here
     append_record(path, record(2))
     records, warnings = read_records(path)
-    assert [r["config"]["batch_size"] for r in records] == [1, 2]
+    assert [r["config"]["seed"] for r in records] == [1, 2]
     assert len(warnings) == 1
 
 
@@ -94,7 +96,7 @@ def test_csv_from_an_older_version_keeps_its_rows_and_values(tmp_path):
     assert warnings == [] and len(records) == 2
     assert records[0]["config"]["d_model"] == 768 and records[0]["mean_time_forward"] == 0.0111
     assert records[0]["legacy_column"] == "kept"
-    assert records[1]["config"]["batch_size"] == 7 and records[1]["legacy_column"] is None
+    assert records[1]["config"]["seed"] == 7 and records[1]["legacy_column"] is None
 
 
 def test_check_writable_names_the_problem(tmp_path):

@@ -7,8 +7,8 @@ import torch
 from src.harness import timing
 from src.harness.timing import EventTimer, SyncTimer, make_timer, summarize
 from src.train.step import phase
+from tests.conftest import needs_cuda as cuda
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 class FakeClock:
@@ -43,9 +43,20 @@ def test_sync_timer_on_a_workload_of_known_duration():
     assert step["sleep"] >= 0.05  # sleep guarantees at least its duration; no upper bound (no timed assertions)
 
 
-def test_phase_without_timer_is_untimed():
+def test_phase_without_timer_runs_the_block_untimed_and_a_failed_phase_records_no_time():
+    ran = []
     with phase(None, "forward"):
+        ran.append("forward")
+    assert ran == ["forward"]
+    timer = SyncTimer("cpu")
+    with phase(timer, "forward"):
         pass
+    with pytest.raises(ValueError):  # an error inside a phase propagates and leaves no time for that phase
+        with phase(timer, "backward"):
+            raise ValueError("boom")
+    timer.next_step()
+    (step,) = timer.results()
+    assert set(step) == {"forward"} and step["forward"] >= 0
 
 
 def test_summary_statistics_match_numpy_population_std():

@@ -27,15 +27,13 @@ from src.spec import RunSpec
 from src.instruments.torch_trace import TorchTrace
 from src.instruments.trace_summary import _host_tree, load_trace, summarise_trace
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+from tests.conftest import needs_cuda, tiny_spec
+
 STEPS = 3
 
 
 def tiny(**overrides) -> RunSpec:
-    c = PRESETS["tiny"]
-    fields = dict(size="tiny", d_model=c.d_model, d_ff=c.d_ff, num_heads=c.num_heads, num_layers=c.num_layers,
-                  warmup_steps=1, benchmark_steps=STEPS, mode="train")
-    return RunSpec(**{**fields, **overrides})
+    return tiny_spec(**{"benchmark_steps": STEPS, **overrides})
 
 
 # ---- --trace on CPU, end to end -------------------------------------------------------------------------------
@@ -148,14 +146,13 @@ def test_a_failure_inside_the_measured_steps_still_writes_the_trace(tmp_path, ca
             torch.ones(8).sum()
             raise RuntimeError("a step failed")
     assert instrument.exported and os.path.exists(instrument.trace_path)
-    instrument.report({"status": "error: RuntimeError: a step failed", "time_forward": []})
+    assert "trace_summary" in instrument.report("error: RuntimeError: a step failed", {"forward": []}, None)
     assert "the trace holds the steps before it" in capsys.readouterr().err
 
 
 def test_instruments_are_built_only_when_asked_for():
     assert build_instruments(tiny()) == []
     assert [type(i).__name__ for i in build_instruments(tiny(trace="somewhere"))] == ["TorchTrace"]
-    assert build_instruments(tiny(memory_snapshot="mem")) == []  # CPU: no CUDA allocator to record
 
 
 # ---- categories and the CUDA attribution path, on made-up names and traces -------------------------------------
@@ -304,7 +301,7 @@ def test_memory_plot_and_report_on_a_made_up_snapshot(tmp_path):
     t = build_timeline(SNAPSHOT_TRACE, 1000, 100, 100, BOUNDARIES, max_entries=100)
     plot_timeline(t, str(tmp_path / "m.png"), "title")
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = memory_report(tiny(), t, {"peak_memory_bytes": 600}, "m.pickle", "m.png")
+    text = memory_report(tiny(), t, 600, "m.pickle", "m.png")
     for row in ("| backward |", "| parameters |", "| optimizer state |", "| activations |",
                 "transformer.py:28 forward", "pytorch.org/memory_viz"):
         assert row in text
@@ -340,7 +337,7 @@ def test_an_oom_inside_the_measured_steps_dumps_the_snapshot_up_to_it(tmp_path):
     del kept
     assert os.path.exists(instrument.pickle_path) and os.path.exists(instrument.png_path)
     assert instrument.timeline.oom is not None
-    instrument.report({"status": "OOM"})
+    assert instrument.report("OOM", {}, None)["memory_summary"]["oom"] is not None
 
 
 @needs_cuda

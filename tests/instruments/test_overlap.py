@@ -95,6 +95,13 @@ def test_summary_is_per_step_and_averaged_over_ranks():
     assert "| 1 | 3000.00 | 2000.00 | 500.00 | 1500.00 | 25% |" in table
 
 
+def test_summary_refuses_nothing_to_average():
+    with pytest.raises(ValueError, match="at least one"):
+        summarise_ranks([], steps=1)
+    with pytest.raises(ValueError, match="at least one"):
+        summarise_ranks([Overlap(1.0, 1.0, 0.0, 1.0, "host")], steps=0)
+
+
 def _hta_trace(tmp_path, rng):
     """A synthetic one-rank Kineto trace with overlapping compute and NCCL kernels on two streams."""
     events, ts = [], 1000

@@ -2,10 +2,11 @@
 
 Without a GPU the Triton kernels run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET) on small
 shapes; bfloat16 is left to the GPU there, because Triton 3.9's interpreter multiplies bfloat16 bit patterns as
-integers in tl.dot. Larger shapes and the autotuned tiles (lengths past SHORT_SEQ) run only on CUDA.
+integers in tl.dot. Larger shapes and the tuned tiles (lengths past SHORT_SEQ) run only on CUDA.
 """
 
 import os
+import re
 
 import pytest
 import torch
@@ -13,11 +14,11 @@ import torch
 from src.kernels import FlashAttentionPytorch, FlashAttentionTriton, flash_attention
 from src.kernels import flash_pytorch, flash_triton
 from src.kernels.reference import attention_reference
+from tests.conftest import needs_cuda as cuda_only
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 INTERPRETED = not CUDA and os.environ.get("TRITON_INTERPRET") == "1"
-cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 # (atol, rtol) per dtype against float64. L is a float32 sum of exact products of the rounded inputs, so it stays
 # near float32 accuracy in every dtype. O rounds P to the input dtype before P @ V, and the gradients round dS too.
@@ -31,14 +32,6 @@ TOLERANCES = {
 triton_runs = pytest.mark.skipif(not (CUDA or INTERPRETED), reason="needs CUDA or TRITON_INTERPRET=1 (conftest.py)")
 IMPLEMENTATIONS = [pytest.param(FlashAttentionPytorch.apply, id="pytorch"),
                    pytest.param(FlashAttentionTriton.apply, id="triton", marks=triton_runs)]
-
-
-@pytest.fixture(autouse=True)
-def _first_tile_shapes(monkeypatch):
-    """One tile shape per kernel instead of autotuning every length: a few compiles per test instead of dozens.
-    test_triton_every_tuned_tile_shape checks the other shapes; tests that want the autotuner turn it back on."""
-    monkeypatch.setattr(flash_triton, "AUTOTUNE", False)
-    monkeypatch.setattr(flash_triton, "_CHOSEN", {})
 
 
 def _skip_unsupported(fn, dtype):
@@ -163,6 +156,33 @@ def test_triton_rejects_what_it_cannot_run(shapes, message):
         flash_triton.check_inputs(q, k, k)
 
 
+@triton_runs
+def test_triton_program_groups_do_not_change_the_result():
+    """The grid's order (heads in groups, the last group smaller) moves work between programs, not the arithmetic:
+    the same bits for every group size."""
+    q, k, v, dout = _inputs((3, 2, 70, 16), (3, 2, 70, 16), torch.float32, seed=11)
+    results = []
+    for group in (1, 4, 6):
+        out, lse = flash_triton.flash_forward(q, k, v, True, group=group)
+        results.append((out, lse, *flash_triton.flash_backward(q, k, v, out, lse, dout, True, group=group)))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_group_size_keeps_a_group_within_half_of_l2():
+    half = flash_triton.L2_BYTES // 2
+    assert flash_triton.group_size(128, half // 3) == 3
+    assert flash_triton.group_size(4, 1) == 4  # never more than there are heads
+    assert flash_triton.group_size(5, 2 * half) == 1  # never fewer than one
+
+
+@triton_runs
+def test_chosen_tiles_names_a_shape_for_every_kernel():
+    text = flash_triton.chosen_tiles(torch.float16, 4096, 64)
+    assert re.fullmatch(r"fwd \d+x\d+ w\d+ s\d+; dq \d+x\d+ w\d+ s\d+; dkdv \d+x\d+ w\d+ s\d+", text), text
+
+
 def test_triton_rejects_mixed_dtypes():
     q = torch.zeros(1, 8, 16)
     with pytest.raises(ValueError, match="dtype"):
@@ -180,27 +200,24 @@ def test_triton_long_sequences_bf16(tq, tk, d, is_causal):
     _check(FlashAttentionTriton.apply, q, k, v, dout, is_causal)
 
 
+def _tile_shapes(d: int) -> list[dict]:
+    """Every tile shape any table gives a 16-bit problem of head dim d, one {kernel: Tiles} per run, each kernel
+    cycling through its own shapes."""
+    tables = [t for (d_class, _), t in flash_triton._SM90_TILES.items() if (d <= 64) == (d_class == 64)]
+    tables += [flash_triton._DEFAULT_TILES, flash_triton._SHORT_TILES]
+    shapes = {name: sorted({t[name] for t in tables}) for name in flash_triton.KERNELS}
+    return [{name: s[i % len(s)] for name, s in shapes.items()} for i in range(max(map(len, shapes.values())))]
+
+
 @cuda_only
 @pytest.mark.parametrize("d", [64, 128])
-def test_triton_every_tuned_tile_shape(d, monkeypatch):
-    """Whatever the autotuner picks must be right: run each kernel with each of its tuned tile shapes."""
-    monkeypatch.setattr(flash_triton, "AUTOTUNE", True)
-    lists = {name: flash_triton._TUNERS[(name, "tuned")].configs for name in ("fwd", "dq", "dkdv")}
+def test_triton_every_tile_shape(d, monkeypatch):
+    """Whatever the table gives on any GPU must be right: run each kernel with each of its tile shapes, on a
+    ragged length (1000) so that masked and unmasked loops both run."""
     q, k, v, dout = _inputs((1, 2, 1000, d), (1, 2, 1000, d), torch.bfloat16, seed=d)
-    key = (flash_triton._seq_bucket(1000), d, True, torch.bfloat16)
-    for i in range(max(len(c) for c in lists.values())):
-        for name, configs in lists.items():
-            flash_triton._CHOSEN[(name, "tuned", key)] = configs[i % len(configs)]
+    for tiles in _tile_shapes(d):
+        monkeypatch.setattr(flash_triton, "tile_table", lambda *args, tiles=tiles: tiles)
         _check(FlashAttentionTriton.apply, q, k, v, dout, True)
-
-
-@cuda_only
-def test_triton_autotuned(monkeypatch):
-    monkeypatch.setattr(flash_triton, "AUTOTUNE", True)
-    q, k, v, dout = _inputs((1, 2, 1000, 64), (1, 2, 1000, 64), torch.bfloat16, seed=4)
-    for _ in range(2):  # the second call skips the autotuner
-        _check(FlashAttentionTriton.apply, q, k, v, dout, True)
-    assert flash_triton.chosen_tiles(torch.bfloat16, 1000, 64, True).count("x") == 3
 
 
 @cuda_only

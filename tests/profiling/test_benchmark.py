@@ -177,3 +177,90 @@ def test_fast_recipe_refuses_another_precision(capsys):
 def test_hf_backend_without_transformers_is_a_usage_error(capsys):
     code, _, err = run_cli(TINY + ["--backend", "hf_llama"], capsys)
     assert code == 2 and "transformers" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--recipe", "fast", "--attention", "naive"], "fused attention"),
+    (["--mixed_precision", "--precision", "fp32"], "contradicts --precision fp32"),
+    (["--explain_precision", "--output", "r.csv"], "--output would stay empty"),
+    (["--profile_steps", "3", "--benchmark_steps", "2"], "--profile_steps: 3 is more than the 2 measured steps"),
+])
+def test_conflicting_options_are_refused_with_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["--device", "cpu", "--sizes", "tiny"] + args, capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("args,note", [
+    (["--recipe", "fast"], "--recipe fast on CPU: bf16 autocast, fused attention and torch.compile apply"),
+    (["--nvtx", "on"], "--nvtx on: NVTX ranges are for Nsight Systems on CUDA"),
+])
+def test_options_that_do_less_on_cpu_say_so_in_one_line(args, note, capsys):
+    code, _, err = run_cli(TINY + ["--mode", "forward"] + args, capsys)
+    assert code == 0
+    assert [line for line in err.splitlines() if line.startswith("--")] == [next(
+        line for line in err.splitlines() if note in line)]
+
+
+def test_fast_recipe_rows_record_that_they_compile(tmp_path, capsys):
+    output = tmp_path / "r.jsonl"
+    assert run_cli(TINY + ["--recipe", "fast", "--mode", "forward", "--output", str(output)], capsys)[0] == 0
+    (record,), _ = read_records(str(output))
+    assert record["config"]["compile"] is True and record["config"]["recipe"] == "fast"
+
+
+@pytest.fixture
+def cuda_queries_raise(monkeypatch):
+    """A parent process that asks torch.cuda about the device creates a CUDA context its children must share."""
+    def refuse(*_, **__):
+        raise AssertionError("the parent process queried the CUDA device")
+
+    for name in ("is_bf16_supported", "get_device_name", "get_device_properties", "current_device", "init",
+                 "get_device_capability", "mem_get_info", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, refuse)
+
+
+def test_resolving_a_cuda_sweep_does_not_query_the_device(cuda_queries_raise, monkeypatch):
+    from src.harness import environment
+    from src.profiling import benchmark
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(environment, "_run", lambda cmd: "9.0")  # nvidia-smi: compute capability 9.0
+    args = benchmark.build_parser().parse_args(["--device", "cuda", "--sizes", "tiny", "--precision", "bf16"])
+    specs, _ = benchmark.resolve(args)
+    assert [(s.device, s.precision, s.isolate) for s in specs] == [("cuda", "bf16", "process")]
+
+
+def test_resolve_refuses_bf16_on_a_gpu_nvidia_smi_calls_too_old(cuda_queries_raise, monkeypatch):
+    from src.harness import environment
+    from src.profiling import benchmark
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(environment, "_run", lambda cmd: "7.5")  # a T4
+    args = benchmark.build_parser().parse_args(["--device", "cuda", "--sizes", "tiny", "--precision", "bf16"])
+    with pytest.raises(benchmark.UsageError, match="does not support bfloat16"):
+        benchmark.resolve(args)
+
+
+def test_a_crash_row_is_made_without_querying_the_device(cuda_queries_raise, monkeypatch):
+    from src.harness import environment
+    from src.harness.sweep import crash_record
+    from tests.conftest import tiny_spec
+
+    monkeypatch.setattr(environment, "_run",
+                        lambda cmd: "NVIDIA H100 80GB HBM3" if "--query-gpu=name" in cmd else "")
+    record = crash_record(tiny_spec(device="cuda", timer="events", isolate="process"), "killed by SIGSEGV")
+    assert record["status"] == "crash: killed by SIGSEGV"
+    assert record["env"]["gpu_name"] == "NVIDIA H100 80GB HBM3" and record["device_peak_tflops"] == 67.0
+
+
+def test_progress_lines_tell_apart_a_sweep_over_batch_size_and_attention(capsys):
+    code, out, err = run_cli(TINY + ["--mode", "forward", "--context_length", "8", "--batch_size", "1", "2",
+                                     "--attention", "naive", "sdpa"], capsys)
+    assert code == 0
+    progress = [line.split(": ")[0] for line in err.splitlines() if line.startswith("[")]
+    assert len(progress) == 4 and len({line.split("] ")[1][4:] for line in progress}) == 4
+    assert any("bs=2" in line and "sdpa" in line for line in progress)
+    header = header_of(out[out.index("|"):])
+    assert header[1:11] == ORIGINAL_COLUMNS and {"compile", "recipe"} <= set(header[11:])

@@ -11,7 +11,7 @@ from src.model.flops import forward_flops
 from src.harness.hardware import find_gpu_spec
 from src.profiling.predict import main
 from src.reports.predict import ComputeTime, Workload, compute_from_flops, predict, predict_scaling
-from src.reports.predict_report import check
+from src.reports.predict_report import check, measured_busbw
 
 NET = Network(LINKS["nvlink4"], LINKS["ib_ndr"], gpus_per_node=8)
 SMALL = Workload(PRESETS["small"].with_(attention="sdpa", context_length=256), "small", 4, 256)
@@ -136,3 +136,21 @@ def test_collectives_file_feeds_measured_bandwidth(tmp_path, capsys):
     record = json.loads(out.read_text().splitlines()[-1])
     assert "measured" in record["algorithms"]
     assert record["comm_s"] == pytest.approx(record["comm_bytes"]["all_reduce"] / 100e9)
+
+
+def test_measured_rows_of_one_size_become_one_point_per_backend():
+    rows = [{"config": {"op": "all_gather", "world_size": 4, "size_bytes": 1024, "dist_backend": b, "dtype": d},
+             "busbw_gbps": v, "status": "ok"}
+            for b, d, v in [("nccl", "fp32", 10.0), ("nccl", "bf16", 20.0), ("nccl", "bf16", 60.0), ("gloo", "fp32", 1.0)]]
+    rows.append({"config": {"op": "all_gather", "world_size": 4, "size_bytes": 2048, "dist_backend": "nccl"},
+                 "busbw_gbps": 5.0, "status": "wrong result"})
+    assert measured_busbw(rows, "nccl") == {("all_gather", 4): [(1024, 20.0)]}
+    assert measured_busbw(rows, "gloo") == {("all_gather", 4): [(1024, 1.0)]}
+
+
+def test_collectives_file_of_another_backend_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"config": {"op": "all_reduce", "world_size": 2, "size_bytes": 1024, "dist_backend": "gloo"},
+                                "busbw_gbps": 1.0, "status": "ok"}) + "\n")
+    assert main(["--sizes", "tiny", "--world_sizes", "2", "--collectives", str(path)]) == 2
+    assert "pass --collectives_backend" in capsys.readouterr().err

@@ -8,7 +8,9 @@ import pytest
 from src.reports import labels, plots
 from src.reports.compare import FASTER, SAME, SLOWER, compare_samples
 from src.profiling.report import main
+from src.harness.record import PHASES, new_record, phase_field, with_fields
 from src.harness.results import append_record
+from src.spec import RunSpec
 from src.reports.steady_state import steady_start
 
 SIZES = {"small": (768, 12, 128e6), "medium": (1024, 24, 350e6)}
@@ -24,16 +26,11 @@ def make_record(size="small", context_length=128, precision="bf16", step_s=0.1, 
     def phase(share):
         return (share * step_s * (1 + noise * rng.standard_normal(steps))).tolist() if ok else []
 
-    fwd, bwd, opt = phase(0.3), phase(0.6), phase(0.1)
-    return {
-        "config": {"size": size, "d_model": d_model, "d_ff": 4 * d_model, "num_heads": d_model // 64,
-                   "num_layers": layers, "vocab_size": 10000, "context_length": context_length, "batch_size": 4,
-                   "warmup_steps": len(warmup), "benchmark_steps": steps, "mode": "train", "precision": precision,
-                   "attention": "sdpa", "compile": False, "recipe": "", "timer": "events", "device": "cuda",
-                   "seed": 0, "isolate": "process", "nvtx": False, "peak_tflops": None, "trace": "",
-                   "memory_snapshot": "", "profile_steps": 0},
-        "status": status,
-        "time_forward": fwd, "time_backward": bwd, "time_optimizer": opt,
+    spec = RunSpec(size=size, d_model=d_model, d_ff=4 * d_model, num_heads=d_model // 64, num_layers=layers,
+                   context_length=context_length, warmup_steps=len(warmup), benchmark_steps=steps, mode="train",
+                   precision=precision, attention="sdpa", timer="events", device="cuda", isolate="process")
+    return with_fields(new_record(spec, status), {
+        **{phase_field(p): phase(share) for p, share in zip(PHASES, (0.3, 0.6, 0.1))},
         "warmup_time_step": [w * step_s / 0.1 for w in warmup] if ok else [],
         "median_time_step": step_s if ok else None,
         "tokens_per_second": 4 * context_length / step_s if ok else None,
@@ -44,7 +41,7 @@ def make_record(size="small", context_length=128, precision="bf16", step_s=0.1, 
         "env": {"device": "cuda", "gpu_name": gpu, "gpu_memory_bytes": 80 * 2**30, "driver_version": "550.54",
                 "cuda_version": "12.4", "torch_version": "2.5.1", "python_version": "3.11.2", "git_commit": commit,
                 "hostname": "node1", "timestamp": "2025-01-01T00:00:00+00:00", "triton_version": "3.1.0"},
-    }
+    })
 
 
 def write(path, records):

@@ -2,16 +2,8 @@ import pytest
 import torch
 
 from src.model import PRESETS
-from src.spec import RunSpec
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def tiny(**overrides) -> RunSpec:
-    c = PRESETS["tiny"]
-    fields = dict(size="tiny", d_model=c.d_model, d_ff=c.d_ff, num_heads=c.num_heads, num_layers=c.num_layers,
-                  warmup_steps=1, benchmark_steps=2, mode="train")
-    return RunSpec(**{**fields, **overrides})
+from tests.conftest import needs_cuda, tiny_spec as tiny
 
 
 @needs_cuda
@@ -35,7 +27,7 @@ def test_graphed_fast_step_trains_like_the_compiled_step_without_graphs():
 def test_compiled_bf16_gradients_are_as_close_to_fp32_as_eager_bf16(variant):
     """A compiled step may round differently, not compute something else: its first gradient is held to twice the
     eager bf16 step's distance from fp32 arithmetic (under compile, cuDNN's SDPA backward was 67% away)."""
-    from src.profiling.numerics import VARIANTS, build_variant, first_gradients, gradient_errors, variant_context
+    from src.train.numerics import VARIANTS, build_variant, first_gradients, gradient_errors, variant_context
 
     c = PRESETS["tiny"]
     base = dict(size="tiny", d_model=c.d_model, d_ff=c.d_ff, num_heads=c.num_heads, num_layers=c.num_layers,

@@ -1,0 +1,100 @@
+"""One result row (a record): its declared fields, the phases listed once, and the helpers that build and read rows.
+
+A record is a TypedDict rather than a dataclass because rows cross process and version boundaries as JSON lines
+and CSV: the child writes one, the parent appends it, and the reports read files written by older versions that
+lack some fields (or carry retired ones, like `peak_tflops` at the top level). A TypedDict declares the shape
+for readers and type checkers while a row stays the plain dict that json and csv read and write, so every file
+under docs/results/ loads unchanged, with no conversion layer to keep in step. What is derived from the shape
+(the CSV's list columns, the per-phase statistics) is computed from FIELDS below.
+
+Adding a field is one line in FIELDS (distributed rows: world_size, per-rank times, comm bytes; new config
+options belong to RunSpec instead, whose fields are the `config` entry and the CSV's config columns).
+"""
+
+from typing import Any, TypedDict, get_origin
+
+import numpy as np
+
+from src.spec import PHASES, RunSpec
+
+STATS = ("mean", "std", "median", "min", "max")  # what src/harness/timing.py's summarize gives, in its order
+STEP = "step"  # the whole step: the sum of its phases
+
+
+def phase_field(phase: str) -> str:
+    """The list of seconds per measured step of one phase: "time_forward"."""
+    return f"time_{phase}"
+
+
+def stat_field(stat: str, name: str) -> str:
+    """One statistic of a phase (or of the whole step) over the measured steps: "median_time_step"."""
+    return f"{stat}_time_{name}"
+
+
+PHASE_FIELDS = tuple(phase_field(p) for p in PHASES)
+
+FIELDS: dict[str, Any] = {
+    "config": dict,  # RunSpec.to_dict(): every option of the configuration
+    "status": str,  # "ok", "OOM", "non-finite loss", "error: <one line>", "crash: <how the child died>"
+    "warnings": list[str],
+    "error": str,  # the OOM's one-line message
+    **{phase_field(p): list[float] for p in PHASES},  # seconds per measured step; empty when the phase did not run
+    "warmup_time_step": list[float],  # seconds per warm-up step (whole steps)
+    "compile_time_s": float | None,  # the first step under torch.compile, timed apart from the warm-up
+    "recompilations": int,  # graphs torch.compile made after the first step
+    "peak_memory_bytes": int | None,  # torch.cuda.max_memory_allocated; None off CUDA
+    **{stat_field(s, n): float | None for n in (*PHASES, STEP) for s in STATS},
+    "parameters": int,
+    "flops_per_step": int,
+    "tokens_per_second": float | None,
+    "tflops": float | None,
+    "device_peak_tflops": float | None,
+    "peak_note": str,
+    "mfu": float | None,
+    "sol_time": float | None,  # speed-of-light step time from the peaks
+    "speed_of_light_pct": float | None,
+    "peak_memory_gb": float | None,
+    "estimated_memory_bytes": int,
+    "estimated_memory": dict,  # src/model/flops.py's MemoryEstimate, by part
+    "trace_summary": dict,  # --trace: src/instruments/torch_trace.py
+    "memory_summary": dict,  # --memory_snapshot: src/instruments/memory.py
+    "env": dict,  # src/harness/environment.py: where it ran
+}
+Record = TypedDict("Record", FIELDS, total=False)
+LIST_FIELDS = tuple(name for name, kind in FIELDS.items() if get_origin(kind) is list)  # JSON text in a CSV cell
+
+
+def new_record(spec: RunSpec, status: str = "ok") -> Record:
+    """The row of a configuration before anything was measured: its config, a status, no step times yet."""
+    return Record(config=spec.to_dict(), status=status, warnings=[], **{f: [] for f in PHASE_FIELDS},
+                  compile_time_s=None)
+
+
+def with_fields(record: Record, fields: dict) -> Record:
+    """`record` plus `fields` (what a measurement or an instrument adds): a new row, warnings appended."""
+    extra = dict(fields)
+    warnings = list(record.get("warnings") or []) + list(extra.pop("warnings", None) or [])
+    return Record(**{**record, **extra, "warnings": warnings})
+
+
+def config_of(record: dict) -> dict:
+    return record.get("config") or {}
+
+
+def phase_times(record: dict) -> dict[str, list[float]]:
+    """Seconds per measured step of each phase ({} entries are empty lists for phases that did not run)."""
+    return {p: list(record.get(phase_field(p)) or []) for p in PHASES}
+
+
+def measured_step_times(record: dict) -> np.ndarray:
+    """Seconds per measured step: the sum of the phases that were run (forward-only runs have one)."""
+    phases = [np.asarray(t, dtype=float) for t in phase_times(record).values()]
+    phases = [p for p in phases if p.size]
+    if not phases:
+        return np.zeros(0)
+    steps = min(p.size for p in phases)  # equal in well-formed records; never index past the shortest
+    return np.sum([p[:steps] for p in phases], axis=0)
+
+
+def warmup_step_times(record: dict) -> np.ndarray:
+    return np.asarray(record.get("warmup_time_step") or [], dtype=float)
