@@ -35,12 +35,13 @@ MEMORY_MARGIN = 2.0
 # Out-of-memory on the CPU is a RuntimeError from the allocator, not torch.OutOfMemoryError.
 CPU_OOM = re.compile(r"DefaultCPUAllocator|can't allocate memory|not enough memory")
 FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|error|crash|nan:KEY=VALUE" makes matching configurations fail
+FAULT_RANK_VARIABLE = "LMBENCH_INJECT_FAULT_RANK"  # tests: only this rank (torchrun's RANK) fails
 
 
 def _inject_fault(spec: RunSpec, model) -> None:
     """Fail on purpose where the tests ask to: how the sweep's OOM and crash handling is exercised without a GPU."""
     fault = os.environ.get(FAULT_VARIABLE, "")
-    if not fault:
+    if not fault or os.environ.get(FAULT_RANK_VARIABLE, os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
         return
     kind, _, condition = fault.partition(":")
     key, _, value = condition.partition("=")
@@ -189,7 +190,9 @@ def run_spec(spec: RunSpec, instruments=()) -> Record:
     if spec.device == "cuda":
         torch.cuda.empty_cache()
     record = with_fields(new_record(spec), {**measured, "world_size": world_size()})
-    if record["world_size"] > 1:  # every rank's times to rank 0: tokens/s and MFU come from the slowest rank
+    # Every rank's times to rank 0: tokens/s and MFU come from the slowest rank. A rank that failed gathers
+    # nothing: its peers are inside other collectives, and its exit is what ends them (see dist_worker.py).
+    if record["world_size"] > 1 and record["status"] == "ok":
         record = with_fields(record, gather_ranks(record))
     return with_fields(record, derive_figures(spec, record, torch.cuda.get_device_name() if spec.device == "cuda" else ""))
 

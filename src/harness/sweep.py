@@ -143,4 +143,6 @@ def run_sweep(specs: list[RunSpec], on_record) -> None:
             record = run_in_child(spec)
         else:
             record = run_spec_with_environment(spec)
+            if under_torchrun() and record["status"] != "ok":  # the group cannot go on: let torchrun end it
+                raise RuntimeError(f"{spec.label}: {record['status']}")
         on_record(index, record)

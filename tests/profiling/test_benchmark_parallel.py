@@ -1,0 +1,97 @@
+"""--parallel through the benchmark command on CPU: each strategy's configuration runs on 2 gloo ranks under
+torchrun, its row carries the group's figures; a rank that dies becomes a row naming it; bad input exits 2."""
+
+import os
+
+import pytest
+
+from src.distributed.cost import communication_per_step
+from src.harness.results import read_records
+from src.profiling.benchmark import main
+from src.spec import RunSpec
+
+TINY_2 = ["--sizes", "tiny", "--device", "cpu", "--warmup_steps", "1", "--benchmark_steps", "2", "--mode", "train",
+          "--context_length", "16", "--nproc_per_node", "2"]
+
+
+def _dist_workers_alive() -> list[int]:
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"src.harness.dist_worker" in f.read():
+                    alive.append(int(pid))
+        except OSError:
+            continue
+    return alive
+
+
+def test_strategies_run_on_two_ranks_and_rows_carry_the_group(tmp_path, capsys):
+    output = tmp_path / "rows.jsonl"
+    code = main(TINY_2 + ["--parallel", "none", "ddp_bucketed", "fsdp", "--bucket_mb", "0.01", "--output", str(output)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    records, _ = read_records(str(output))
+    assert [(r["config"]["parallel"], r["world_size"], r["status"]) for r in records] == [
+        ("none", 1, "ok"), ("ddp_bucketed", 2, "ok"), ("fsdp", 2, "ok")]
+    for r in records[1:]:
+        spec = RunSpec.from_dict(r["config"])
+        assert r["tokens_per_second"] == pytest.approx(2 * r["tokens_per_second_per_gpu"])
+        assert len(r["rank_median_time_forward"]) == len(r["rank_median_time_sync"]) == 2
+        assert r["slowest_rank"] in (0, 1) and r["min_time_step_across_ranks"] <= r["max_time_step_across_ranks"]
+        assert len(r["time_sync"]) == 2, "our strategies time the gradient-sync wait"
+        predicted = communication_per_step(spec.model_config(), spec.parallel, 2, bucket_mb=spec.bucket_mb)
+        assert {op: r[f"comm_bytes_{op}"] for op in predicted} == predicted
+        assert r["estimated_memory_bytes"] > 0
+    assert records[2]["comm_bytes_reduce_scatter"] > 0 and records[1]["comm_bytes_all_reduce"] > 0
+    assert "world_size" in out.splitlines()[0] and out.count("| ok") == 3
+    assert _dist_workers_alive() == []
+
+
+@pytest.mark.parametrize("fault,status", [("crash", "crash: rank 1: killed by SIGABRT"), ("oom", "OOM: rank 1: OOM")])
+def test_a_failing_rank_becomes_a_row_naming_it_and_leaves_no_process(tmp_path, capsys, monkeypatch, fault, status):
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT", f"{fault}:parallel=ddp_flat")
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT_RANK", "1")
+    output = tmp_path / "rows.jsonl"
+    goes_on = ["ddp_naive"] if fault == "crash" else []  # one launch less where it adds nothing
+    code = main(TINY_2 + ["--parallel", "ddp_flat", *goes_on, "--output", str(output)])
+    capsys.readouterr()
+    assert code == 0
+    records, _ = read_records(str(output))
+    assert records[0]["status"].startswith(status), records[0]["status"]
+    assert [r["status"] for r in records[1:]] == ["ok"] * len(goes_on), "the sweep goes on"
+    assert _dist_workers_alive() == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--parallel", "ddp_bucketed", "--bucket_mb", "0"], "positive number"),
+    (["--parallel", "ddp_flat", "--dist_backend", "nccl"], "nccl needs CUDA"),
+    (["--nproc_per_node", "2"], "needs --parallel"),
+    (["--parallel", "fsdp", "--compile"], "fsdp does not run with compile"),
+    (["--parallel", "fsdp2", "--compile"], "fsdp2 does not run with compile"),
+    (["--parallel", "ddp_flat", "--trace", "traces"], "does not run with trace"),
+    (["--parallel", "bogus"], "invalid choice: 'bogus'"),
+])
+def test_bad_parallel_input_fails_before_any_work_with_one_line_and_exit_2(args, message, capsys, tmp_path):
+    code = main(["--device", "cpu", "--sizes", "tiny"] + args)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"parallel": "fsdp", "compile": True}, "does not run with compile"),
+    ({"parallel": "fsdp2", "precision": "fp16", "device": "cuda"}, "does not run with fp16"),
+    ({"parallel": "zero1", "recipe": "fast", "precision": "bf16", "attention": "sdpa"}, "does not run with recipe"),
+    ({"parallel": "torch_ddp", "backend": "hf_llama", "attention": "sdpa"}, "does not run with hf_llama"),
+    ({"parallel": "ddp_flat", "dist_backend": "nccl"}, "nccl needs a CUDA device"),
+    ({"parallel": "none", "nproc_per_node": 2}, "more than 1 needs a parallel strategy"),
+    ({"parallel": "ddp_bucketed", "bucket_mb": 0.0}, "bucket_mb: must be positive"),
+    ({"parallel": "ddp_flat", "nproc_per_node": 0}, "nproc_per_node: must be a positive integer"),
+])
+def test_run_spec_refuses_what_a_strategy_cannot_run(changes, message):
+    base = dict(size="tiny", d_model=64, d_ff=256, num_heads=4, num_layers=2)
+    with pytest.raises(ValueError, match=message):
+        RunSpec(**base, **changes)
+    RunSpec(**base, **{**changes, "parallel": "none", "nproc_per_node": 1, "bucket_mb": 1.0, "dist_backend": "",
+                       "compile": False})  # the options alone (bar what needs CUDA) are fine
