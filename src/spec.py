@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from src.model.config import ModelConfig
 
 MODES = ("forward", "forward_backward", "train")
-PHASES = ("forward", "backward", "optimizer")  # what a step is timed in (train mode runs all three)
+PHASES = ("forward", "backward", "sync", "optimizer")  # a step's timed phases; sync: --parallel's gradient-sync wait
 PRECISIONS = ("fp32", "bf16", "fp16")
 RECIPES = ("fast",)
 BACKENDS = ("ours", "hf_llama")
@@ -22,6 +22,21 @@ TIMERS = ("events", "sync")  # see src/harness/timing.py
 DEVICES = ("cpu", "cuda")
 ISOLATIONS = ("none", "process")
 FUSED_ATTENTION = ("sdpa", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
+# --parallel: none (one process), our strategies (src/distributed), PyTorch's engines (torch_ddp, torch_zero1, fsdp2)
+PARALLEL = ("none", "ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "zero1", "fsdp",
+            "torch_ddp", "torch_zero1", "fsdp2")
+DIST_BACKENDS = ("", "nccl", "gloo")  # "": nccl on CUDA, gloo on CPU
+# What a strategy cannot run, and why: (strategies, the option, the reason), checked in RunSpec.__post_init__.
+PARALLEL_REFUSALS = (
+    (("fsdp",), "compile", "our FSDP gathers weights in forward wrappers and saved-tensor hooks, which "
+                           "torch.compile does not trace"),
+    (("fsdp2",), "compile", "fully_shard's hooks under torch.compile of the whole model are not supported here"),
+    (("fsdp2",), "fp16", "GradScaler over fully_shard's DTensor gradients is not wired up; use bf16"),
+    (PARALLEL[1:], "recipe", "the fast recipe's CUDA graphs and bf16 master weights are single-process"),
+    (PARALLEL[1:], "hf_llama", "the strategies are set up for our model's blocks"),
+    (PARALLEL[1:], "trace", "profiler traces are not yet written per rank"),
+    (PARALLEL[1:], "memory_snapshot", "allocator snapshots are not yet written per rank"),
+)
 
 
 @dataclass(frozen=True)
@@ -51,12 +66,21 @@ class RunSpec:
     trace: str = ""  # directory for torch.profiler traces, "" = off
     memory_snapshot: str = ""  # path prefix for allocator snapshots, "" = off
     profile_steps: int = 0  # 0 = all measured steps inside the profiler range
+    parallel: str = "none"  # see PARALLEL
+    nproc_per_node: int = 1  # ranks on this host, launched through torchrun by the sweep
+    bucket_mb: float = 25.0  # ddp_bucketed's bucket size (MiB)
+    dist_backend: str = ""  # see DIST_BACKENDS
+
+    @property
+    def distributed_backend(self) -> str:
+        return self.dist_backend or ("nccl" if self.device == "cuda" else "gloo")
 
     def __post_init__(self):
         _check_choices(self)
         _check_numbers(self)
         self.model_config()  # its ValueError names the field: sizes, heads dividing d_model, the attention
         _check_combinations(self)
+        _check_parallel(self)
         if self.recipe == "fast" and not self.compile:
             object.__setattr__(self, "compile", True)  # frozen: the one normalisation, so the row tells the truth
 
@@ -87,7 +111,8 @@ class RunSpec:
         return (f"{self.size} ctx={self.context_length} bs={self.batch_size} {self.mode} {self.precision} "
                 f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
                 f"{'' if self.backend == 'ours' else ' ' + self.backend} "
-                f"warmup={self.warmup_steps}")
+                f"warmup={self.warmup_steps}"
+                f"{'' if self.parallel == 'none' else f' {self.parallel} x{self.nproc_per_node}'}")
 
     @property
     def artifact_name(self) -> str:
@@ -162,3 +187,25 @@ def _check_combinations(spec: RunSpec) -> None:
                              f"not {spec.attention}")
     if spec.backend == "hf_llama" and spec.attention != "sdpa":
         raise ValueError(f"attention: the hf_llama backend always uses SDPA attention, not {spec.attention}")
+
+
+def _check_parallel(spec: RunSpec) -> None:
+    """Raise ValueError naming the field when the distributed options cannot run together."""
+    if spec.parallel not in PARALLEL:
+        raise ValueError(f"parallel: must be one of {', '.join(PARALLEL)}, got {spec.parallel!r}")
+    if not isinstance(spec.nproc_per_node, int) or spec.nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node: must be a positive integer, got {spec.nproc_per_node!r}")
+    if not spec.bucket_mb > 0:
+        raise ValueError(f"bucket_mb: must be positive, got {spec.bucket_mb!r}")
+    if spec.dist_backend not in DIST_BACKENDS:
+        raise ValueError(f"dist_backend: must be nccl or gloo, got {spec.dist_backend!r}")
+    if spec.dist_backend == "nccl" and spec.device != "cuda":
+        raise ValueError("dist_backend: nccl needs a CUDA device; use gloo on CPU")
+    if spec.parallel == "none" and spec.nproc_per_node > 1:
+        raise ValueError("nproc_per_node: more than 1 needs a parallel strategy (parallel none is one process)")
+    chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
+              "hf_llama": spec.backend == "hf_llama", "trace": bool(spec.trace),
+              "memory_snapshot": bool(spec.memory_snapshot)}
+    for strategies, option, reason in PARALLEL_REFUSALS:
+        if spec.parallel in strategies and chosen[option]:
+            raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")

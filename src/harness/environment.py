@@ -50,6 +50,19 @@ def gpu_supports_bf16() -> bool | None:
         return None
 
 
+def visible_gpu_count() -> int | None:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES respected), asked of nvidia-smi: no CUDA context. None
+    when nvidia-smi cannot say."""
+    out = _run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"])
+    if not out:
+        return None
+    present = len(out.splitlines())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    return min(present, len([v for v in visible.split(",") if v.strip()]))
+
+
 def collect_environment(device: str, query_gpu: bool = True) -> dict:
     """`query_gpu=False` keeps a parent process from creating a CUDA context its children would have to share:
     the GPU's name and driver then come from nvidia-smi."""

@@ -2,21 +2,51 @@
 
 A child that dies (segfault, abort, killed) becomes a record with status "crash: ..." and the last line it wrote
 to stderr; the sweep goes on. Ctrl-C kills the running child and propagates, after every finished record was
-already handed to `on_record` (which appends it to the results file).
+already handed to `on_record` (which appends it to the results file). Each child works in a temporary folder
+named after this process (lmbench-<pid>-*); a child whose parent dies removes it and ends (worker.py), and a
+sweep removes the folders that dead sweeps left behind.
 """
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 
+from src.harness.progress import PROGRESS_FD_VARIABLE, wanted
 from src.harness.record import Record, new_record, with_fields
 from src.harness.runner import derive_figures, run_spec_with_environment
 from src.spec import RunSpec
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEMP_PREFIX = "lmbench-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_orphaned_folders(folder: str | None = None) -> list[str]:
+    """Remove the lmbench-<pid>-* temporary folders whose sweep process no longer exists; return their paths."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(folder):
+        match = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-\w+", name)
+        path = os.path.join(folder, name)
+        if match and os.path.isdir(path) and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _describe_exit(code: int) -> str:
@@ -28,12 +58,27 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
+@contextlib.contextmanager
+def _progress_fd():
+    """A copy of this process's stderr for the child's progress bar (its own stderr is a file), or None if off."""
+    if not wanted():
+        yield None
+        return
+    fd = os.dup(sys.stderr.fileno())
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def run_in_child(spec: RunSpec) -> dict:
-    with tempfile.TemporaryDirectory(prefix="lmbench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         result_path, stderr_path = os.path.join(tmp, "record.json"), os.path.join(tmp, "stderr.txt")
-        with open(stderr_path, "w+") as stderr:
-            child = subprocess.Popen([sys.executable, "-m", "src.harness.worker", result_path],
-                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True)
+        with open(stderr_path, "w+") as stderr, _progress_fd() as progress:
+            env = dict(os.environ, **({PROGRESS_FD_VARIABLE: str(progress)} if progress is not None else {}))
+            child = subprocess.Popen([sys.executable, "-m", "src.harness.worker", result_path, str(os.getpid())],
+                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True, env=env,
+                                     pass_fds=() if progress is None else (progress,))
             try:
                 child.communicate(json.dumps(spec.to_dict()))
             except BaseException:  # Ctrl-C or anything else: never leave the child running
@@ -59,7 +104,43 @@ def crash_record(spec: RunSpec, reason: str) -> Record:
     return with_fields(record, {**derive_figures(spec, record, env["gpu_name"]), "env": env})
 
 
+LAUNCH_TIMEOUT_S = 3600  # one configuration's whole process group, start to end
+
+
+def run_in_torchrun(spec: RunSpec) -> dict:
+    """A configuration with a parallel strategy: nproc_per_node ranks under torchrun (src/harness/dist_worker.py);
+    a failed launch becomes a record whose status names the rank that failed first and its cause."""
+    from src.harness.launch import run_torchrun
+
+    with tempfile.TemporaryDirectory(prefix="lmbench-") as tmp:
+        spec_path, result_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "record.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec.to_dict(), f)
+        result = run_torchrun(spec.nproc_per_node, "src.harness.dist_worker", [spec_path, result_path],
+                              LAUNCH_TIMEOUT_S)
+        if result.ok and os.path.exists(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+    if result.stderr_tail.strip():
+        sys.stderr.write(result.stderr_tail)
+    record = crash_record(spec, result.describe())
+    if any(cause.startswith("OOM") for cause in result.failed_ranks.values()):
+        record["status"] = f"OOM: {result.describe()}"[:400]
+    return record
+
+
 def run_sweep(specs: list[RunSpec], on_record) -> None:
+    """Under a user's own torchrun every rank runs each configuration in this process (the group is already
+    there); otherwise a strategy runs through torchrun, and anything else as before."""
+    from src.harness.launch import under_torchrun
+
+    if any(spec.isolate == "process" for spec in specs):
+        remove_orphaned_folders()
     for index, spec in enumerate(specs):
-        record = run_in_child(spec) if spec.isolate == "process" else run_spec_with_environment(spec)
+        if spec.parallel != "none" and not under_torchrun():
+            record = run_in_torchrun(spec)
+        elif spec.isolate == "process" and not under_torchrun():
+            record = run_in_child(spec)
+        else:
+            record = run_spec_with_environment(spec)
         on_record(index, record)

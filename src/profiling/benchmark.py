@@ -19,21 +19,31 @@ import sys
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
-from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
-                               positive_float, positive_int, resolve_device)
-from src.harness.environment import gpu_supports_bf16
+from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STATUSES, OneLineParser, UsageError,
+                             non_negative_int, parse_and_resolve, positive_float, positive_int, resolve_device,
+                             sweep_exit_status)
+from src.harness.environment import gpu_supports_bf16, visible_gpu_count
+from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.spec import BACKENDS, MODES, PRECISIONS, RECIPES, TIMERS, RunSpec
+from src.spec import BACKENDS, DIST_BACKENDS, MODES, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
 from src.harness.sweep import run_sweep
 from src.reports.table import format_table, progress_line
 
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
 CPU_BENCHMARK_STEPS = 5
+EXIT_STATUSES = """exit status: 0 every configuration ran, or ran out of memory (an OOM row is a result); 1 at least
+one configuration failed (error, crash, non-finite loss); 2 bad input, refused before any work; 3 a row could not
+be written (disk full): the file is as it was before that row; 130 interrupted (finished rows kept)."""
+
+
+class RowNotWritten(Exception):
+    """The results file refused a row (a full disk, a file that changed under us): the sweep stops."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0],
+                      epilog=EXIT_STATUSES)
     size = p.add_argument_group("model size: presets, or one custom size from all four of --d_model --d_ff --num_layers --num_heads")
     size.add_argument("--sizes", nargs="+", choices=list(PRESETS), help=f"presets (default on CUDA: {' '.join(ORIGINAL_SIZES)})")
     size.add_argument("--d_model", type=positive_int)
@@ -60,13 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, default="ours",
                      help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers)")
     run.add_argument("--seed", type=int, default=0)
+    par = p.add_argument_group("several processes (torch.distributed; launched through torchrun, or under yours)")
+    par.add_argument("--parallel", nargs="+", choices=PARALLEL, default=["none"],
+                     help="ours: ddp_naive ddp_flat ddp_overlap ddp_bucketed zero1 fsdp; PyTorch's: torch_ddp "
+                          "torch_zero1 fsdp2")
+    par.add_argument("--nproc_per_node", type=positive_int, help="ranks on this host (default 1; under torchrun its own)")
+    par.add_argument("--bucket_mb", type=positive_float, nargs="+", default=[25.0],
+                     help="ddp_bucketed's bucket size and torch_ddp's bucket_cap_mb, in MiB")
+    par.add_argument("--dist_backend", choices=DIST_BACKENDS[1:], help="default: nccl on CUDA, gloo on CPU")
     how = p.add_argument_group("measurement")
     how.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     how.add_argument("--timer", choices=TIMERS, help="events: CUDA events (default on CUDA); sync: synchronise + wall clock")
     how.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
                      help="process: one child process per configuration (auto: on CUDA)")
     how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
-    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
+    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl; "
+                                      "/dev/null measures and prints but keeps nothing")
+    how.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                     help="a bar of finished steps on stderr for configurations longer than "
+                          f"{PROGRESS_DELAY_S:g} s (auto: when stderr is a terminal)")
     prof = p.add_argument_group("profiling")
     prof.add_argument("--nvtx", choices=("on", "off"), help="NVTX ranges for Nsight Systems (default on; CUDA only)")
     prof.add_argument("--profile_steps", type=positive_int,
@@ -128,11 +150,14 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
         raise UsageError("--precision bf16: this GPU (compute capability below 8.0) does not support bfloat16")
     timer = args.timer or ("events" if device == "cuda" else "sync")
     isolate = args.isolate if args.isolate != "auto" else ("process" if device == "cuda" else "none")
+    nproc, dist_backend = _resolve_processes(args, device)
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
-    for warmup, steps, mode, precision, attention, batch, context, (name, model) in itertools.product(
-            args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
-            args.batch_size, args.context_length, models):
+    # the bucket size is an axis only for the strategies that bucket
+    parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
+    for warmup, steps, mode, precision, attention, batch, context, (strategy, bucket_mb), (name, model) in \
+            itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
+                              args.batch_size, args.context_length, parallel, models):
         try:
             specs.append(RunSpec(
                 size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
@@ -141,22 +166,58 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device,
                 seed=args.seed, isolate=isolate, nvtx=args.nvtx != "off" and device == "cuda",
                 peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
-                memory_snapshot=args.memory_snapshot or "",
+                memory_snapshot=args.memory_snapshot or "", parallel=strategy,
+                nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
             ))
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None
-    if args.output:
-        try:
-            check_writable(args.output)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    for path, what in ((args.trace, "--trace"), (args.memory_snapshot, "--memory_snapshot")):
+    outputs = ((args.output, "--output", {}), (args.trace, "--trace", {"directory": True}),
+               (args.memory_snapshot and args.memory_snapshot + "-probe.pickle", "--memory_snapshot", {}))
+    for path, flag, kind in outputs:
         if path:
             try:
-                check_writable(os.path.join(path, "probe") if what == "--trace" and os.path.isdir(path) else path)
+                check_writable(path, **kind)
             except ValueError as error:
-                raise UsageError(f"{what}: {error}") from None
+                raise UsageError(f"{flag}: {error}") from None
     return specs, notes
+
+
+BUCKETING = ("ddp_bucketed", "torch_ddp", "torch_zero1")
+
+
+def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]:
+    """(ranks per host, backend) for the strategies; under torchrun its own count. Raises UsageError."""
+    from src.harness.launch import under_torchrun
+
+    if args.dist_backend == "nccl" and device != "cuda":
+        raise UsageError("--dist_backend nccl needs CUDA; use gloo on CPU")
+    if under_torchrun():
+        return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])), args.dist_backend or ""
+    nproc = args.nproc_per_node or 1
+    if nproc > 1 and args.parallel == ["none"]:
+        raise UsageError(f"--nproc_per_node {nproc} needs --parallel (a strategy); none runs one process")
+    gpus = visible_gpu_count() if device == "cuda" else None  # nvidia-smi: the parent leaves CUDA to its children
+    if gpus is not None and nproc > gpus:
+        raise UsageError(f"--nproc_per_node {nproc} is more than the {gpus} GPU(s) present")
+    return nproc, args.dist_backend or ""
+
+
+def _join_users_torchrun(specs: list[RunSpec]) -> bool:
+    """Under a user's torchrun, every rank joins the group once and runs the sweep in-process; only rank 0 writes
+    rows and prints. Returns whether this process writes."""
+    from src.harness.launch import under_torchrun
+
+    if not under_torchrun() or not specs:
+        return True
+    from src.harness.dist_worker import COLLECTIVE_TIMEOUT_S
+    from src.harness.launch import init_distributed
+
+    rank, _, local_rank = init_distributed(specs[0].distributed_backend, COLLECTIVE_TIMEOUT_S)
+    if specs[0].device == "cuda":  # also under gloo: each rank's tensors on its own GPU
+        import torch
+
+        torch.cuda.set_device(local_rank)
+    return rank == 0
 
 
 @contextlib.contextmanager
@@ -177,21 +238,29 @@ def main(argv=None) -> int:
     if parsed is None:
         return EXIT_USAGE
     args, (specs, notes) = parsed
+    if args.progress != "auto":  # read by the runner here and, through the environment, in the sweep's children
+        os.environ[PROGRESS_VARIABLE] = args.progress
     if args.explain_precision:
         from src.instruments.precision import explain_precision
 
         for spec in specs[:1]:
             print(explain_precision(spec))
         return 0
-    for note in notes:
+    writer = _join_users_torchrun(specs)  # False on ranks other than 0 under a user's torchrun
+    for note in notes if writer else ():
         print(note, file=sys.stderr)
     records = []
 
     def on_record(index: int, record: dict) -> None:
+        if not writer:
+            return
         with interrupts_deferred():  # Ctrl-C between the two would print a table that disagrees with the file
-            if args.output:
-                append_record(args.output, record)
             records.append(record)
+            if args.output:
+                try:
+                    append_record(args.output, record)
+                except (OSError, ValueError) as error:
+                    raise RowNotWritten(str(error)) from error
         print(progress_line(index, len(specs), record), file=sys.stderr, flush=True)
         for warning in record.get("warnings", []):
             print(f"  warning: {warning}", file=sys.stderr)
@@ -203,12 +272,23 @@ def main(argv=None) -> int:
               + (f"; their rows are in {args.output}" if args.output and records else ""), file=sys.stderr)
         if records:
             print(format_table(records))
-        return 130
+        return EXIT_INTERRUPTED
+    except RowNotWritten as error:  # stop: the next row would fail too, and its measurement would be lost
+        print(f"\nbenchmark: could not write row {len(records)} of {len(specs)} to {args.output}: {error}\n"
+              f"{args.output} is as it was before that row (the {len(records) - 1} earlier rows of this run are in "
+              f"it, whole); the table of all {len(records)} measured rows follows", file=sys.stderr)
+        print(format_table(records))
+        return EXIT_OUTPUT
+    if not writer:  # a rank other than 0 under a user's torchrun: rank 0 reports
+        return 0
     print(format_table(records))
     if records and records[0].get("peak_note"):
         print(f"\nMFU: {records[0]['peak_note']}", file=sys.stderr)
-    return 0
-
+    status = sweep_exit_status(records)
+    if status:
+        failed = sum(r.get("status") not in FINE_STATUSES for r in records)
+        print(f"{failed} of {len(records)} configurations failed (exit status {status})", file=sys.stderr)
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,8 +15,14 @@ NEW_COLUMNS = [
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
 ]
+# Shown when a row ran a --parallel strategy: times are rank 0's, the step's spread across ranks beside them.
+DISTRIBUTED_COLUMNS = [
+    "parallel", "world_size", "median_time_sync", "min_time_step_across_ranks", "max_time_step_across_ranks",
+    "slowest_rank", "tokens_per_second_per_gpu", "comm_bytes_all_reduce", "comm_bytes_all_gather",
+    "comm_bytes_reduce_scatter", "comm_bytes_broadcast",
+]
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
-                  "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe"}
+                  "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel"}
 
 
 def _format(value):
@@ -30,7 +36,7 @@ def _format(value):
 def table_row(record: dict) -> dict:
     config = config_of(record)
     row = {}
-    for column in ORIGINAL_COLUMNS + NEW_COLUMNS:
+    for column in ORIGINAL_COLUMNS + NEW_COLUMNS + DISTRIBUTED_COLUMNS:
         if column in CONFIG_COLUMNS:
             value = config.get(column)
         elif column == "estimated_memory_gb":
@@ -43,7 +49,10 @@ def table_row(record: dict) -> dict:
 
 
 def format_table(records: list[dict]) -> str:
-    frame = pd.DataFrame([table_row(r) for r in records], columns=ORIGINAL_COLUMNS + NEW_COLUMNS)
+    columns = ORIGINAL_COLUMNS + NEW_COLUMNS
+    if any(r.get("config", {}).get("parallel", "none") != "none" for r in records):
+        columns = columns[:-1] + DISTRIBUTED_COLUMNS + columns[-1:]  # status stays last
+    frame = pd.DataFrame([table_row(r) for r in records], columns=columns)
     return frame.map(_format).to_markdown()
 
 

@@ -1,0 +1,68 @@
+"""A multi-process row: every rank's phase times and peak memory gathered to rank 0, and the strategy's analytic
+memory and communication (src/distributed/cost.py) beside them.
+
+Fields added to a row with world size > 1 (rank 0's record; the other ranks' records are not written):
+  rank_median_time_<phase>    per rank, the median over measured steps (phases: forward, backward, sync, optimizer)
+  {min,median,max}_time_step_across_ranks, slowest_rank   of the per-rank median step times
+  rank_peak_memory_bytes      per rank (CUDA); peak_memory_bytes becomes their maximum
+  rank_status                 per rank
+The group's step ends when its slowest rank's does, so tokens/s for the group is world_size x B x T over the
+slowest rank's median step, and tokens/s per GPU (and MFU, per GPU) follow from that same time.
+"""
+
+import numpy as np
+import torch.distributed as dist
+
+from src.spec import PHASES, RunSpec
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_ranks(record: dict) -> dict:
+    """Collective: every rank calls it; on rank 0 it returns the per-rank fields for the record ({} elsewhere)."""
+    mine = {
+        "status": record.get("status"),
+        "peak_memory_bytes": record.get("peak_memory_bytes"),
+        **{phase: float(np.median(record[f"time_{phase}"])) if record.get(f"time_{phase}") else None
+           for phase in PHASES},
+    }
+    everyone = [None] * world_size()
+    dist.all_gather_object(everyone, mine)
+    if dist.get_rank() != 0:
+        return {}
+    fields = {f"rank_median_time_{phase}": [r[phase] for r in everyone] for phase in PHASES}
+    steps = [sum(r[p] or 0.0 for p in PHASES) for r in everyone]
+    if all(r["forward"] is not None for r in everyone):
+        fields.update(min_time_step_across_ranks=min(steps), median_time_step_across_ranks=float(np.median(steps)),
+                      max_time_step_across_ranks=max(steps), slowest_rank=int(np.argmax(steps)))
+    fields["rank_status"] = [r["status"] for r in everyone]
+    fields["rank_peak_memory_bytes"] = [r["peak_memory_bytes"] for r in everyone]
+    peaks = [p for p in fields["rank_peak_memory_bytes"] if p is not None]
+    if peaks:
+        fields["peak_memory_bytes"] = max(peaks)
+    return fields
+
+
+def group_step_time(record: dict) -> float | None:
+    """The group's step: the slowest rank's median when the ranks were gathered, else this process's median."""
+    return record.get("max_time_step_across_ranks") or record.get("median_time_step")
+
+
+def strategy_estimates(spec: RunSpec, record: dict) -> dict:
+    """Memory per rank and bytes per step by collective, as the cost model counts them for this strategy."""
+    from src.distributed.cost import communication_per_step, memory_per_rank
+
+    n = record.get("world_size") or 1
+    config = spec.model_config()
+    compute_dtype_bytes = 2 if spec.precision in ("bf16", "fp16") else 4
+    memory = memory_per_rank(config, spec.parallel, n, spec.batch_size, spec.context_length, spec.precision,
+                             spec.mode, bucket_mb=spec.bucket_mb)
+    fields = {"estimated_memory_bytes": memory.total, "estimated_memory": {**memory.__dict__, "total": memory.total}}
+    if spec.mode == "forward":  # no gradients: only FSDP's forward gathers would move, and no row needs them
+        return fields
+    for op, nbytes in communication_per_step(config, spec.parallel, n, compute_dtype_bytes,
+                                             bucket_mb=spec.bucket_mb).items():
+        fields[f"comm_bytes_{op}"] = nbytes
+    return fields

@@ -1,0 +1,62 @@
+"""Apply a --parallel strategy to the model: wrap it, and say which optimizer steps it and what finishes the
+gradient synchronisation after backward (ours only; PyTorch's engines finish it inside backward).
+
+Needs the process group already initialised (the harness's worker does it under torchrun). Ours come from
+src.distributed; torch_ddp is DistributedDataParallel, torch_zero1 adds ZeroRedundancyOptimizer, fsdp2 is
+fully_shard on every block and at the root with a MixedPrecisionPolicy when --precision asks for bf16.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from src.spec import RunSpec
+
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Parallel:
+    model: nn.Module  # what the step calls: the wrapper (its .module is the model)
+    finish: Callable[[], None] | None  # after backward, timed as the "sync" phase; None: nothing left to wait for
+    make_optimizer: Callable[[list, float], torch.optim.Optimizer] | None  # None: the step's own AdamW
+
+
+def _adamw(params, lr):
+    return torch.optim.AdamW(params, lr=lr)
+
+
+def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
+    from src import distributed as ours
+
+    strategy = spec.parallel
+    if strategy in ("ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "zero1", "fsdp"):
+        if strategy == "ddp_bucketed":
+            wrapped = ours.BucketedDDP(model, spec.bucket_mb)
+        elif strategy == "fsdp":
+            wrapped = ours.FSDP(model, compute_dtype=LOW_PRECISION.get(spec.precision))
+        else:
+            wrapped = {"ddp_naive": ours.NaiveDDP, "ddp_flat": ours.FlatDDP}.get(strategy, ours.OverlapDDP)(model)
+        sharded = (lambda params, lr: ours.ShardedOptimizer(params, torch.optim.AdamW, lr=lr)) \
+            if strategy == "zero1" else None
+        return Parallel(wrapped, wrapped.finish_gradient_synchronization, sharded)
+    if strategy in ("torch_ddp", "torch_zero1"):
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [torch.cuda.current_device()] if spec.device == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=device_ids, bucket_cap_mb=spec.bucket_mb)
+        zero = (lambda params, lr: ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW, lr=lr)) \
+            if strategy == "torch_zero1" else None
+        return Parallel(wrapped, None, zero)
+    if strategy == "fsdp2":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(param_dtype=LOW_PRECISION.get(spec.precision))
+        for block in model.layers:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        return Parallel(model, None, None)
+    raise ValueError(f"unknown parallel strategy {strategy!r}")
