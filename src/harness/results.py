@@ -65,8 +65,10 @@ def _check_storage(path: str, real: str) -> None:
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     kind = _filesystem_type(existing)
-    if kind in _KERNEL_FILESYSTEMS or any(real == t or real.startswith(t + "/") for t in _KERNEL_TREES):
-        raise ValueError(f"{path} is in a kernel interface ({kind or real.split('/')[1]}), not on storage")
+    tree = next((t for t in _KERNEL_TREES if real == t or real.startswith(t + "/")), "")
+    if kind in _KERNEL_FILESYSTEMS or tree:
+        raise ValueError(f"{path} is in a kernel interface ({kind if kind in _KERNEL_FILESYSTEMS else tree}), "
+                         "not on storage")
 
 
 def _check_results_file(path: str, columns) -> None:
