@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14 on one H200, in one run of at most BUDGET_S (default 530 s): each part has its own time limit, cut to
-# what is left of the budget (a part with under 20 s left is skipped), and prints its time. Run in this order:
+# what is left of the budget (a part with under 20 s left is skipped), and prints its time. Parts run most
+# wanted first (a, c-fast, d-fast, b-train, c-plain, b-forward, d-fast-traced, d-compiled, e); what they are:
 #   (a) activation checkpointing: 2.7B, batch 4, ctx 2048, train, bf16, SDPA (naive attention's T x T scores would
 #       not fit at 2048), torch's default AdamW; N in 1 2 4 8 16 32 and none; warm-up 2, measured 3
 #   (c) the issue's table: 2.7B and small, bf16, batch 4, ctx 1024, train, --recipe fast; and plain train
@@ -46,16 +47,16 @@ part a 140 "${bench[@]}" --sizes 2.7B --batch_size 4 --context_length 2048 --mod
 
 table=(--batch_size 4 --context_length 1024 --mode train --output "$out/issue_table.jsonl")
 part c-fast 130 "${bench[@]}" --sizes 2.7B small --recipe fast "${table[@]}"
-part c-plain 70 "${bench[@]}" --sizes 2.7B small --precision bf16 --attention sdpa --optimizer default fused \
-    "${table[@]}"
+anomaly=(--batch_size 4 --context_length 1024 --output "$out/anomaly.jsonl")
+part d-fast 130 "${bench[@]}" --sizes medium large xl --recipe fast --mode train "${anomaly[@]}"
 
 part b-train 50 "${bench[@]}" --sizes 10B 8B-leaderboard --mode train --precision bf16 --attention sdpa \
     --warmup_steps 1 --benchmark_steps 2 --output "$out/presets.jsonl"
+part c-plain 70 "${bench[@]}" --sizes 2.7B small --precision bf16 --attention sdpa --optimizer default fused \
+    "${table[@]}"
 part b-forward 60 "${bench[@]}" --sizes 8B-leaderboard --mode forward --precision bf16 --attention sdpa \
     --context_length 32768 16384 8192 --warmup_steps 1 --benchmark_steps 2 --output "$out/presets.jsonl"
 
-anomaly=(--batch_size 4 --context_length 1024 --output "$out/anomaly.jsonl")
-part d-fast 90 "${bench[@]}" --sizes medium xl --recipe fast --mode train "${anomaly[@]}"
 part d-fast-traced 50 "${bench[@]}" --sizes large --recipe fast --mode train --trace "$out/trace_large" \
     --profile_steps 2 "${anomaly[@]}"
 part d-compiled 110 "${bench[@]}" --sizes large xl --compile --precision bf16 --attention sdpa \

@@ -43,14 +43,14 @@ class ToyTied(nn.Module):
 MODELS = {"cs336": lambda: TransformerLM(CS336_TINY), "toy": ToyTied}
 
 
-def build(model_name: str, seed: int) -> nn.Module:
+def build(model_name: str, seed: int, device: str = "cpu") -> nn.Module:
     torch.manual_seed(seed)
-    return MODELS[model_name]()
+    return MODELS[model_name]().to(device)
 
 
-def batches(steps: int = STEPS, batch: int = BATCH) -> list[torch.Tensor]:
+def batches(steps: int = STEPS, batch: int = BATCH, device: str = "cpu") -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(1234)
-    return [torch.randint(0, 64, (batch, SEQ + 1), generator=generator) for _ in range(steps)]
+    return [torch.randint(0, 64, (batch, SEQ + 1), generator=generator).to(device) for _ in range(steps)]
 
 
 def rank_slice(tokens: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -75,9 +75,9 @@ def sgd(params, lr: float = 0.1):
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-def reference_params(model_name: str, lr: float = 0.1) -> dict[str, torch.Tensor]:
-    model = build(model_name, seed=0)
-    train(model, sgd(model.parameters(), lr), batches())
+def reference_params(model_name: str, lr: float = 0.1, device: str = "cpu") -> dict[str, torch.Tensor]:
+    model = build(model_name, seed=0, device=device)
+    train(model, sgd(model.parameters(), lr), batches(device=device))
     return {name: p.detach() for name, p in model.named_parameters()}
 
 

@@ -8,12 +8,13 @@ from tests.distributed.multiprocess import run_on_ranks
 from tests.distributed.single_process import STRATEGIES, batches, build, full_params, rank_slice, reference_params, train
 
 
-def _every_strategy(rank: int, world_size: int, model_name: str) -> None:
-    expected = reference_params(model_name)
-    local_batches = [rank_slice(tokens, rank, world_size) for tokens in batches()]
+def _every_strategy(rank: int, world_size: int, model_name: str, device: str = "cpu") -> None:
+    """On `device` "cuda" every rank's tensors live on the one GPU and gloo moves them (tests/distributed/test_on_cuda.py)."""
+    expected = reference_params(model_name, device=device)
+    local_batches = [rank_slice(tokens, rank, world_size) for tokens in batches(device=device)]
     for strategy, (wrap, make_optimizer) in STRATEGIES.items():
         # each rank starts from a different initialisation: construction must broadcast rank 0's
-        wrapped = wrap(build(model_name, seed=rank))
+        wrapped = wrap(build(model_name, seed=rank, device=device))
         train(wrapped, make_optimizer(wrapped), local_batches, wrapped.finish_gradient_synchronization)
         got = full_params(wrapped)
         assert list(got) == list(expected), f"{strategy}: parameter names {list(got)}"

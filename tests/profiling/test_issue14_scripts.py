@@ -44,7 +44,7 @@ def test_gpu_script_commands_are_valid_and_a_failed_part_fails_the_run(tmp_path)
         args = build_parser().parse_args(shlex.split(command) + ["--device", "cpu"])
         specs, _ = resolve(args)  # raises UsageError on anything the benchmark would refuse
         counts.append(len(specs))
-    assert counts == [7, 2, 4, 2, 3, 2, 1, 4]
+    assert counts == [7, 2, 3, 2, 4, 3, 1, 4]  # a, c-fast, d-fast, b-train, c-plain, b-forward, d-fast-traced, d-compiled
     a = resolve(build_parser().parse_args(shlex.split(commands[0]) + ["--device", "cpu"]))[0]
     assert [s.checkpoint_group for s in a] == [1, 2, 4, 8, 16, 32, 0]
     assert {(s.size, s.batch_size, s.context_length, s.mode, s.precision) for s in a} == {
