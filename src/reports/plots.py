@@ -26,8 +26,10 @@ DPI = 100
 WIDTH_IN = 12.0
 GIB = 2**30
 PHASES = tuple((phase_field(p), p) for p in STEP_PHASES)  # (record field, legend name)
-PHASE_COLORS = ("#4C72B0", "#DD8452", "#55A868")
-PHASE_HATCHES = ("", "//", "..")
+# One per phase of src/spec.py's PHASES (forward, backward, sync, optimizer): a missing entry broke every plot of
+# train rows with more than one series once the sync phase was added.
+PHASE_COLORS = ("#4C72B0", "#DD8452", "#8172B3", "#55A868")
+PHASE_HATCHES = ("", "//", "xx", "..")
 SERIES_COLORS = plt.get_cmap("tab10").colors
 FAILED_COLOR = "#C44E52"
 Y_CLIP = 2.5  # warm-up plots show steps up to 2.5x the steady level; slower ones are clipped and labelled
