@@ -37,6 +37,20 @@ PARALLEL_REFUSALS = (
     (PARALLEL[1:], "trace", "profiler traces are not yet written per rank"),
     (PARALLEL[1:], "memory_snapshot", "allocator snapshots are not yet written per rank"),
 )
+# AdamW: torch's default (foreach, what plain user code gets), torch's fused=True, or ours (src/kernels/
+# master_adamw.py: bf16 weights with fp32 masters; CUDA and bf16 only). "" = the recipe's choice (see
+# src/train/step.py chosen_optimizer), torch's default without a recipe.
+OPTIMIZERS = ("default", "fused", "ours")
+
+
+def checkpoint_group(activation_checkpointing: str) -> int:
+    """'none' -> 0; 'blocks:N' -> N, the number of consecutive blocks recomputed together (N >= 1)."""
+    if activation_checkpointing == "none":
+        return 0
+    kind, _, count = str(activation_checkpointing).partition(":")
+    if kind == "blocks" and count.isdigit() and int(count) >= 1:
+        return int(count)
+    raise ValueError(f"activation_checkpointing: must be none or blocks:N with N >= 1, got {activation_checkpointing!r}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,8 @@ class RunSpec:
     trace: str = ""  # directory for torch.profiler traces, "" = off
     memory_snapshot: str = ""  # path prefix for allocator snapshots, "" = off
     profile_steps: int = 0  # 0 = all measured steps inside the profiler range
+    activation_checkpointing: str = "none"  # or "blocks:N": recompute groups of N blocks in backward
+    optimizer: str = ""  # one of OPTIMIZERS, or "" for the recipe's choice (torch's default without a recipe)
     parallel: str = "none"  # see PARALLEL
     nproc_per_node: int = 1  # ranks on this host, launched through torchrun by the sweep
     bucket_mb: float = 25.0  # ddp_bucketed's bucket size (MiB)
@@ -80,6 +96,7 @@ class RunSpec:
         _check_numbers(self)
         self.model_config()  # its ValueError names the field: sizes, heads dividing d_model, the attention
         _check_combinations(self)
+        _check_memory_and_optimizer(self)
         _check_parallel(self)
         if self.recipe == "fast" and not self.compile:
             object.__setattr__(self, "compile", True)  # frozen: the one normalisation, so the row tells the truth
@@ -102,6 +119,10 @@ class RunSpec:
         return self.compile or self.recipe == "fast"
 
     @property
+    def checkpoint_group(self) -> int:
+        return checkpoint_group(self.activation_checkpointing)
+
+    @property
     def profiled_steps(self) -> int:
         """Measured steps inside the profilers' range: the first profile_steps, or all of them."""
         return self.profile_steps or self.benchmark_steps
@@ -111,7 +132,8 @@ class RunSpec:
         return (f"{self.size} ctx={self.context_length} bs={self.batch_size} {self.mode} {self.precision} "
                 f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
                 f"{'' if self.backend == 'ours' else ' ' + self.backend} "
-                f"warmup={self.warmup_steps}"
+                f"{'' if self.activation_checkpointing == 'none' else 'checkpoint=' + self.activation_checkpointing + ' '}"
+                f"{'adamw=' + self.optimizer + ' ' if self.optimizer else ''}warmup={self.warmup_steps}"
                 f"{'' if self.parallel == 'none' else f' {self.parallel} x{self.nproc_per_node}'}")
 
     @property
@@ -209,3 +231,16 @@ def _check_parallel(spec: RunSpec) -> None:
     for strategies, option, reason in PARALLEL_REFUSALS:
         if spec.parallel in strategies and chosen[option]:
             raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")
+
+
+def _check_memory_and_optimizer(spec: RunSpec) -> None:
+    """Issue 14's options: activation checkpointing (our model only) and the AdamW (ours needs CUDA and bf16)."""
+    checkpoint_group(spec.activation_checkpointing)
+    if spec.activation_checkpointing != "none" and spec.backend != "ours":
+        # Refused rather than mapped onto transformers' gradient_checkpointing, which has no groups of N.
+        raise ValueError(f"activation_checkpointing: works on our model only, not backend {spec.backend}")
+    if spec.optimizer not in ("", *OPTIMIZERS):
+        raise ValueError(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {spec.optimizer!r}")
+    if spec.optimizer == "ours" and (spec.device, spec.precision, spec.backend) != ("cuda", "bf16", "ours"):
+        raise ValueError("optimizer: ours (bf16 weights with fp32 masters, a Triton kernel) needs CUDA, bf16 and our "
+                         f"model; got {spec.device}, {spec.precision}, {spec.backend}")

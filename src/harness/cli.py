@@ -6,7 +6,18 @@ prints a usage block first); the commands catch UsageError, print it, and return
 
 import argparse
 
-EXIT_USAGE = 2
+# Exit statuses of the commands that run sweeps (README "Reliability"; benchmark --help).
+EXIT_OK = 0  # every configuration measured, or out of memory (an OOM row is a result, as in a context sweep)
+EXIT_FAILED = 1  # at least one configuration ended in an error, a crash or a non-finite loss
+EXIT_USAGE = 2  # bad input, refused before any work
+EXIT_OUTPUT = 3  # a row could not be written (a full disk): the file keeps every earlier row whole
+EXIT_INTERRUPTED = 130  # Ctrl-C: the finished rows are in the file
+FINE_STATUSES = ("ok", "OOM")
+
+
+def sweep_exit_status(records: list[dict]) -> int:
+    """EXIT_OK when every record's status is ok or OOM, else EXIT_FAILED."""
+    return EXIT_OK if all(r.get("status") in FINE_STATUSES for r in records) else EXIT_FAILED
 
 
 class UsageError(Exception):
@@ -22,6 +33,11 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
     return requested
+
+
+def first_paragraph(doc: str) -> str:
+    """A module docstring's first paragraph on one line: a --help description that ends where its sentence does."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -3,14 +3,18 @@
 A record is a dict: scalar summary fields, `config` (every option), `env` (where it ran) and per-step time lists.
 JSON lines keep it as it is. CSV flattens it: config fields become columns, env fields `env_<name>`, lists JSON text.
 Appends are safe against each other (an exclusive flock on a hidden sidecar `.<file>.lock`) and against a reader: a
-record is one write() of one line. A CSV written by another version with other columns is rewritten with the
-union of both headers (old values kept in place) through a temporary file and an atomic rename.
+record is one write() of one line, and a write that fails (a full disk) is cut back, leaving the file exactly as
+it was. A CSV written by another version with other columns is rewritten with the union of both headers (old
+values kept in place) through a temporary file and an atomic rename, or refused when a line cannot be placed.
+check_writable is the one check of every command's output path, run before any work.
 """
 
 import csv
+import errno
 import io
 import json
 import os
+import stat
 from contextlib import contextmanager
 
 from src.harness.record import LIST_FIELDS
@@ -26,19 +30,114 @@ def is_jsonl(path: str) -> bool:
     return str(path).endswith(".jsonl")
 
 
-def check_writable(path: str) -> None:
-    """Raise ValueError naming the problem if `path` cannot be appended to. Creates and writes nothing."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
+# Kernel interfaces, not storage: a file there cannot hold rows (and /proc, /sys are refused by path as well,
+# because a container may mount a tmpfs inside /sys, as /sys/fs/cgroup is here).
+_KERNEL_FILESYSTEMS = {"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
+                       "devpts", "bpf", "pstore", "efivarfs", "fusectl", "mqueue", "binfmt_misc", "nsfs"}
+_KERNEL_TREES = ("/proc", "/sys")
+_HEAD_BYTES = 64 * 1024  # an existing results file must show what it is within its first line, read up to this
+# Columns of a benchmark results file besides CONFIG_FIELDS; a CSV header must share two names with these.
+RESULT_FIELDS = ("status", "error", "warnings", "mean_time_forward", "mean_time_step", "median_time_step", "tflops")
+
+
+def discards(path: str) -> bool:
+    """--output /dev/null: rows are measured and printed but written nowhere, and no lock file is made in /dev."""
+    return os.path.realpath(path) == os.devnull
+
+
+def _filesystem_type(path: str) -> str:
+    """The type of the filesystem holding `path` (which exists), from /proc/self/mountinfo; "" where unknown."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return ""
+    best, kind = "", ""
+    for fields in mounts:
+        point = fields[4].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[fields.index("-") + 1]
+    return kind
+
+
+def _check_storage(path: str, real: str) -> None:
+    existing = real
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    kind = _filesystem_type(existing)
+    tree = next((t for t in _KERNEL_TREES if real == t or real.startswith(t + "/")), "")
+    if kind in _KERNEL_FILESYSTEMS or tree:
+        raise ValueError(f"{path} is in a kernel interface ({kind if kind in _KERNEL_FILESYSTEMS else tree}), "
+                         "not on storage")
+
+
+def _check_results_file(path: str, columns) -> None:
+    """Raise ValueError unless the existing file at `path` is empty or a results file of this kind."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+    if not head:
+        return
+    line, newline, _ = head.partition(b"\n")
+    what = "JSON-lines" if is_jsonl(path) else "CSV"
+    try:
+        if b"\0" in line or not newline:
+            raise ValueError
+        text = line.decode("utf-8")
+        if is_jsonl(path):
+            first = json.loads(text)
+            if not isinstance(first, dict) or "status" not in first:
+                raise ValueError
+        else:
+            header = next(csv.reader([text]))
+            known = set(header) & set(columns)
+            if len(known) < min(2, len(header)):
+                raise ValueError
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+        raise ValueError(f"{path} exists and is not a {what} results file of this tool; refusing to append to it "
+                         "(choose another name)") from None
+
+
+def check_writable(path: str, *, directory: bool = False, replaces: bool = False,
+                   columns=CONFIG_FIELDS + RESULT_FIELDS) -> None:
+    """Raise ValueError naming the problem unless results can be written at `path`. Creates and writes nothing.
+
+    A file (directory=False) is appended to: it must be absent, empty, or a results file whose first line is
+    one of ours (a CSV header sharing two of `columns`, or a JSON object with a status), on storage, writable,
+    in a writable directory (its lock file goes beside it). /dev/null is accepted and means "discard"
+    (see discards). A file the command replaces whole (replaces=True: a plot) may hold anything. A directory
+    (directory=True) must exist or be creatable under a writable one.
+    """
+    real = os.path.realpath(path)
+    if discards(path):
+        if directory:
+            raise ValueError(f"{path} is not a directory")
+        return
+    _check_storage(path, real)
+    if directory:
+        if os.path.exists(real) and not os.path.isdir(real):
+            raise ValueError(f"{path} exists and is not a directory")
+        existing = real
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(f"cannot create {path}: {existing} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write under {path}: {existing} is not writable")
+        return
+    if os.path.isdir(real):
         raise ValueError(f"output path {path} is a directory")
-    parent = os.path.dirname(path)
+    parent = os.path.dirname(real)
     if not os.path.isdir(parent):
         raise ValueError(f"output directory {parent} does not exist")
-    if os.path.exists(path):
-        if not os.access(path, os.W_OK):
-            raise ValueError(f"output file {path} is not writable")
-    elif not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"output directory {parent} is not writable")
+    if os.path.exists(real):
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            raise ValueError(f"output path {path} is not a regular file (a device, pipe or socket)")
+        if not os.access(real, os.W_OK):
+            raise ValueError(f"output file {path} is not writable")
+        if not replaces:
+            _check_results_file(real, columns)
 
 
 def flatten(record: dict) -> dict:
@@ -70,7 +169,11 @@ def _locked(path: str):
 
 
 def _write_whole(path: str, text: str) -> None:
-    """Append `text` with one write(); start on a fresh line if a killed writer left a torn one."""
+    """Append `text` with one write(); start on a fresh line if a killed writer left a torn one.
+
+    If the write fails or is short (a full disk), the file is cut back to its size before: it is left exactly
+    as it was, and OSError is raised.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -80,10 +183,14 @@ def _write_whole(path: str, text: str) -> None:
                 if f.read(1) != b"\n":
                     text = "\n" + text
         data = text.encode()
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
-        os.fsync(fd)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes (disk full?)", path)
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
 
@@ -103,8 +210,14 @@ def _read_csv_header(path: str) -> list[str] | None:
         return next(csv.reader(f), None)
 
 
-def append_record(path: str, record: dict) -> None:
+def append_record(path: str, record: dict, columns=CONFIG_FIELDS + RESULT_FIELDS) -> None:
+    """Append one record whole, or leave the file as it was and raise (OSError, or ValueError for a file that
+    is not ours). /dev/null takes nothing and locks nothing."""
+    if discards(path):
+        return
     with _locked(path):
+        if os.path.exists(path):
+            _check_results_file(path, columns)
         if is_jsonl(path):
             _write_whole(path, json.dumps(record, default=str) + "\n")
             return
@@ -119,15 +232,38 @@ def append_record(path: str, record: dict) -> None:
 
 
 def _rewrite_csv_with_union(path: str, header: list[str], row: dict) -> None:
+    """Rewrite the CSV under the union of its header and the new row's fields, through a temporary file and an
+    atomic rename. A line with fewer fields than the header (a torn line) is carried over as it was, never spread
+    over columns it does not belong to; readers skip it with a warning. A line with more fields than the header
+    could land under the new columns, so the rewrite is refused (ValueError) and the file left as it was."""
     union = header + [k for k in row if k not in header]
     with open(path, newline="") as f:
-        old_rows = [r for r in csv.DictReader(f) if None not in r]  # skip a torn line: it has no safe place
+        lines = list(csv.reader(f))[1:]
+    for number, fields in enumerate(lines, 2):
+        if len(fields) > len(header):
+            raise ValueError(f"{path}:{number} has {len(fields)} fields but the header {len(header)}; adding the "
+                             f"columns {', '.join(union[len(header):])} would misplace it: fix that line or write "
+                             "to another file")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(union)
+    for fields in lines:
+        if len(fields) == len(header):
+            writer.writerow(fields + [""] * (len(union) - len(header)))
+        elif fields:
+            writer.writerow(fields)
+    buf.write(_csv_text(union, [row]))
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(_csv_text(union, [{k: k for k in union}, *old_rows, row]))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _parse_csv_value(key: str, text: str):

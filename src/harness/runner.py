@@ -8,6 +8,7 @@ and losses collected outside the timed regions, and the loss is checked for non-
 import contextlib
 import gc
 import os
+import re
 import sys
 import timeit
 
@@ -17,6 +18,7 @@ from src import nvtx
 from src.model import count_parameters
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
 from src.harness.hardware import device_peak
+from src.harness.progress import StepProgress
 from src.harness.ranks import gather_ranks, group_step_time, strategy_estimates, world_size
 from src.harness.record import (PHASES, STEP, Record, measured_step_times, new_record, phase_field, phase_times,
                                 stat_field, with_fields)
@@ -25,7 +27,14 @@ from src.harness.timing import make_timer, summarize
 from src.train.step import TrainStep, build_model
 
 SPREAD_WARNING = 0.10  # std/mean above this: the mean is not a number to trust
-FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|crash|nan:KEY=VALUE" makes matching configurations fail
+# A configuration whose memory estimate exceeds the device's memory (the host's on CPU) by more than this factor is
+# not run: it becomes an OOM row that says so. The estimate is an upper bound but a close one (2.7B, context 128:
+# 59.2 GB estimated, 55.4 GB measured), so a factor of 2 leaves only sizes that cannot fit (context 10^7 on CPU:
+# about 12.8 PB) and lets every borderline one be tried.
+MEMORY_MARGIN = 2.0
+# Out-of-memory on the CPU is a RuntimeError from the allocator, not torch.OutOfMemoryError.
+CPU_OOM = re.compile(r"DefaultCPUAllocator|can't allocate memory|not enough memory")
+FAULT_VARIABLE = "LMBENCH_INJECT_FAULT"  # tests: "oom|error|crash|nan:KEY=VALUE" makes matching configurations fail
 FAULT_RANK_VARIABLE = "LMBENCH_INJECT_FAULT_RANK"  # tests: only this rank (torchrun's RANK) fails
 
 
@@ -40,6 +49,8 @@ def _inject_fault(spec: RunSpec, model) -> None:
         return
     if kind == "oom":
         raise torch.OutOfMemoryError(f"injected out-of-memory ({fault})")
+    if kind == "error":
+        raise RuntimeError(f"injected error ({fault})")
     if kind == "crash":
         sys.stderr.write(f"injected crash ({fault})\n")
         sys.stderr.flush()
@@ -49,7 +60,7 @@ def _inject_fault(spec: RunSpec, model) -> None:
             next(model.parameters()).fill_(float("nan"))
 
 
-def _run_steps(step, batches, first: int, count: int, timer, label: str, on_step=None) -> list:
+def _run_steps(step, batches, first: int, count: int, timer, label: str, progress, on_step=None) -> list:
     losses = []
     for i in range(first, first + count):
         with nvtx.range(f"{label} step {i - first}"):
@@ -57,6 +68,7 @@ def _run_steps(step, batches, first: int, count: int, timer, label: str, on_step
         timer.next_step()
         if on_step is not None:
             on_step(i - first)
+        progress.update()  # after the step's timer has stopped: the bar costs nothing inside the measurement
     return losses
 
 
@@ -79,20 +91,21 @@ def _measure(spec: RunSpec, instruments) -> dict:
     tokens = torch.randint(0, spec.vocab_size, (steps, B, T + 1), device=spec.device)
     batches = (tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous())  # (steps, B, T) inputs, targets
     step = TrainStep(spec, model)
+    progress = StepProgress(steps, spec.label)
     measured = {"status": "ok", "warnings": []}
     first = 0
     losses = []
     if spec.compiled:
         start = timeit.default_timer()
         with nvtx.range("compile"):
-            losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile")
+            losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile", progress)
         measured["compile_time_s"] = timeit.default_timer() - start
         first = 1
     graphs_before_warmup = _graph_count()
 
     with nvtx.range("warmup"):
         warmup_timer = make_timer(spec.timer, spec.device)
-        losses += _run_steps(step, batches, first, spec.warmup_steps, warmup_timer, "warmup")
+        losses += _run_steps(step, batches, first, spec.warmup_steps, warmup_timer, "warmup", progress)
     measured["warmup_time_step"] = [sum(s.values()) for s in warmup_timer.results()]
 
     timer = make_timer(spec.timer, spec.device)
@@ -108,7 +121,9 @@ def _measure(spec: RunSpec, instruments) -> dict:
 
         if spec.device == "cuda":
             torch.cuda.profiler.start()  # cudaProfilerStart: nsys --capture-range=cudaProfilerApi records from here
-        losses += _run_steps(step, batches, first + spec.warmup_steps, spec.benchmark_steps, timer, "measure", on_step)
+        losses += _run_steps(step, batches, first + spec.warmup_steps, spec.benchmark_steps, timer, "measure",
+                             progress, on_step)
+    progress.close()
     step_times = timer.results()
     for name in PHASES:
         measured[phase_field(name)] = [s[name] for s in step_times if name in s]
@@ -127,17 +142,48 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
+def device_memory_bytes(device: str) -> int | None:
+    """Total memory of the device a run uses: the GPU's (this initialises CUDA: call it in the process that
+    measures, never in the sweep's parent), or the host's MemTotal for CPU runs; None where unknown."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[1]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _beyond_memory(spec: RunSpec) -> str:
+    """Why the configuration is not run (its estimate is over MEMORY_MARGIN x the device's memory), or ""."""
+    estimate = estimate_memory(spec.model_config(), spec.batch_size, spec.context_length, spec.mode,
+                               spec.precision).total
+    total = device_memory_bytes(spec.device)
+    if total is None or estimate <= MEMORY_MARGIN * total:
+        return ""
+    where = "device" if spec.device == "cuda" else "host"
+    return f"estimate {estimate / 1e9:,.1f} GB > {MEMORY_MARGIN:g} x {where} {total / 1e9:,.1f} GB: not run"
+
+
 def run_spec(spec: RunSpec, instruments=()) -> Record:
     """Measure one configuration; never raises for OOM or a failing model: the record's status says what happened."""
     if spec.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    too_large = _beyond_memory(spec)
     try:
+        if too_large:
+            raise torch.OutOfMemoryError(too_large)
         with nvtx.range(f"config {spec.label}"):
             measured = _measure(spec, instruments)
-    except torch.OutOfMemoryError as error:
-        measured = {"status": "OOM", "error": _one_line(error)}
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        measured = {"status": "OOM", "error": _one_line(error), "warnings": [too_large] if too_large else []}
     except Exception as error:  # one broken configuration must not end the sweep
-        measured = {"status": f"error: {_one_line(error)}"}
+        out_of_memory = isinstance(error, RuntimeError) and CPU_OOM.search(str(error))
+        measured = {"status": "OOM", "error": _one_line(error)} if out_of_memory else {
+            "status": f"error: {_one_line(error)}"}
     if spec.device == "cuda":
         measured["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     gc.collect()
@@ -169,7 +215,8 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
     config = spec.model_config()
     parameters = count_parameters(config)
     flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
-    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision)
+    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision,
+                               checkpoint_group=spec.checkpoint_group)
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = group_step_time(record) or figures[stat_field("median", STEP)]  # with several ranks: the slowest's
     tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's

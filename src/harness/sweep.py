@@ -2,21 +2,51 @@
 
 A child that dies (segfault, abort, killed) becomes a record with status "crash: ..." and the last line it wrote
 to stderr; the sweep goes on. Ctrl-C kills the running child and propagates, after every finished record was
-already handed to `on_record` (which appends it to the results file).
+already handed to `on_record` (which appends it to the results file). Each child works in a temporary folder
+named after this process (lmbench-<pid>-*); a child whose parent dies removes it and ends (worker.py), and a
+sweep removes the folders that dead sweeps left behind.
 """
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 
+from src.harness.progress import PROGRESS_FD_VARIABLE, wanted
 from src.harness.record import Record, new_record, with_fields
 from src.harness.runner import derive_figures, run_spec_with_environment
 from src.spec import RunSpec
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEMP_PREFIX = "lmbench-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_orphaned_folders(folder: str | None = None) -> list[str]:
+    """Remove the lmbench-<pid>-* temporary folders whose sweep process no longer exists; return their paths."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(folder):
+        match = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-\w+", name)
+        path = os.path.join(folder, name)
+        if match and os.path.isdir(path) and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _describe_exit(code: int) -> str:
@@ -28,12 +58,27 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
+@contextlib.contextmanager
+def _progress_fd():
+    """A copy of this process's stderr for the child's progress bar (its own stderr is a file), or None if off."""
+    if not wanted():
+        yield None
+        return
+    fd = os.dup(sys.stderr.fileno())
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def run_in_child(spec: RunSpec) -> dict:
-    with tempfile.TemporaryDirectory(prefix="lmbench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         result_path, stderr_path = os.path.join(tmp, "record.json"), os.path.join(tmp, "stderr.txt")
-        with open(stderr_path, "w+") as stderr:
-            child = subprocess.Popen([sys.executable, "-m", "src.harness.worker", result_path],
-                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True)
+        with open(stderr_path, "w+") as stderr, _progress_fd() as progress:
+            env = dict(os.environ, **({PROGRESS_FD_VARIABLE: str(progress)} if progress is not None else {}))
+            child = subprocess.Popen([sys.executable, "-m", "src.harness.worker", result_path, str(os.getpid())],
+                                     stdin=subprocess.PIPE, stderr=stderr, cwd=_REPO, text=True, env=env,
+                                     pass_fds=() if progress is None else (progress,))
             try:
                 child.communicate(json.dumps(spec.to_dict()))
             except BaseException:  # Ctrl-C or anything else: never leave the child running
@@ -89,6 +134,8 @@ def run_sweep(specs: list[RunSpec], on_record) -> None:
     there); otherwise a strategy runs through torchrun, and anything else as before."""
     from src.harness.launch import under_torchrun
 
+    if any(spec.isolate == "process" for spec in specs):
+        remove_orphaned_folders()
     for index, spec in enumerate(specs):
         if spec.parallel != "none" and not under_torchrun():
             record = run_in_torchrun(spec)

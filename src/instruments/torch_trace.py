@@ -39,6 +39,12 @@ class TorchTrace:
     def __enter__(self):
         os.makedirs(self.spec.trace, exist_ok=True)
         activities = [torch.profiler.ProfilerActivity.CPU]
+        if not torch.cuda.is_available():
+            # Kineto asks for the GPU count when it exports, whatever the activities: with a CUDA build of torch and
+            # no driver it logs "ERROR: gpuGetDeviceCount failed with code 35" (cudaErrorInsufficientDriver), which
+            # reads like our failure. Level 5 keeps Kineto quiet; read when Kineto starts, so set before it does,
+            # and only without CUDA, where it has nothing to report. A user's own KINETO_LOG_LEVEL wins.
+            os.environ.setdefault("KINETO_LOG_LEVEL", "5")
         if self.spec.device == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
             torch.cuda.synchronize()  # warm-up kernels still queued would land in the trace with no step to own them

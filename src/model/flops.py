@@ -53,7 +53,14 @@ def saved_activation_bytes(config: ModelConfig, batch_size: int, seq_len: int, p
     matmul input is kept as a low-precision copy, weights included (one copy of every linear weight per step).
     Fused attention (sdpa, flash) keeps no T x T matrix: its output and a per-row logsumexp (B*nh*T fp32) instead.
     """
-    B, T, d, d_ff, V = batch_size, seq_len, config.d_model, config.d_ff, config.vocab_size
+    layers = config.num_layers * (_layer_bytes(config, batch_size, seq_len, precision)
+                                  + _layer_weight_copy_bytes(config, precision))
+    return layers + _head_bytes(config, batch_size, seq_len, precision)
+
+
+def _layer_bytes(config: ModelConfig, batch_size: int, seq_len: int, precision: str) -> int:
+    """What one transformer block saves for backward, its weights' autocast copies aside (see above)."""
+    B, T, d, d_ff = batch_size, seq_len, config.d_model, config.d_ff
     btd = B * T * d
     low = 4 if precision == "fp32" else 2  # bytes of a matmul output
     if config.attention == "naive":
@@ -61,25 +68,63 @@ def saved_activation_bytes(config: ModelConfig, batch_size: int, seq_len: int, p
     else:
         probabilities = low * btd + 4 * B * config.num_heads * T
     if precision == "fp32":
-        norm = 3 * 4 * btd
-        per_layer = 2 * norm + 4 * 4 * btd + probabilities + 4 * 4 * B * T * d_ff
-        head = norm + 2 * 4 * B * T * V
-        weight_copies = 0
-    else:
-        norm = (4 + 4 + 2) * btd  # fp32 input and normalised x, and the low-precision copy the next matmul keeps
-        per_layer = 2 * norm + 4 * 2 * btd + probabilities + 4 * 2 * B * T * d_ff
-        head = norm + (2 + 4) * B * T * V  # bf16 logits and fp32 log-probabilities
-        weight_copies = autocast_weight_copy_bytes(config)
-    return config.num_layers * per_layer + head + weight_copies
+        return 2 * 3 * 4 * btd + 4 * 4 * btd + probabilities + 4 * 4 * B * T * d_ff
+    norm = (4 + 4 + 2) * btd  # fp32 input and normalised x, and the low-precision copy the next matmul keeps
+    return 2 * norm + 4 * 2 * btd + probabilities + 4 * 2 * B * T * d_ff
+
+
+def _head_bytes(config: ModelConfig, batch_size: int, seq_len: int, precision: str) -> int:
+    """The final norm, the logits and log-probabilities, and under autocast the head weight's copy."""
+    btd, btv = batch_size * seq_len * config.d_model, batch_size * seq_len * config.vocab_size
+    if precision == "fp32":
+        return 3 * 4 * btd + 2 * 4 * btv
+    return (4 + 4 + 2) * btd + (2 + 4) * btv + 2 * config.d_model * config.vocab_size  # bf16 logits, fp32 log-probs
+
+
+def _layer_weight_copy_bytes(config: ModelConfig, precision: str) -> int:
+    d = config.d_model
+    return 0 if precision == "fp32" else 2 * (4 * d * d + 3 * d * config.d_ff)
+
+
+@dataclass(frozen=True)
+class CheckpointedActivations:
+    """Activation checkpointing in groups of N blocks: what the forward keeps and what one group's backward re-makes.
+
+    kept: each group's input (B, T, d), which is the fp32 residual stream (the embedding is fp32 and autocast's
+    bf16 branch outputs are added to it in fp32), and the head (final norm, logits, log-probabilities), which is
+    outside any group. re_made: the N blocks' saved tensors, with their autocast weight copies, alive during that
+    group's backward only (N = all blocks is then exactly the estimate without checkpointing). Under autocast the
+    forward also holds every linear weight's copy in autocast's cache until the forward ends, so the activation
+    peak is kept + the larger of the two. Gradients and backward's transients are not here: the estimate counts
+    gradients whole, beside the activations.
+    """
+    kept: int
+    re_made: int
+    forward_weight_copies: int
+
+    @property
+    def peak(self) -> int:
+        return self.kept + max(self.re_made, self.forward_weight_copies)
+
+
+def checkpointed_activation_bytes(config: ModelConfig, batch_size: int, seq_len: int, precision: str,
+                                  group: int) -> CheckpointedActivations:
+    L = config.num_layers
+    groups, N = -(-L // group), min(group, L)
+    kept = groups * 4 * batch_size * seq_len * config.d_model + _head_bytes(config, batch_size, seq_len, precision)
+    # The group's first RMSNorm saves its input, the group input already counted as kept.
+    re_made = (N * (_layer_bytes(config, batch_size, seq_len, precision) + _layer_weight_copy_bytes(config, precision))
+               - 4 * batch_size * seq_len * config.d_model)
+    return CheckpointedActivations(kept, re_made, L * _layer_weight_copy_bytes(config, precision))
 
 
 def autocast_weight_copy_bytes(config: ModelConfig) -> int:
     """Autocast caches a 2-byte copy of every linear weight for as long as its context is open (a step)."""
-    d = config.d_model
-    return 2 * (config.num_layers * (4 * d * d + 3 * d * config.d_ff) + d * config.vocab_size)
+    return config.num_layers * _layer_weight_copy_bytes(config, "bf16") + 2 * config.d_model * config.vocab_size
 
 
-def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: str, precision: str) -> MemoryEstimate:
+def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: str, precision: str,
+                    checkpoint_group: int = 0) -> MemoryEstimate:
     """Parameters, gradients and AdamW state in fp32 (autocast keeps fp32 weights), plus activations.
 
     Forward-only runs under no_grad and keeps nothing for backward: its activation figure is the largest
@@ -87,7 +132,8 @@ def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: st
     plus, under autocast, the cached low-precision weight copies (6.8 GB for 2.7B: measured 20.6 GB peak in
     bf16 against 13.9 GB in fp32 on an H100).
     The sum is an upper bound for train steps: backward frees activations while gradients appear, and the
-    measured peak of 2.7B at context 128 was 55.4 GB against 59.2 GB estimated.
+    measured peak of 2.7B at context 128 was 55.4 GB against 59.2 GB estimated. With activation checkpointing in
+    groups of `checkpoint_group` blocks the activations are CheckpointedActivations.peak.
     """
     params = count_parameters(config) * 4
     if mode == "forward":
@@ -96,6 +142,7 @@ def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: st
         attention = 2 * B * config.num_heads * T * T * 4 if config.attention == "naive" else 0
         copies = autocast_weight_copy_bytes(config) if precision != "fp32" else 0
         return MemoryEstimate(params, 0, 0, max(logits, attention) + copies)
-    activations = saved_activation_bytes(config, batch_size, seq_len, precision)
+    activations = (checkpointed_activation_bytes(config, batch_size, seq_len, precision, checkpoint_group).peak
+                   if checkpoint_group else saved_activation_bytes(config, batch_size, seq_len, precision))
     optimizer = 2 * params if mode == "train" else 0
     return MemoryEstimate(params, params, optimizer, activations)

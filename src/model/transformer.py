@@ -9,6 +9,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from src import nvtx
 from src.kernels import get_attention
@@ -127,9 +128,15 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerLM(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """checkpoint_group = N > 0 recomputes the blocks in groups of N during backward (activation checkpointing):
+    only each group's input (B, T, d) is kept from the forward. 0 (default) keeps everything, as the reference."""
+
+    def __init__(self, config: ModelConfig, checkpoint_group: int = 0):
         super().__init__()
+        if not isinstance(checkpoint_group, int) or checkpoint_group < 0:
+            raise ValueError(f"checkpoint_group must be a non-negative integer, got {checkpoint_group!r}")
         self.config = config
+        self.checkpoint_group = checkpoint_group
         self.token_embeddings = Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.ln_final = RMSNorm(config.d_model)
@@ -137,11 +144,22 @@ class TransformerLM(nn.Module):
 
     def forward(self, token_ids):  # (B, T) int64 -> logits (B, T, vocab)
         x = self.token_embeddings(token_ids)  # (B, T, d)
-        for i, layer in enumerate(self.layers):
-            with nvtx.model_range(f"layer {i}"):
-                x = layer(x)
+        N = self.checkpoint_group if torch.is_grad_enabled() else 0  # nothing to recompute without a backward
+        if N:
+            for first in range(0, len(self.layers), N):
+                # Non-reentrant: works with autocast, torch.compile and inputs that need no grad. No RNG state to
+                # keep: the model draws no random numbers (no dropout).
+                x = checkpoint(self._blocks, x, first, first + N, use_reentrant=False, preserve_rng_state=False)
+        else:
+            x = self._blocks(x, 0, len(self.layers))
         with nvtx.model_range("lm head"):
             return self.lm_head(self.ln_final(x))
+
+    def _blocks(self, x, first: int, last: int):  # x: (B, T, d), through layers first..last-1
+        for i, layer in enumerate(self.layers[first:last], start=first):
+            with nvtx.model_range(f"layer {i}"):
+                x = layer(x)
+        return x
 
 
 def count_parameters(config: ModelConfig) -> int:

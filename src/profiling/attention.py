@@ -21,8 +21,8 @@ import torch
 
 from src.kernels import get_attention
 from src.kernels.triton_interpreter import interpreted
-from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float,
-                               positive_int, resolve_device)
+from src.harness.cli import (EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, OneLineParser, UsageError,
+                             parse_and_resolve, positive_float, positive_int, resolve_device)
 from src.harness.environment import collect_environment
 from src.harness.results import append_record, check_writable
 from src.harness.timing import bench_ms
@@ -79,9 +79,9 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
     device = resolve_device(args.device)
     if args.output:
         try:
-            check_writable(args.output)
+            check_writable(args.output, columns=RESULT_COLUMNS)
         except ValueError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"--output: {error}") from None
     if args.standard_case:
         if device != "cuda":
             raise UsageError("--standard_case times the Triton kernels and needs a CUDA device")
@@ -222,6 +222,11 @@ COLUMNS = [("implementation", "impl"), ("seq_len", "T"), ("head_dim", "d"), ("dt
            ("status", "status")]
 
 
+# An existing --output must be one of ours: its CSV header shares two of these, or its JSON lines have a status.
+RESULT_COLUMNS = ("implementation", "seq_len", "head_dim", "dtype", "causal", "batch_size", "num_heads",
+                  *(key for key, _ in COLUMNS))
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -270,9 +275,15 @@ def main(argv=None) -> int:
         run = dict(c, seed=args.seed, max_pytorch_seq_len=args.max_pytorch_seq_len, standard_case=args.standard_case)
         result = run_one(run, device)
         record = {"config": dict(c, device=device, seed=args.seed), **result, "env": env}
-        if args.output:
-            append_record(args.output, record)
         records.append(record)
+        if args.output:
+            try:
+                append_record(args.output, record, columns=RESULT_COLUMNS)
+            except (OSError, ValueError) as error:
+                print(f"attention: could not write row {index} to {args.output}: {error}; the file is as it was "
+                      "before that row", file=sys.stderr)
+                print(format_table(records))
+                return EXIT_OUTPUT
         summary = (f"{result['forward_backward_ms']:.3f} ms fwd+bwd" if result["status"] == "ok"
                    else f"{result['status']}: {result.get('error', '')}")
         print(f"[{index}/{len(configs)}] {c['implementation']} T={c['seq_len']} d={c['head_dim']} {c['dtype']} "
@@ -286,7 +297,7 @@ def main(argv=None) -> int:
         print(f"\nstandard case: {r['forward_backward_ms']:.3f} ms forward+backward (median; 20-80%: "
               f"{r['forward_backward_ms_p20']:.3f}-{r['forward_backward_ms_p80']:.3f}), "
               f"{r['forward_backward_tflops']:.1f} TFLOP/s counting causal as half")
-    return 0
+    return EXIT_FAILED if any(r["status"] == "error" for r in records) else EXIT_OK
 
 
 if __name__ == "__main__":

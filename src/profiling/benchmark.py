@@ -11,6 +11,7 @@ appended to --output (CSV, or JSON lines for .jsonl) as each configuration finis
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import itertools
 import os
@@ -18,32 +19,50 @@ import signal
 import sys
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
-from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESETS, ModelConfig
-from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, non_negative_int, parse_and_resolve,
-                               positive_float, positive_int, resolve_device)
+from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESET_BATCH_SIZES, PRESETS, ModelConfig
+from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STATUSES, OneLineParser, UsageError,
+                             non_negative_int, parse_and_resolve, positive_float, positive_int, resolve_device,
+                             sweep_exit_status)
 from src.harness.environment import gpu_supports_bf16, visible_gpu_count
+from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.spec import BACKENDS, DIST_BACKENDS, MODES, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
+from src.model.transformer import count_parameters
+from src.spec import BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
+from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
+from src.reports.anomalies import anomalies, forward_slower_than_backward
+from src.reports.labels import config_label, varying_fields
 from src.reports.table import format_table, progress_line
 
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
 CPU_BENCHMARK_STEPS = 5
+EXIT_STATUSES = """exit status: 0 every configuration ran, or ran out of memory (an OOM row is a result); 1 at least
+one configuration failed (error, crash, non-finite loss); 2 bad input, refused before any work; 3 a row could not
+be written (disk full): the file is as it was before that row; 130 interrupted (finished rows kept)."""
+
+
+class RowNotWritten(Exception):
+    """The results file refused a row (a full disk, a file that changed under us): the sweep stops."""
+
+
+DEFAULT_BATCH_SIZE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m src.profiling.benchmark", description=__doc__.split("\n")[0],
+                      epilog=EXIT_STATUSES)
     size = p.add_argument_group("model size: presets, or one custom size from all four of --d_model --d_ff --num_layers --num_heads")
     size.add_argument("--sizes", nargs="+", choices=list(PRESETS), help=f"presets (default on CUDA: {' '.join(ORIGINAL_SIZES)})")
     size.add_argument("--d_model", type=positive_int)
     size.add_argument("--d_ff", type=positive_int)
     size.add_argument("--num_layers", type=positive_int)
     size.add_argument("--num_heads", type=positive_int)
-    size.add_argument("--vocab_size", type=positive_int, default=10_000)
+    size.add_argument("--vocab_size", type=positive_int, help="default: the preset's (10000; 8B-leaderboard 151936)")
     run = p.add_argument_group("workload (several values sweep)")
-    run.add_argument("--context_length", type=positive_int, nargs="+", default=[128])
-    run.add_argument("--batch_size", type=positive_int, nargs="+", default=[4])
+    run.add_argument("--context_length", type=positive_int, nargs="+",
+                     help="default: the preset's (128; 8B-leaderboard 32768)")
+    run.add_argument("--batch_size", type=positive_int, nargs="+", help="default: the preset's (4; 8B-leaderboard 2)")
     run.add_argument("--warmup_steps", type=non_negative_int, nargs="+", default=[5])
     run.add_argument("--benchmark_steps", type=positive_int, nargs="+",
                      help=f"measured steps (default 10; {CPU_BENCHMARK_STEPS} on CPU)")
@@ -57,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch.compile the model with its loss; compile time is its own column")
     run.add_argument("--recipe", choices=RECIPES,
                      help="fast: bf16, fused attention, compile, fused AdamW, CUDA graphs when launch-bound")
+    run.add_argument("--activation_checkpointing", nargs="+", default=["none"], metavar="none|blocks:N",
+                     help="recompute groups of N consecutive blocks in backward, keeping only each group's input")
+    run.add_argument("--optimizer", nargs="+", choices=OPTIMIZERS,
+                     help="AdamW for --mode train: default (torch's foreach; the default without a recipe), fused "
+                          "(fused=True), ours (bf16 weights with fp32 masters; CUDA, bf16). Without it the fast "
+                          "recipe picks ours or fused; given, it replaces the recipe's pick (ours turns its CUDA "
+                          "graphs off)")
     run.add_argument("--backend", choices=BACKENDS, default="ours",
                      help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers)")
     run.add_argument("--seed", type=int, default=0)
@@ -74,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--isolate", choices=("auto", "process", "none"), default="auto",
                      help="process: one child process per configuration (auto: on CUDA)")
     how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
-    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl")
+    how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl; "
+                                      "/dev/null measures and prints but keeps nothing")
+    how.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                     help="a bar of finished steps on stderr for configurations longer than "
+                          f"{PROGRESS_DELAY_S:g} s (auto: when stderr is a terminal)")
     prof = p.add_argument_group("profiling")
     prof.add_argument("--nvtx", choices=("on", "off"), help="NVTX ranges for Nsight Systems (default on; CUDA only)")
     prof.add_argument("--profile_steps", type=positive_int,
@@ -139,35 +169,42 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     nproc, dist_backend = _resolve_processes(args, device)
     specs = []
     # Warm-up outermost and sizes innermost: the original table's row order (row 5 = small at warmup 0).
+    # A preset's own vocab, context and batch (8B-leaderboard: 151936, 32768, 2) apply where the option is not
+    # given: None below stands for "the preset's default", so every size keeps its own.
     # the bucket size is an axis only for the strategies that bucket
     parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
-    for warmup, steps, mode, precision, attention, batch, context, (strategy, bucket_mb), (name, model) in \
-            itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
-                              args.batch_size, args.context_length, parallel, models):
+    for warmup, steps, mode, precision, attention, optimizer, checkpointing, batch, context, (strategy, bucket_mb), \
+            (name, model) in itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
+                                               args.optimizer or [""], args.activation_checkpointing,
+                                               args.batch_size or [None], args.context_length or [None], parallel,
+                                               models):
         try:
-            specs.append(RunSpec(
+            spec = RunSpec(
                 size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
-                num_layers=model.num_layers, vocab_size=args.vocab_size, context_length=context, batch_size=batch,
+                num_layers=model.num_layers, vocab_size=args.vocab_size or model.vocab_size,
+                context_length=context or model.context_length,
+                batch_size=batch or PRESET_BATCH_SIZES.get(name, DEFAULT_BATCH_SIZE),
                 warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
                 compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device,
                 seed=args.seed, isolate=isolate, nvtx=args.nvtx != "off" and device == "cuda",
                 peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
                 memory_snapshot=args.memory_snapshot or "", parallel=strategy,
                 nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
-            ))
+                activation_checkpointing=checkpointing, optimizer=optimizer,
+            )
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None
-    if args.output:
-        try:
-            check_writable(args.output)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    for path, what in ((args.trace, "--trace"), (args.memory_snapshot, "--memory_snapshot")):
+        if not optimizer:  # record the AdamW the step will use, not "the recipe's choice"
+            spec = dataclasses.replace(spec, optimizer=chosen_optimizer(spec, count_parameters(spec.model_config())))
+        specs.append(spec)
+    outputs = ((args.output, "--output", {}), (args.trace, "--trace", {"directory": True}),
+               (args.memory_snapshot and args.memory_snapshot + "-probe.pickle", "--memory_snapshot", {}))
+    for path, flag, kind in outputs:
         if path:
             try:
-                check_writable(os.path.join(path, "probe") if what == "--trace" and os.path.isdir(path) else path)
+                check_writable(path, **kind)
             except ValueError as error:
-                raise UsageError(f"{what}: {error}") from None
+                raise UsageError(f"{flag}: {error}") from None
     return specs, notes
 
 
@@ -222,11 +259,27 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
+def print_anomalies(records: list[dict]) -> None:
+    """Rows that look wrong (src/reports/anomalies.py), on stderr at the end of the sweep; each is also added to its
+    record's warnings (the forward/backward one is already in the results file, written as the row finished)."""
+    found = anomalies(records)
+    if not found:
+        return
+    fields = ["size"] + varying_fields(records)
+    print(f"\n{len(found)} row(s) look wrong; measure again, and look at a trace:", file=sys.stderr)
+    for record, warning in found:
+        if warning not in record["warnings"]:
+            record["warnings"].append(warning)
+        print(f"  warning: {config_label(record, fields)}: {warning}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parsed = parse_and_resolve(build_parser, resolve, argv, "benchmark")
     if parsed is None:
         return EXIT_USAGE
     args, (specs, notes) = parsed
+    if args.progress != "auto":  # read by the runner here and, through the environment, in the sweep's children
+        os.environ[PROGRESS_VARIABLE] = args.progress
     if args.explain_precision:
         from src.instruments.precision import explain_precision
 
@@ -241,10 +294,16 @@ def main(argv=None) -> int:
     def on_record(index: int, record: dict) -> None:
         if not writer:
             return
+        slow_forward = forward_slower_than_backward(record)
+        if slow_forward:  # in the row itself; the across-sizes check needs the whole sweep (print_anomalies)
+            record["warnings"].append(slow_forward)
         with interrupts_deferred():  # Ctrl-C between the two would print a table that disagrees with the file
-            if args.output:
-                append_record(args.output, record)
             records.append(record)
+            if args.output:
+                try:
+                    append_record(args.output, record)
+                except (OSError, ValueError) as error:
+                    raise RowNotWritten(str(error)) from error
         print(progress_line(index, len(specs), record), file=sys.stderr, flush=True)
         for warning in record.get("warnings", []):
             print(f"  warning: {warning}", file=sys.stderr)
@@ -256,14 +315,24 @@ def main(argv=None) -> int:
               + (f"; their rows are in {args.output}" if args.output and records else ""), file=sys.stderr)
         if records:
             print(format_table(records))
-        return 130
-    if not writer:
+        return EXIT_INTERRUPTED
+    except RowNotWritten as error:  # stop: the next row would fail too, and its measurement would be lost
+        print(f"\nbenchmark: could not write row {len(records)} of {len(specs)} to {args.output}: {error}\n"
+              f"{args.output} is as it was before that row (the {len(records) - 1} earlier rows of this run are in "
+              f"it, whole); the table of all {len(records)} measured rows follows", file=sys.stderr)
+        print(format_table(records))
+        return EXIT_OUTPUT
+    if not writer:  # a rank other than 0 under a user's torchrun: rank 0 reports
         return 0
     print(format_table(records))
+    print_anomalies(records)
     if records and records[0].get("peak_note"):
         print(f"\nMFU: {records[0]['peak_note']}", file=sys.stderr)
-    return 0
-
+    status = sweep_exit_status(records)
+    if status:
+        failed = sum(r.get("status") not in FINE_STATUSES for r in records)
+        print(f"{failed} of {len(records)} configurations failed (exit status {status})", file=sys.stderr)
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

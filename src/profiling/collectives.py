@@ -85,7 +85,7 @@ def resolve(args) -> dict:
         try:
             check_writable(args.output)
         except ValueError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"--output: {error}") from None
     return {"backend": backend, "world_sizes": world_sizes, "sizes": size_ladder(args.min_size, args.max_size, args.factor)}
 
 

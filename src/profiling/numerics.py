@@ -15,6 +15,9 @@ import sys
 
 import torch
 
+from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, first_paragraph, non_negative_int,
+                             parse_and_resolve, positive_float, positive_int, resolve_device)
+from src.harness.results import check_writable
 from src.model.config import PRESETS
 from src.train.numerics import (LEARNING_RATE, SUCCESSORS, VARIANTS, WARMUP_STEPS, attention_kernels, build_variant,
                                 first_gradients, gradient_errors, markov_tokens, train_losses, variant_context)
@@ -22,29 +25,45 @@ from src.train.numerics import (LEARNING_RATE, SUCCESSORS, VARIANTS, WARMUP_STEP
 TOLERANCE = 0.02  # fast-recipe loss within 2% of the plain bf16 step's, at every step
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.profiling.numerics", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m src.profiling.numerics", description=first_paragraph(__doc__))
     parser.add_argument("--size", choices=list(PRESETS), default="small")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--context_length", type=int, default=1024)
+    parser.add_argument("--steps", type=positive_int, default=100)
+    parser.add_argument("--batch_size", type=positive_int, default=4)
+    parser.add_argument("--context_length", type=positive_int, default=1024)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["plain", "plain_repeat", "fast"],
                         help="the first is the reference the others are compared with")
-    parser.add_argument("--lr", type=float, default=LEARNING_RATE)
-    parser.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="steps of linear learning-rate warm-up")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--lr", type=positive_float, default=LEARNING_RATE)
+    parser.add_argument("--warmup", type=non_negative_int, default=WARMUP_STEPS,
+                        help="steps of linear learning-rate warm-up")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--out", default="numerics", help="directory for losses.csv and losses.png")
     parser.add_argument("--gradients", action="store_true",
                         help="first compare each variant's first gradient with an fp32 eager one (gradients.csv)")
-    args = parser.parse_args(argv)
-    if min(args.steps, args.batch_size, args.context_length) < 1:
-        parser.error("--steps, --batch_size and --context_length must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> str:
+    """The device, once every option is known good (UsageError otherwise). Starts no work, creates nothing."""
+    device = resolve_device(args.device)
+    try:
+        check_writable(args.out, directory=True)
+    except ValueError as error:
+        raise UsageError(f"--out: {error}") from None
+    return device
+
+
+def main(argv=None) -> int:
+    parsed = parse_and_resolve(build_parser, resolve, argv, "numerics")
+    if parsed is None:
+        return EXIT_USAGE
+    args, device = parsed
+    args.device = device
     os.makedirs(args.out, exist_ok=True)
     preset = PRESETS[args.size]
     base = dict(size=args.size, d_model=preset.d_model, d_ff=preset.d_ff, num_heads=preset.num_heads,
-                num_layers=preset.num_layers, context_length=args.context_length, batch_size=args.batch_size,
+                num_layers=preset.num_layers, vocab_size=preset.vocab_size, context_length=args.context_length,
+                batch_size=args.batch_size,
                 mode="train", precision="bf16", attention="sdpa", device=args.device)
     tokens = markov_tokens(preset.vocab_size, args.steps, args.batch_size, args.context_length, seed=1234)
     if args.gradients:

@@ -147,10 +147,10 @@ def resolve(args: argparse.Namespace) -> dict:
                          "--inter_link none describes one node")
     results = _read(args.results, "--results") if args.results else []
     checked = _read(args.check, "--check") if args.check else None
-    for path, what in ((args.output, "--output"), (args.plot, "--plot")):
+    for path, what, replaces in ((args.output, "--output", False), (args.plot, "--plot", True)):
         if path:
             try:
-                check_writable(path)
+                check_writable(path, replaces=replaces)
             except ValueError as error:
                 raise UsageError(f"{what}: {error}") from None
     return {"workloads": workloads, "gpu": gpu, "memory": memory, "network": network, "results": results,

@@ -104,10 +104,16 @@ def normalized(value):
     return value
 
 
+# What a field absent from an older results file meant. The optimizer is not here: before --optimizer the recipe
+# chose it by size, so an old row's optimizer is unknown (--ignore optimizer matches across it).
+ABSENT_FIELDS_MEANT = {"activation_checkpointing": "none"}
+
+
 def config_key(record: dict, ignored: tuple[str, ...] = IGNORED_FIELDS) -> tuple:
     """What makes two rows the same configuration: every config field except `ignored`, as sorted items."""
     config = record.get("config") or {}
-    return tuple(sorted((k, normalized(config.get(k))) for k in CONFIG_FIELDS if k not in ignored))
+    return tuple(sorted((k, normalized(config.get(k, ABSENT_FIELDS_MEANT.get(k)))) for k in CONFIG_FIELDS
+                        if k not in ignored))
 
 
 def latest_by_config(records: list[dict], ignored: tuple[str, ...]) -> dict[tuple, dict]:

@@ -12,7 +12,8 @@ import numpy as np
 from tabulate import tabulate
 
 from src.reports import compare, distributed, labels, plots
-from src.harness.results import CONFIG_FIELDS, read_records
+from src.harness.results import CONFIG_FIELDS, check_writable, read_records
+from src.reports.anomalies import anomalies
 from src.harness.record import measured_step_times
 from src.reports.steady_state import step_curve, steady_start
 
@@ -77,13 +78,10 @@ def output_dir(args) -> str:
 
 
 def check_output_dir(path: str) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise InputError(f"--out {path} exists and is not a directory")
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the report under {path}: {existing} is not writable")
+    try:
+        check_writable(path, directory=True)
+    except ValueError as error:
+        raise InputError(f"--out: {error}") from None
 
 
 # ---- formatting helpers --------------------------------------------------------------------------------------
@@ -182,6 +180,10 @@ def benchmark_sections(path: str, records: list[dict], out: str) -> list[str]:
             lines.append(f"![{name[:-4]}]({name})")
     else:
         lines.append("No configuration ran ok: nothing to tabulate or plot.")
+    found = anomalies(records)
+    if found:
+        lines += ["", "## Rows that look wrong (measure again; look at a trace)", "",
+                  *(f"- {labels.config_label(r, fields)}: {w}" for r, w in found)]
     failed = failed_lines(records, fields)
     if failed:
         lines += ["", "## Not ok (listed here, not plotted)", "", *failed]

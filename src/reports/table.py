@@ -11,6 +11,7 @@ ORIGINAL_COLUMNS = [
 ]
 NEW_COLUMNS = [
     "size", "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe",
+    "activation_checkpointing", "optimizer",
     "median_time_forward", "min_time_forward", "median_time_backward", "min_time_backward",
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
@@ -22,7 +23,8 @@ DISTRIBUTED_COLUMNS = [
     "comm_bytes_reduce_scatter", "comm_bytes_broadcast",
 ]
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
-                  "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel"}
+                  "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel",
+                  "activation_checkpointing", "optimizer"}
 
 
 def _format(value):

@@ -63,7 +63,7 @@ def build_model(spec: RunSpec) -> nn.Module:
             from src.model.hf_llama import HuggingFaceLlama  # transformers is loaded only when asked for
 
             return HuggingFaceLlama(spec.model_config())
-        return TransformerLM(spec.model_config())
+        return TransformerLM(spec.model_config(), checkpoint_group=spec.checkpoint_group)
 
 
 def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
@@ -75,6 +75,18 @@ def uses_bf16_weights(spec: RunSpec) -> bool:
     it does not use CUDA graphs)."""
     return (spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.backend == "ours"
             and spec.precision == "bf16")
+
+
+def chosen_optimizer(spec: RunSpec, parameters: int) -> str:
+    """The AdamW a step uses: spec.optimizer when given; else the recipe's choice, ours (bf16 weights with fp32
+    masters) where it applies and the step is not replayed as CUDA graphs, fused elsewhere on CUDA; else torch's
+    default. An explicit choice beats the recipe's: --optimizer ours turns the recipe's CUDA graphs off (they
+    cannot capture it, see TrainStep), default and fused keep them (both capturable)."""
+    if spec.optimizer:
+        return spec.optimizer
+    if spec.recipe != "fast" or spec.device != "cuda":
+        return "default"
+    return "ours" if uses_bf16_weights(spec) and not uses_cuda_graphs(spec, parameters) else "fused"
 
 
 class TrainStep:
@@ -96,10 +108,12 @@ class TrainStep:
             self.parallel = parallelize(spec, model)
             model = self.parallel.model
         self.spec, self.model = spec, model
-        fast = spec.recipe == "fast"
         parameters = sum(p.numel() for p in model.parameters())
-        self.cuda_graphs = uses_cuda_graphs(spec, parameters) if cuda_graphs is None else cuda_graphs
-        self.bf16_weights = uses_bf16_weights(spec) and not self.cuda_graphs if bf16_weights is None else bf16_weights
+        self.optimizer_name = chosen_optimizer(spec, parameters)
+        if cuda_graphs is None:
+            cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name != "ours"
+        self.cuda_graphs = cuda_graphs
+        self.bf16_weights = self.optimizer_name == "ours" if bf16_weights is None else bf16_weights
         if self.bf16_weights and self.cuda_graphs:
             # Capturing the backward graph failed on an H100 (torch 2.11: cudaErrorStreamCaptureImplicit, "would
             # make the legacy stream depend on a capturing blocking stream"); not investigated further.
@@ -119,12 +133,12 @@ class TrainStep:
         elif spec.mode == "train":
             # fused=True: one multi-tensor CUDA kernel; the default foreach path runs ~10 kernels per parameter
             # group and took 94 ms for 2.7B on an H100, against ~32 ms for its 95 GB of traffic (fused: 36.5 ms).
-            fused = fast and spec.device == "cuda" if fused_adamw is None else fused_adamw
+            fused = self.optimizer_name == "fused" if fused_adamw is None else fused_adamw
             if self.cuda_graphs:  # a replayed graph reads lr and the step count from device memory
                 self.optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(lr, device=spec.device),
-                                                   fused=True, capturable=True)
+                                                   fused=fused or None, capturable=True)
             else:
-                self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=fused)
+                self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=fused or None)
         use_scaler = spec.precision == "fp16" and spec.mode != "forward"
         self.scaler = torch.amp.GradScaler(spec.device) if use_scaler else None
         dtype = AUTOCAST_DTYPES.get(spec.precision)

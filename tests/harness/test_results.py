@@ -124,3 +124,204 @@ def test_a_stated_commit_wins_over_what_git_answers(monkeypatch):
     assert from_git  # this checkout is a git repository
     monkeypatch.setenv("LMBENCH_COMMIT", "0123456789ab")
     assert git_commit() == "0123456789ab"
+
+
+# ---- output paths are checked before any work (issue 11, items 1 and 4) ----------------------------------------
+
+def _files_under(folder) -> set:
+    return {os.path.join(root, name) for root, _, names in os.walk(folder) for name in names}
+
+
+BAD_OUTPUTS = {
+    "proc": (lambda tmp: "/proc/r.jsonl", "kernel interface"),
+    "sys": (lambda tmp: "/sys/kernel/r.csv", "kernel interface"),
+    "directory": (lambda tmp: str(tmp), "is a directory"),
+    "dev_full": (lambda tmp: "/dev/full", "not a regular file"),
+    "png": (lambda tmp: _write(tmp / "plot.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(256))), "not a CSV results file"),
+    "random_bytes_csv": (lambda tmp: _write(tmp / "r.csv", os.urandom(4096)), "not a CSV results file"),
+    "people_csv": (lambda tmp: _write(tmp / "people.csv", b"name,age,city\nAda,36,London\n"), "not a CSV results"),
+    "random_bytes_jsonl": (lambda tmp: _write(tmp / "r.jsonl", os.urandom(4096)), "not a JSON-lines results file"),
+    "other_jsonl": (lambda tmp: _write(tmp / "r.jsonl", b'{"name": "Ada"}\n'), "not a JSON-lines results file"),
+}
+
+
+def _write(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_OUTPUTS))
+def test_a_bad_output_is_refused_naming_the_problem_and_nothing_is_created_or_changed(tmp_path, case):
+    make, message = BAD_OUTPUTS[case]
+    path = make(tmp_path)
+    before = {p: open(p, "rb").read() for p in _files_under(tmp_path)}
+    dev_before = set(os.listdir("/dev"))
+    with pytest.raises(ValueError, match=message):
+        check_writable(path)
+    if os.path.isfile(path) and not path.startswith(("/proc", "/sys", "/dev")):
+        with pytest.raises(ValueError, match=message):  # the append itself refuses too, under its lock
+            append_record(path, record(1))
+    assert {p: open(p, "rb").read() for p in _files_under(tmp_path) if not os.path.basename(p).startswith(".")} == before
+    assert set(os.listdir("/dev")) == dev_before
+
+
+def test_dev_null_means_discard_and_leaves_no_lock_file():
+    dev_before = set(os.listdir("/dev"))
+    check_writable(os.devnull)
+    append_record(os.devnull, record(1))
+    assert set(os.listdir("/dev")) == dev_before
+    with pytest.raises(ValueError, match="not a directory"):
+        check_writable(os.devnull, directory=True)
+
+
+def test_a_directory_output_must_not_be_a_file_or_in_a_kernel_tree(tmp_path):
+    check_writable(str(tmp_path / "new" / "deeper"), directory=True)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="not a directory"):
+        check_writable(_write(tmp_path / "file", b"x"), directory=True)
+    with pytest.raises(ValueError, match="kernel interface"):
+        check_writable("/proc/traces", directory=True)
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.jsonl"])
+def test_our_own_and_empty_files_are_accepted(tmp_path, name):
+    path = str(tmp_path / name)
+    open(path, "w").close()
+    check_writable(path)
+    append_record(path, record(1))
+    check_writable(path)
+
+
+# ---- a full disk leaves the file as it was (issue 11, item 2) --------------------------------------------------
+
+def _failing_write_after(monkeypatch, whole_writes: int):
+    """os.write succeeds `whole_writes` times, then writes half and raises ENOSPC, like a disk that fills up."""
+    real_write, calls = os.write, []
+
+    def write(fd, data):
+        calls.append(len(data))
+        if len(calls) <= whole_writes:
+            return real_write(fd, data)
+        real_write(fd, data[: len(data) // 2])  # the bytes that fitted
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.jsonl"])
+def test_a_full_disk_leaves_the_file_exactly_as_it_was(tmp_path, monkeypatch, name):
+    path = str(tmp_path / name)
+    append_record(path, record(1))
+    before = open(path, "rb").read()
+    _failing_write_after(monkeypatch, 0)
+    with pytest.raises(OSError, match="No space"):
+        append_record(path, record(2))
+    assert open(path, "rb").read() == before
+    monkeypatch.undo()
+    append_record(path, record(3))
+    assert [r["config"]["seed"] for r in read_records(path)[0]] == [1, 3]
+
+
+def test_a_short_write_is_undone_too(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.jsonl")
+    append_record(path, record(1))
+    before = open(path, "rb").read()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
+    with pytest.raises(OSError, match="short write"):
+        append_record(path, record(2))
+    assert open(path, "rb").read() == before
+
+
+def test_a_full_disk_during_the_csv_union_rewrite_leaves_the_file_and_no_temporary(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.csv")
+    append_record(path, record(1))
+    before = open(path, "rb").read()
+    real_open = open
+
+    class FullFile:  # the temporary file's write fails as on a full disk
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            self.f.write(text[:100])
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return FullFile(f) if ".tmp." in str(file) else f
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    with pytest.raises(OSError, match="No space"):
+        append_record(path, record(2, new_column="x"))
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == [".r.csv.lock", "r.csv"]
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 64 KiB tmpfs (needs root, as in CI); skipped where mounting is not permitted."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?); the os.write tests above simulate a full disk")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.jsonl"])
+def test_on_a_really_full_disk_only_whole_rows_are_left(small_filesystem, name):
+    path = str(small_filesystem / name)
+    appended = 0
+    with pytest.raises(OSError):
+        while True:
+            append_record(path, record(appended, note="z" * 1000))
+            appended += 1
+    assert appended > 10
+    records, warnings = read_records(path)
+    assert warnings == [] and [r["config"]["seed"] for r in records] == list(range(appended))
+    assert sorted(os.listdir(small_filesystem)) == sorted([name, f".{name}.lock"])
+
+
+# ---- the CSV column-union rewrite never loses data silently (issue 11, item 4) ----------------------------------
+
+def test_the_union_rewrite_keeps_a_new_field_and_every_old_line(tmp_path):
+    path = str(tmp_path / "r.csv")
+    append_record(path, record(1))
+    with open(path, "a") as f:
+        f.write("tiny,6")  # a writer died here: a torn line
+    append_record(path, record(2, new_column="kept"))
+    assert "\ntiny,6\n" in open(path).read()  # carried over as it was
+    records, warnings = read_records(path)
+    assert [r["config"]["seed"] for r in records] == [1, 2]  # the torn line did not become a row
+    assert records[1]["new_column"] == "kept" and records[0]["new_column"] is None
+    assert len(warnings) == 1  # still visible to a reader
+
+
+def test_a_line_with_an_extra_field_refuses_the_union_rewrite_and_nothing_changes(tmp_path):
+    path = str(tmp_path / "r.csv")
+    append_record(path, record(1))
+    with open(path, "a") as f:
+        f.write(open(path).read().splitlines()[1] + ",hand-added\n")  # one field more than the header
+    before = open(path, "rb").read()
+    with pytest.raises(ValueError, match=r"r.csv:3 has .* fields"):
+        append_record(path, record(2, new_column="x"))
+    assert open(path, "rb").read() == before
+    append_record(path, record(3))  # no new column: an ordinary append still works
+    assert b"hand-added" in open(path, "rb").read()
+
+
+def test_a_file_that_is_replaced_whole_may_hold_anything_but_must_be_a_regular_file(tmp_path):
+    plot = _write(tmp_path / "p.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    check_writable(plot, replaces=True)
+    with pytest.raises(ValueError, match="not a regular file"):
+        check_writable("/dev/full", replaces=True)

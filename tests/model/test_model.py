@@ -22,6 +22,8 @@ def built_parameters(c: ModelConfig) -> int:
 PARAMETER_COUNTS = {
     "tiny": 1_411_392, "small": 128_625_408, "medium": 423_183_360, "large": 969_411_840,
     "xl": 1_998_235_200, "2.7B": 3_406_809_600,
+    "10B": 12_832_823_808,  # at the default vocabulary, 10,000 (the figure; at 151,936 it would be 14.1e9)
+    "8B-leaderboard": 8_125_698_048,  # at its own vocabulary, 151,936
 }
 
 

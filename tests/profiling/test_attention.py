@@ -67,8 +67,13 @@ def test_flash_pytorch_past_its_length_limit_is_skipped():
     (["--implementations", "flash_pytorch", "--head_dims", "8"], "16 to 128"),
     (["--causal", "maybe"], "true or false"),
     (["--output", "/no/such/dir/out.csv"], "does not exist"),
+    (["--output", "/proc/x.jsonl"], "kernel interface"),
+    (["--output", "/dev/full"], "not a regular file"),
+    (["--output", "{tmp}/people.csv"], "not a CSV results file"),
 ])
-def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    (tmp_path / "people.csv").write_text("name,age\nAda,36\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert attention.main(["--device", "cpu", *argv]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -81,17 +81,23 @@ def test_mixed_precision_flag_is_an_alias_of_bf16(tmp_path, capsys):
 def test_non_finite_loss_is_reported_in_status(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LMBENCH_INJECT_FAULT", "nan:size=tiny")
     output = tmp_path / "r.jsonl"
-    assert run_cli(TINY + ["--output", str(output)], capsys)[0] == 0
+    assert run_cli(TINY + ["--output", str(output)], capsys)[0] == 1  # a diverged step is not a result
     assert read_records(str(output))[0][0]["status"] == "non-finite loss"
 
 
-@pytest.mark.parametrize("fault,status", [("oom", "OOM"), ("crash", "crash: killed by SIGABRT; injected crash")])
-def test_an_injected_failure_becomes_a_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch, fault, status):
+@pytest.mark.parametrize("fault,status,exit_status", [
+    ("oom", "OOM", 0),  # an OOM row is a result (a context-length sweep runs into it on purpose)
+    ("error", "error: RuntimeError: injected error", 1),
+    ("crash", "crash: killed by SIGABRT; injected crash", 1),
+])
+def test_an_injected_failure_becomes_a_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch, fault, status,
+                                                                 exit_status):
     monkeypatch.setenv("LMBENCH_INJECT_FAULT", f"{fault}:context_length=16")
     output = tmp_path / "r.csv"
-    code, out, _ = run_cli(TINY + ["--isolate", "process", "--context_length", "8", "16", "24", "--output", str(output)],
-                           capsys)
-    assert code == 0
+    code, out, err = run_cli(TINY + ["--isolate", "process", "--context_length", "8", "16", "24", "--output",
+                                     str(output)], capsys)
+    assert code == exit_status
+    assert ("1 of 3 configurations failed" in err) == (exit_status == 1)
     records, warnings = read_records(str(output))
     assert warnings == []
     assert [r["config"]["context_length"] for r in records] == [8, 16, 24]
@@ -114,15 +120,60 @@ def test_an_injected_failure_becomes_a_row_and_the_sweep_goes_on(tmp_path, capsy
     (["--attention", "flash"], "needs CUDA"),
     (["--memory_snapshot", "snap"], "needs a CUDA device"),
     (["--output", "/nonexistent-dir/r.csv"], "does not exist"),
+    (["--output", "/proc/r.jsonl"], "kernel interface"),
+    (["--output", "/sys/kernel/r.csv"], "kernel interface"),
+    (["--output", "/dev/full"], "not a regular file"),
+    (["--output", "{tmp}"], "is a directory"),
+    (["--output", "{tmp}/plot.png.csv"], "not a CSV results file"),
+    (["--output", "{tmp}/people.csv"], "not a CSV results file"),
+    (["--output", "{tmp}/random.jsonl"], "not a JSON-lines results file"),
+    (["--trace", "{tmp}/people.csv"], "--trace: {tmp}/people.csv exists and is not a directory"),
+    (["--trace", "/proc/traces"], "kernel interface"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_input_fails_before_any_work_with_one_line_and_exit_2(args, message, capsys, tmp_path):
-    before = set(os.listdir(tmp_path))
+    (tmp_path / "plot.png.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    (tmp_path / "people.csv").write_text("name,age,city\nAda,36,London\n")
+    (tmp_path / "random.jsonl").write_bytes(os.urandom(2048))
+    args, message = [a.replace("{tmp}", str(tmp_path)) for a in args], message.replace("{tmp}", str(tmp_path))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    in_dev = set(os.listdir("/dev"))
     code, out, err = run_cli(["--device", "cpu", "--sizes", "tiny"] + args, capsys) if "--sizes" not in args \
         else run_cli(["--device", "cpu"] + args, capsys)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
-    assert set(os.listdir(tmp_path)) == before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert set(os.listdir("/dev")) == in_dev
+
+
+def test_output_dev_null_runs_and_discards_rows_leaving_no_lock_file(capsys):
+    in_dev = set(os.listdir("/dev"))
+    code, out, _ = run_cli(TINY + ["--output", os.devnull], capsys)
+    assert code == 0 and out.count("| ok") == 1
+    assert set(os.listdir("/dev")) == in_dev
+
+
+def test_a_row_that_cannot_be_written_stops_the_sweep_keeps_the_file_and_prints_every_measured_row(
+        tmp_path, capsys, monkeypatch):
+    output = tmp_path / "r.jsonl"
+    real_write, writes = os.write, []
+
+    def write(fd, data):  # the disk fills up on the second row
+        writes.append(fd)
+        if len(writes) == 2:
+            real_write(fd, data[:20])
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    code, out, err = run_cli(TINY + ["--context_length", "8", "16", "24", "--output", str(output)], capsys)
+    monkeypatch.undo()
+    assert code == 3
+    assert "could not write row 2 of 3" in err and "No space left on device" in err
+    records, warnings = read_records(str(output))
+    assert warnings == [] and [r["config"]["context_length"] for r in records] == [8]
+    assert output.read_text().endswith("\n")  # whole rows only
+    assert out.count("| ok") == 2  # both measured rows are in the table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
@@ -166,6 +217,7 @@ def test_compile_and_fast_recipe_run_on_tiny_and_report_compile_time(tmp_path, c
     assert all(r["compile_time_s"] > 0 and r["recompilations"] == 0 for r in records)
     fast = records[2]["config"]
     assert (fast["recipe"], fast["precision"], fast["attention"]) == ("fast", "bf16", "sdpa")
+    assert fast["compile"] is True  # the recipe compiles, and its row says so
 
 
 def test_fast_recipe_refuses_another_precision(capsys):
@@ -177,6 +229,64 @@ def test_fast_recipe_refuses_another_precision(capsys):
 def test_hf_backend_without_transformers_is_a_usage_error(capsys):
     code, _, err = run_cli(TINY + ["--backend", "hf_llama"], capsys)
     assert code == 2 and "transformers" in err
+
+
+def test_a_configuration_far_beyond_memory_becomes_an_oom_row_without_running(tmp_path, capsys):
+    output = tmp_path / "r.jsonl"
+    code, out, err = run_cli(TINY + ["--context_length", "10000000", "--output", str(output)], capsys)
+    assert code == 0  # an OOM row is a result
+    (r,), _ = read_records(str(output))
+    assert r["status"] == "OOM" and "x host" in r["error"] and "not run" in r["error"]
+    assert r["estimated_memory_bytes"] > 2 * 1e12  # the estimate itself is recorded
+    assert r["time_forward"] == [] and "not run" in err
+
+
+def test_out_of_memory_on_the_cpu_reads_oom(monkeypatch):
+    from src.harness import runner
+    from src.spec import RunSpec
+
+    def fail(*_):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 12800000000 bytes")
+
+    monkeypatch.setattr(runner, "_measure", fail)
+    spec = RunSpec(size="tiny", d_model=64, d_ff=128, num_heads=2, num_layers=2, vocab_size=100, context_length=8,
+                   batch_size=1, warmup_steps=0, benchmark_steps=1, device="cpu")
+    record = runner.run_spec(spec)
+    assert record["status"] == "OOM" and "DefaultCPUAllocator" in record["error"]
+
+
+def test_progress_shows_finished_steps_only_when_asked(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    from src.harness import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)  # tiny runs in milliseconds: show the bar at once
+    monkeypatch.setenv(progress.PROGRESS_VARIABLE, "on")
+    code, _, err = run_cli(TINY + ["--benchmark_steps", "3"], capsys)
+    assert code == 0 and "4/4 [" in err and "step/s" in err  # 1 warm-up + 3 measured steps, as they finish
+    monkeypatch.setenv(progress.PROGRESS_VARIABLE, "auto")  # captured stderr is not a terminal: no bar
+    code, _, err = run_cli(TINY + ["--benchmark_steps", "3"], capsys)
+    assert code == 0 and "/4 [" not in err
+
+
+def test_a_sweep_child_gets_the_parents_stderr_for_its_progress_bar(monkeypatch):
+    pytest.importorskip("tqdm")
+    from src.harness import progress, sweep
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setenv(progress.PROGRESS_VARIABLE, "on")
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w"))
+    with sweep._progress_fd() as fd:  # what run_in_child hands to the child, as the child uses it
+        monkeypatch.setenv(progress.PROGRESS_FD_VARIABLE, str(fd))
+        bar = progress.StepProgress(2, "child")
+        for _ in range(2):
+            time.sleep(0.2)  # tqdm redraws at most every 0.1 s
+            bar.update()
+        bar.close()
+    sys.stderr.close()
+    with os.fdopen(read_end) as f:
+        assert "2/2 [" in f.read()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -196,18 +306,12 @@ def test_conflicting_options_are_refused_with_one_line(args, message, capsys, tm
     (["--recipe", "fast"], "--recipe fast on CPU: bf16 autocast, fused attention and torch.compile apply"),
     (["--nvtx", "on"], "--nvtx on: NVTX ranges are for Nsight Systems on CUDA"),
 ])
-def test_options_that_do_less_on_cpu_say_so_in_one_line(args, note, capsys):
-    code, _, err = run_cli(TINY + ["--mode", "forward"] + args, capsys)
-    assert code == 0
-    assert [line for line in err.splitlines() if line.startswith("--")] == [next(
-        line for line in err.splitlines() if note in line)]
+def test_options_that_do_less_on_cpu_say_so_in_one_line(args, note):
+    from src.profiling import benchmark
 
-
-def test_fast_recipe_rows_record_that_they_compile(tmp_path, capsys):
-    output = tmp_path / "r.jsonl"
-    assert run_cli(TINY + ["--recipe", "fast", "--mode", "forward", "--output", str(output)], capsys)[0] == 0
-    (record,), _ = read_records(str(output))
-    assert record["config"]["compile"] is True and record["config"]["recipe"] == "fast"
+    _, notes = benchmark.resolve(benchmark.build_parser().parse_args(TINY + ["--mode", "forward"] + args))
+    assert [n for n in notes if n.startswith("--")] == [next(n for n in notes if note in n)]
+    assert all("\n" not in n for n in notes)
 
 
 @pytest.fixture
@@ -257,7 +361,8 @@ def test_a_crash_row_is_made_without_querying_the_device(cuda_queries_raise, mon
 
 def test_progress_lines_tell_apart_a_sweep_over_batch_size_and_attention(capsys):
     code, out, err = run_cli(TINY + ["--mode", "forward", "--context_length", "8", "--batch_size", "1", "2",
-                                     "--attention", "naive", "sdpa"], capsys)
+                                     "--attention", "naive", "sdpa", "--warmup_steps", "0", "--benchmark_steps", "1"],
+                             capsys)
     assert code == 0
     progress = [line.split(": ")[0] for line in err.splitlines() if line.startswith("[")]
     assert len(progress) == 4 and len({line.split("] ")[1][4:] for line in progress}) == 4

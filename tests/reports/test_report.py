@@ -215,6 +215,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("out,message", [("/proc/x", "kernel interface"), ("/sys/kernel/r", "kernel interface"),
+                                         ("/dev/null", "not a directory"), ("{tmp}/good.csv", "not a directory")])
+def test_an_out_that_cannot_hold_a_report_is_refused_before_any_work(tmp_path, capsys, out, message):
+    good = write(tmp_path / "good.csv", sweep())
+    assert main([good, "--out", out.replace("{tmp}", str(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("report: error: --out") and err.count("\n") == 1 and message in err
+
+
 def test_all_rows_failed_is_reported_without_plots(tmp_path, capsys):
     results = write(tmp_path / "failed.csv", [make_record(status="OOM"), make_record("medium", status="crash: x")])
     assert main([results, "--out", str(tmp_path / "r")]) == 0

@@ -1,0 +1,25 @@
+"""The numerics command: its help and its refusals, before any work."""
+
+
+def test_help_describes_in_whole_sentences(capsys):
+    import pytest
+
+    from src.profiling.numerics import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    description = out.split("\n\n")[1]
+    assert description.rstrip().endswith(("fast recipe, and compare the loss at every step.", "every step."))
+
+
+def test_an_out_that_cannot_be_a_directory_is_refused_in_one_line_before_any_work(tmp_path, capsys):
+    from src.profiling.numerics import main
+
+    (tmp_path / "file").write_text("x")
+    for out, message in (("/proc/n", "kernel interface"), (str(tmp_path / "file"), "not a directory")):
+        assert main(["--size", "tiny", "--device", "cpu", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("numerics: error: --out") and err.count("\n") == 1 and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
