@@ -84,6 +84,8 @@ def test_bad_parallel_input_fails_before_any_work_with_one_line_and_exit_2(args,
     ({"parallel": "fsdp2", "precision": "fp16", "device": "cuda"}, "does not run with fp16"),
     ({"parallel": "zero1", "recipe": "fast", "precision": "bf16", "attention": "sdpa"}, "does not run with recipe"),
     ({"parallel": "torch_ddp", "backend": "hf_llama", "attention": "sdpa"}, "does not run with hf_llama"),
+    ({"parallel": "fsdp", "activation_checkpointing": "blocks:1"}, "does not run with activation_checkpointing"),
+    ({"parallel": "zero1", "optimizer": "fused"}, "does not run with optimizer fused"),
     ({"parallel": "ddp_flat", "dist_backend": "nccl"}, "nccl needs a CUDA device"),
     ({"parallel": "none", "nproc_per_node": 2}, "more than 1 needs a parallel strategy"),
     ({"parallel": "ddp_bucketed", "bucket_mb": 0.0}, "bucket_mb: must be positive"),
@@ -94,4 +96,4 @@ def test_run_spec_refuses_what_a_strategy_cannot_run(changes, message):
     with pytest.raises(ValueError, match=message):
         RunSpec(**base, **changes)
     RunSpec(**base, **{**changes, "parallel": "none", "nproc_per_node": 1, "bucket_mb": 1.0, "dist_backend": "",
-                       "compile": False})  # the options alone (bar what needs CUDA) are fine
+                       "compile": False})  # the options alone are fine
