@@ -48,17 +48,23 @@ def test_strategies_run_on_two_ranks_and_rows_carry_the_group(tmp_path, capsys):
     assert _dist_workers_alive() == []
 
 
-@pytest.mark.parametrize("fault,status", [("crash", "crash: rank 1: killed by SIGABRT"), ("oom", "OOM: rank 1: OOM")])
-def test_a_failing_rank_becomes_a_row_naming_it_and_leaves_no_process(tmp_path, capsys, monkeypatch, fault, status):
+@pytest.mark.parametrize("fault,field,text,exit_status", [
+    ("crash", "status", "crash: rank 1: killed by SIGABRT", 1),
+    ("oom", "error", "rank 1: OOM", 0),  # status "OOM": a result, as a single process's OOM row
+])
+def test_a_failing_rank_becomes_a_row_naming_it_and_leaves_no_process(tmp_path, capsys, monkeypatch, fault, field,
+                                                                      text, exit_status):
     monkeypatch.setenv("LMBENCH_INJECT_FAULT", f"{fault}:parallel=ddp_flat")
     monkeypatch.setenv("LMBENCH_INJECT_FAULT_RANK", "1")
     output = tmp_path / "rows.jsonl"
     goes_on = ["ddp_naive"] if fault == "crash" else []  # one launch less where it adds nothing
     code = main(TINY_2 + ["--parallel", "ddp_flat", *goes_on, "--output", str(output)])
     capsys.readouterr()
-    assert code == 0
+    assert code == exit_status
     records, _ = read_records(str(output))
-    assert records[0]["status"].startswith(status), records[0]["status"]
+    assert records[0][field].startswith(text), records[0]
+    if fault == "oom":
+        assert records[0]["status"] == "OOM"
     assert [r["status"] for r in records[1:]] == ["ok"] * len(goes_on), "the sweep goes on"
     assert _dist_workers_alive() == []
 
