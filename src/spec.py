@@ -36,6 +36,10 @@ PARALLEL_REFUSALS = (
     (PARALLEL[1:], "hf_llama", "the strategies are set up for our model's blocks"),
     (PARALLEL[1:], "trace", "profiler traces are not yet written per rank"),
     (PARALLEL[1:], "memory_snapshot", "allocator snapshots are not yet written per rank"),
+    (("fsdp",), "activation_checkpointing", "recomputing a block would re-enter our FSDP's gathers and saved-tensor "
+                                            "hooks; not built or tested"),
+    (PARALLEL[1:], "optimizer ours", "bf16 weights with fp32 masters in the optimizer are single-process"),
+    (("zero1", "torch_zero1"), "optimizer fused", "the sharded optimizers wrap torch's default AdamW"),
 )
 # AdamW: torch's default (foreach, what plain user code gets), torch's fused=True, or ours (src/kernels/
 # master_adamw.py: bf16 weights with fp32 masters; CUDA and bf16 only). "" = the recipe's choice (see
@@ -227,7 +231,9 @@ def _check_parallel(spec: RunSpec) -> None:
         raise ValueError("nproc_per_node: more than 1 needs a parallel strategy (parallel none is one process)")
     chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
               "hf_llama": spec.backend == "hf_llama", "trace": bool(spec.trace),
-              "memory_snapshot": bool(spec.memory_snapshot)}
+              "memory_snapshot": bool(spec.memory_snapshot),
+              "activation_checkpointing": spec.activation_checkpointing != "none",
+              "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused"}
     for strategies, option, reason in PARALLEL_REFUSALS:
         if spec.parallel in strategies and chosen[option]:
             raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")

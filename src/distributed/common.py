@@ -7,6 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from src.distributed.comm_range import comm_range
+
 
 def world() -> tuple[int, int]:
     """(rank, world_size) of the default process group; (0, 1) when none is initialised, so the strategies also
@@ -49,7 +51,8 @@ class AsyncGradientAllReduce:
 
     def _launch(self, param: nn.Parameter) -> None:
         if self.world_size > 1:
-            self.pending.append((dist.all_reduce(param.grad, async_op=True), param.grad))
+            with comm_range("all_reduce gradient", param.grad.numel() * param.grad.element_size()):
+                self.pending.append((dist.all_reduce(param.grad, async_op=True), param.grad))
 
     def wait(self) -> None:
         for work, grad in self.pending:

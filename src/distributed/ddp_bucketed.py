@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from src.distributed.comm_range import comm_range
 from src.distributed.common import DataParallelModule
 
 
@@ -27,7 +28,8 @@ class _Bucket:
     def launch(self) -> None:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         self.flat = _flatten_dense_tensors(grads)
-        self.work = dist.all_reduce(self.flat, async_op=True)
+        with comm_range("all_reduce bucket", self.flat.numel() * self.flat.element_size()):
+            self.work = dist.all_reduce(self.flat, async_op=True)
 
 
 def assign_buckets(params: list[nn.Parameter], bucket_size_bytes: float) -> list[_Bucket]:

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from src.distributed.comm_range import comm_range
 from src.distributed.common import DataParallelModule
 
 
@@ -23,7 +24,8 @@ class FlatDDP(DataParallelModule):
                 grads_by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
         for grads in grads_by_dtype.values():
             flat = _flatten_dense_tensors(grads)  # (sum of numels,): one copy in
-            dist.all_reduce(flat)
+            with comm_range("all_reduce flat gradients", flat.numel() * flat.element_size()):
+                dist.all_reduce(flat)
             flat.div_(self.world_size)
             for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
                 grad.copy_(synced)  # one copy out, into the tensors the optimizer holds

@@ -7,6 +7,7 @@ P parameter tensors pays P collective launch latencies. The baseline the other s
 
 import torch.distributed as dist
 
+from src.distributed.comm_range import comm_range
 from src.distributed.common import DataParallelModule
 
 
@@ -17,5 +18,6 @@ class NaiveDDP(DataParallelModule):
             return
         for p in self.params:
             if p.grad is not None:
-                dist.all_reduce(p.grad)
+                with comm_range("all_reduce gradient", p.grad.numel() * p.grad.element_size()):
+                    dist.all_reduce(p.grad)
                 p.grad.div_(self.world_size)

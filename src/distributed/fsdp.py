@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from src.distributed.comm_range import comm_range
 from src.distributed.common import AsyncGradientAllReduce, broadcast_module_state, world
 from src.model import transformer
 
@@ -53,7 +54,8 @@ class _ShardedParam:
         if self.world_size == 1:
             return None, shard
         full = torch.empty(self.padded_numel, dtype=dtype, device=shard.device)
-        return dist.all_gather_into_tensor(full, shard, async_op=async_op), full
+        with comm_range("all_gather weight", full.numel() * full.element_size()):
+            return dist.all_gather_into_tensor(full, shard, async_op=async_op), full
 
     def unflatten(self, full: torch.Tensor) -> torch.Tensor:
         return full[: self.numel].view(self.shape)
@@ -65,7 +67,8 @@ class _ShardedParam:
             self.reductions.append((None, flat))
             return
         out = torch.empty(self.padded_numel // self.world_size, dtype=flat.dtype, device=flat.device)
-        self.reductions.append((dist.reduce_scatter_tensor(out, flat, async_op=True), out))
+        with comm_range("reduce_scatter gradient", flat.numel() * flat.element_size()):
+            self.reductions.append((dist.reduce_scatter_tensor(out, flat, async_op=True), out))
 
     def finish(self) -> None:
         """Wait for this step's reduce-scatters (a tied weight has one per use) and accumulate them, averaged, in

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
+from src.distributed.comm_range import comm_range
 from src.distributed.common import world
 
 
@@ -53,12 +54,9 @@ class ShardedOptimizer(Optimizer):
             local_group.update({k: v for k, v in group.items() if k != "params"})
         loss = self.local.step(closure, **kwargs)
         if self.world_size > 1:
-            works = [
-                dist.broadcast(p.data, src=self.owner[p], async_op=True)
-                for group in self.param_groups
-                for p in group["params"]
-                if p.requires_grad
-            ]
+            params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+            with comm_range("broadcast updated parameters", sum(p.numel() * p.element_size() for p in params)):
+                works = [dist.broadcast(p.data, src=self.owner[p], async_op=True) for p in params]
             for work in works:
                 work.wait()
         return loss

@@ -125,7 +125,8 @@ def run_in_torchrun(spec: RunSpec) -> dict:
         sys.stderr.write(result.stderr_tail)
     record = crash_record(spec, result.describe())
     if any(cause.startswith("OOM") for cause in result.failed_ranks.values()):
-        record["status"] = f"OOM: {result.describe()}"[:400]
+        # as a single process's OOM row (a result, not a failure), the ranks and causes in `error`
+        record = {**record, "status": "OOM", "error": result.describe()[:400]}
     return record
 
 
