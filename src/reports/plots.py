@@ -26,8 +26,10 @@ DPI = 100
 WIDTH_IN = 12.0
 GIB = 2**30
 PHASES = tuple((phase_field(p), p) for p in STEP_PHASES)  # (record field, legend name)
-PHASE_COLORS = ("#4C72B0", "#DD8452", "#8172B3", "#55A868")  # forward, backward, sync, optimizer
-PHASE_HATCHES = ("", "//", "xx", "..")
+# (colour when one series, hatch when several) per phase, by name: a phase added to src/spec.py's PHASES needs
+# its entry here, or its bars would borrow another phase's look (a KeyError says so first)
+PHASE_STYLES = {"forward": ("#4C72B0", ""), "backward": ("#DD8452", "//"), "sync": ("#8172B3", "xx"),
+                "optimizer": ("#55A868", "..")}
 SERIES_COLORS = plt.get_cmap("tab10").colors
 FAILED_COLOR = "#C44E52"
 Y_CLIP = 2.5  # warm-up plots show steps up to 2.5x the steady level; slower ones are clipped and labelled
@@ -95,12 +97,12 @@ def plot_phase_times(records: list[dict], path: str) -> str:
                     mark_failed(ax, pos, record)
                     continue
                 bottom = 0.0
-                for p, (field, _) in enumerate(PHASES):
+                for field, name in PHASES:
                     height = median_ms(record, field)
                     if not height:  # a phase this mode does not run (forward-only)
                         continue
-                    color, hatch = ((PHASE_COLORS[p], None) if len(series) == 1
-                                    else (SERIES_COLORS[s % 10], PHASE_HATCHES[p]))
+                    color, hatch = ((PHASE_STYLES[name][0], None) if len(series) == 1
+                                    else (SERIES_COLORS[s % 10], PHASE_STYLES[name][1]))
                     ax.bar(pos, height, width * 0.9, bottom=bottom, color=color, hatch=hatch,
                            edgecolor="white", linewidth=0.5)
                     bottom += height
@@ -110,12 +112,12 @@ def plot_phase_times(records: list[dict], path: str) -> str:
         ax.set_ylabel("time per step (ms)")
         ax.set_xlabel("model size")
         ax.grid(axis="y", alpha=0.3)
-    ran = [any(r.get(field) for r in records) for field, _ in PHASES]  # forward-only sweeps have one phase
+    ran = [name for field, name in PHASES if any(r.get(field) for r in records)]  # forward-only: one phase
     if len(series) == 1:
-        handles = [Patch(color=c, label=name) for c, (_, name), r in zip(PHASE_COLORS, PHASES, ran) if r]
+        handles = [Patch(color=PHASE_STYLES[name][0], label=name) for name in ran]
     else:
-        handles = [Patch(facecolor="gray", hatch=h, edgecolor="white", label=name)
-                   for h, (_, name), r in zip(PHASE_HATCHES, PHASES, ran) if r]
+        handles = [Patch(facecolor="gray", hatch=PHASE_STYLES[name][1], edgecolor="white", label=name)
+                   for name in ran]
         handles += [Patch(color=SERIES_COLORS[s % 10], label=", ".join(field_label(f, v) for f, v in
                                                                         zip(series_fields, k)))
                     for s, k in enumerate(series)]
@@ -247,18 +249,18 @@ def plot_warmup(records: list[dict], path: str) -> str:
         start = steady_start(curve)
         level, half_width = steady_band(curve) if curve.size else (0.0, 0.0)
         top = Y_CLIP * level
-        ax.plot(range(len(curve)), np.minimum(curve, top), marker=".", markersize=4, color=PHASE_COLORS[0])
+        ax.plot(range(len(curve)), np.minimum(curve, top), marker=".", markersize=4, color=PHASE_STYLES["forward"][0])
         clipped = np.flatnonzero(curve > top)
         if clipped.size:  # one label for all of them: neighbouring labels would overprint
-            ax.plot(clipped, np.full(clipped.size, top), "^", color=PHASE_COLORS[0], clip_on=False)
+            ax.plot(clipped, np.full(clipped.size, top), "^", color=PHASE_STYLES["forward"][0], clip_on=False)
             values = ", ".join(f"{v:,.0f}" for v in curve[clipped[:3]]) + (", ..." if clipped.size > 3 else "")
             ax.annotate(f"{values} ms", (clipped[-1], top), xytext=(6, -3), textcoords="offset points",
                         fontsize=7, va="top")
         if warmup:
             ax.axvspan(-0.5, warmup - 0.5, color="gray", alpha=0.2, linewidth=0)
-        ax.axhspan(level - half_width, level + half_width, color=PHASE_COLORS[2], alpha=0.3, linewidth=0)
+        ax.axhspan(level - half_width, level + half_width, color=PHASE_STYLES["optimizer"][0], alpha=0.3, linewidth=0)
         if start is not None:
-            ax.axvline(start, color=PHASE_COLORS[2], linestyle="--")
+            ax.axvline(start, color=PHASE_STYLES["optimizer"][0], linestyle="--")
         ax.set_ylim(0, top)
         ax.set_xlim(-0.5, len(curve) - 0.5)
         steady = f"steady from step {start}" if start is not None else "never steady"
@@ -269,11 +271,11 @@ def plot_warmup(records: list[dict], path: str) -> str:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     handles = [Patch(color="gray", alpha=0.2, label="warm-up steps (not measured)"),
-               plt.Line2D([], [], color=PHASE_COLORS[0], marker=".", label="step time"),
-               plt.Line2D([], [], color=PHASE_COLORS[0], marker="^", linestyle="none",
+               plt.Line2D([], [], color=PHASE_STYLES["forward"][0], marker=".", label="step time"),
+               plt.Line2D([], [], color=PHASE_STYLES["forward"][0], marker="^", linestyle="none",
                           label=f"above {Y_CLIP:g}x steady level (value in ms)"),
-               Patch(color=PHASE_COLORS[2], alpha=0.3, label="steady band (see steady_state.py)"),
-               plt.Line2D([], [], color=PHASE_COLORS[2], linestyle="--", label="detected steady start"),
+               Patch(color=PHASE_STYLES["optimizer"][0], alpha=0.3, label="steady band (see steady_state.py)"),
+               plt.Line2D([], [], color=PHASE_STYLES["optimizer"][0], linestyle="--", label="detected steady start"),
                Patch(color=FAILED_COLOR, label="red title: not steady when measuring began")]
     legend_below(fig, handles)
     return save(fig, path)
@@ -282,7 +284,7 @@ def plot_warmup(records: list[dict], path: str) -> str:
 def plot_ratios(rows: list[tuple[str, RatioEstimate]], min_effect: float, title: str, path: str) -> str:
     """A/B forest plot: ratio of median step times with its CI per configuration, coloured by verdict."""
     fig, (ax,) = panel_grid(1, 1, 0.32 * len(rows) + 1.0, title)
-    colors = {FASTER: PHASE_COLORS[2], SLOWER: FAILED_COLOR}
+    colors = {FASTER: PHASE_STYLES["optimizer"][0], SLOWER: FAILED_COLOR}
     for y, (_, est) in enumerate(rows):
         ax.errorbar(est.ratio, y, xerr=[[est.ratio - est.low], [est.high - est.ratio]], fmt="o", capsize=3,
                     color=colors.get(est.verdict, "gray"))
@@ -292,7 +294,7 @@ def plot_ratios(rows: list[tuple[str, RatioEstimate]], min_effect: float, title:
     ax.invert_yaxis()
     ax.set_xlabel("median step time B / A  (< 1: B faster), 95% bootstrap CI")
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], color=PHASE_COLORS[2], marker="o", linestyle="none", label="B faster"),
+    handles = [plt.Line2D([], [], color=PHASE_STYLES["optimizer"][0], marker="o", linestyle="none", label="B faster"),
                plt.Line2D([], [], color=FAILED_COLOR, marker="o", linestyle="none", label="B slower"),
                plt.Line2D([], [], color="gray", marker="o", linestyle="none", label="no significant difference"),
                Patch(color="gray", alpha=0.15, label=f"within +-{min_effect:.0%}: too small to report")]

@@ -21,6 +21,10 @@ SWEEP_PLOTS = (("phase_times.png", plots.plot_phase_times), ("throughput.png", p
                ("memory.png", plots.plot_memory), ("warmup.png", plots.plot_warmup))
 
 
+ALWAYS_SHOWN_PHASES = ("forward", "backward", "optimizer")
+PHASE_ABBREVIATIONS = {"forward": "fwd", "backward": "bwd", "optimizer": "opt"}
+
+
 class InputError(Exception):
     """A problem with the command line or its files, said in one line."""
 
@@ -125,6 +129,10 @@ def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
     order = {size: i for i, size in enumerate(labels.size_order(ok))}
     ok = sorted(ok, key=lambda r: (order[r["config"]["size"]],
                                    labels.sort_key(tuple(r["config"].get(f) for f in fields[1:]))))
+    # forward, backward and optimizer are always columns ("-" where a mode skips one: the tables of every file
+    # written before other phases existed read as they did); a later phase (sync) is one where some row timed it
+    phases = [(field, name) for field, name in plots.PHASES
+              if name in ALWAYS_SHOWN_PHASES or any(r.get(field) for r in ok)]
     rows, late = [], []
     for r in ok:
         steps = measured_step_times(r)
@@ -137,12 +145,12 @@ def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
             steady += " (late)"
         mfu = r.get("mfu")
         rows.append([*(r["config"].get(f) for f in fields)]
-                    + [fmt(np.median(r[p]), 1e3, 2) if r.get(p) else "-" for p, _ in plots.PHASES]
+                    + [fmt(np.median(r[p]), 1e3, 2) if r.get(p) else "-" for p, _ in phases]
                     + [fmt(q50, 1e3, 2), fmt((q80 - q20) / q50, 100), fmt(r.get("tokens_per_second"), 1, 0),
                        fmt(r.get("tflops")), fmt(mfu, 100) if mfu is not None else "-",
                        fmt(r.get("speed_of_light_pct")), fmt(r.get("peak_memory_bytes"), 1 / plots.GIB, 2), steady])
-    headers = fields + ["fwd ms", "bwd ms", "opt ms", "step ms", "p20-p80 %", "tokens/s", "TFLOP/s", "MFU %",
-                        "SOL %", "peak GiB", "steady from step"]
+    headers = fields + [f"{PHASE_ABBREVIATIONS.get(name, name)} ms" for _, name in phases] + [
+        "step ms", "p20-p80 %", "tokens/s", "TFLOP/s", "MFU %", "SOL %", "peak GiB", "steady from step"]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True), late
 
 
