@@ -34,7 +34,6 @@ PARALLEL_REFUSALS = (
     (("fsdp2",), "fp16", "GradScaler over fully_shard's DTensor gradients is not wired up; use bf16"),
     (PARALLEL[1:], "recipe", "the fast recipe's CUDA graphs and bf16 master weights are single-process"),
     (PARALLEL[1:], "hf_llama", "the strategies are set up for our model's blocks"),
-    (PARALLEL[1:], "trace", "profiler traces are not yet written per rank"),
     (PARALLEL[1:], "memory_snapshot", "allocator snapshots are not yet written per rank"),
     (("fsdp",), "activation_checkpointing", "recomputing a block would re-enter our FSDP's gathers and saved-tensor "
                                             "hooks; not built or tested"),
@@ -230,7 +229,7 @@ def _check_parallel(spec: RunSpec) -> None:
     if spec.parallel == "none" and spec.nproc_per_node > 1:
         raise ValueError("nproc_per_node: more than 1 needs a parallel strategy (parallel none is one process)")
     chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
-              "hf_llama": spec.backend == "hf_llama", "trace": bool(spec.trace),
+              "hf_llama": spec.backend == "hf_llama",
               "memory_snapshot": bool(spec.memory_snapshot),
               "activation_checkpointing": spec.activation_checkpointing != "none",
               "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused"}

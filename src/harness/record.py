@@ -58,6 +58,24 @@ FIELDS: dict[str, Any] = {
     "estimated_memory": dict,  # src/model/flops.py's MemoryEstimate, by part
     "trace_summary": dict,  # --trace: src/instruments/torch_trace.py
     "memory_summary": dict,  # --memory_snapshot: src/instruments/memory.py
+    # --parallel (src/harness/ranks.py): the group, every rank's medians, the strategy's analytic memory and bytes
+    "world_size": int,
+    "tokens_per_second_per_gpu": float | None,
+    **{f"rank_median_time_{p}": list[float] for p in PHASES},
+    **{f"{s}_time_step_across_ranks": float for s in ("min", "median", "max")},
+    "slowest_rank": int,
+    "rank_status": list[str],
+    "rank_peak_memory_bytes": list[int],
+    **{f"comm_bytes_{op}": int for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")},
+    # --parallel with --trace (src/instruments/overlap.py): per profiled step, averaged over ranks
+    "compute_time_s": float,
+    "comm_time_s": float,
+    "overlap_time_s": float,
+    "exposed_comm_time_s": float,
+    "overlap_ratio": float | None,
+    "overlap_source": str,
+    "overlap_per_rank": list[dict],
+    "overlap_table": str,
     "env": dict,  # src/harness/environment.py: where it ran
 }
 Record = TypedDict("Record", FIELDS, total=False)

@@ -7,6 +7,11 @@ The profiler records CPU ops always and CUDA kernels on CUDA, with a `measured s
 chrome://tracing) with the model's structure visible. After the run, the table of where the time went
 (trace_summary.py) is printed to stderr, saved as DIR/<config>.md and kept in the record as `trace_summary`.
 
+With several ranks (--parallel) every rank writes its own trace, `<config>_rank<r>.json.gz`, and rank 0 adds the
+measured overlap of computation and communication (overlap.py: HolisticTraceAnalysis's method) to the row and to
+DIR/<config>_overlap.md, once every rank's trace is written (each rank leaves a `.done` marker after its export;
+rank 0 waits for them at most OTHER_RANKS_WAIT_S, so a rank that died costs a bounded wait, not a hang).
+
 The profiled steps are slower than unprofiled ones (the profiler's own cost per op), and the table compares
 the trace with the harness's times for those same steps, so both sides carry the overhead. Use
 --profile_steps to keep the rest of the measured steps clean.
@@ -15,6 +20,7 @@ the trace with the harness's times for those same steps, so both sides carry the
 import contextlib
 import os
 import sys
+import time
 
 import torch
 
@@ -22,14 +28,30 @@ from src.instruments.module_ranges import module_ranges
 from src.spec import RunSpec
 from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace, summarise_trace
 
+OTHER_RANKS_WAIT_S = 120.0  # rank 0's wait for the other ranks' traces: their exports take seconds, not minutes
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
 
 class TorchTrace:
     def __init__(self, spec: RunSpec):
         self.spec = spec
         self.steps = spec.profiled_steps
+        self.rank, self.world_size = _rank_and_world()
         name = spec.artifact_name
+        self.rank_paths = [os.path.join(spec.trace, f"{name}_rank{r}.json.gz") for r in range(self.world_size)]
+        self.overlap_path = os.path.join(spec.trace, name + "_overlap.md")
+        if self.world_size > 1:
+            name = f"{name}_rank{self.rank}"
         self.trace_path = os.path.join(spec.trace, name + ".json.gz")  # export_chrome_trace gzips a .gz name
         self.table_path = os.path.join(spec.trace, name + ".md")
+        self.done_path = self.trace_path + ".done"
         self.steps_done = 0
         self.exported = False  # a file of the same name may be an earlier run's: only this flag says it is ours
         self._profiler = None
@@ -92,8 +114,12 @@ class TorchTrace:
         profiler, self._profiler = self._profiler, None
         self._module_ranges.__exit__(None, None, None)
         profiler.stop()  # synchronises the device first, so the last step's kernels are in
+        if os.path.exists(self.done_path):
+            os.remove(self.done_path)  # an earlier run's marker must not vouch for this trace
         profiler.export_chrome_trace(self.trace_path)
         self.exported = True
+        if self.world_size > 1:
+            open(self.done_path, "w").close()  # rank 0 reads this rank's trace only once it is whole
 
     def report(self, status: str, phase_times: dict[str, list[float]], peak_memory_bytes: int | None) -> dict:
         """The record's `trace_summary` and warnings, once the run's phase times are known; {} without a trace."""
@@ -111,5 +137,25 @@ class TorchTrace:
         with open(self.table_path, "w") as f:
             f.write(text)
         print(text, file=sys.stderr)
-        return {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path},
-                "warnings": [f"trace: {note}" for note in summary.warnings()]}
+        fields = {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path},
+                  "warnings": [f"trace: {note}" for note in summary.warnings()]}
+        if self.world_size > 1 and self.rank == 0:
+            fields = self._with_overlap(fields, n)
+        return fields
+
+    def _with_overlap(self, fields: dict, steps: int) -> dict:
+        """Rank 0: the measured overlap of every rank's trace, once all are written (or the wait is over)."""
+        from src.instruments.overlap import overlap_from_files
+
+        deadline = time.monotonic() + OTHER_RANKS_WAIT_S
+        while not all(os.path.exists(p + ".done") for p in self.rank_paths) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        missing = [r for r, p in enumerate(self.rank_paths) if not os.path.exists(p + ".done")]
+        if missing:
+            return {**fields, "warnings": fields["warnings"] + [f"trace: no overlap figures: rank(s) {missing} wrote "
+                                                                f"no trace within {OTHER_RANKS_WAIT_S:.0f} s"]}
+        overlap, table = overlap_from_files(self.rank_paths, steps, f"Computation and communication: {self.spec.label}")
+        with open(self.overlap_path, "w") as f:
+            f.write(table)
+        print(table, file=sys.stderr)
+        return {**fields, **overlap, "overlap_table": self.overlap_path}

@@ -75,7 +75,6 @@ def test_a_failing_rank_becomes_a_row_naming_it_and_leaves_no_process(tmp_path, 
     (["--nproc_per_node", "2"], "needs --parallel"),
     (["--parallel", "fsdp", "--compile"], "fsdp does not run with compile"),
     (["--parallel", "fsdp2", "--compile"], "fsdp2 does not run with compile"),
-    (["--parallel", "ddp_flat", "--trace", "traces"], "does not run with trace"),
     (["--parallel", "bogus"], "invalid choice: 'bogus'"),
 ])
 def test_bad_parallel_input_fails_before_any_work_with_one_line_and_exit_2(args, message, capsys, tmp_path):
@@ -103,3 +102,17 @@ def test_run_spec_refuses_what_a_strategy_cannot_run(changes, message):
         RunSpec(**base, **changes)
     RunSpec(**base, **{**changes, "parallel": "none", "nproc_per_node": 1, "bucket_mb": 1.0, "dist_backend": "",
                        "compile": False})  # the options alone are fine
+
+
+def test_trace_with_ranks_writes_each_ranks_trace_and_the_measured_overlap(tmp_path, capsys):
+    """--trace under --parallel: a trace per rank, and rank 0's row carries compute, communication, overlapped and
+    exposed time per step (src/instruments/overlap.py), which add up as they must."""
+    output, traces = tmp_path / "rows.jsonl", tmp_path / "traces"
+    code = main(TINY_2 + ["--parallel", "ddp_overlap", "--trace", str(traces), "--output", str(output)])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    (r,), _ = read_records(str(output))
+    names = sorted(p.name for p in traces.iterdir())
+    assert [n for n in names if n.endswith(".json.gz")] == [n for n in names if "_rank" in n and n.endswith(".json.gz")]
+    assert len([n for n in names if n.endswith(".json.gz")]) == 2 and any(n.endswith("_overlap.md") for n in names)
+    assert r["comm_time_s"] > 0 and r["compute_time_s"] > 0 and len(r["overlap_per_rank"]) == 2
+    assert r["overlap_time_s"] + r["exposed_comm_time_s"] == pytest.approx(r["comm_time_s"])
