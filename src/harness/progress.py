@@ -42,4 +42,7 @@ class StepProgress:
 
     def close(self) -> None:
         if self._bar is not None:
+            shown = self._bar.format_dict["elapsed"] >= self._bar.delay  # a short configuration stays without a bar
+            if shown and self._bar.last_print_n < self._bar.n:
+                self._bar.refresh()  # tqdm draws at most every 0.1 s: the last steps may not have been shown yet
             self._bar.close()
