@@ -136,7 +136,7 @@ class RunSpec:
                 f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
                 f"{'' if self.backend == 'ours' else ' ' + self.backend} "
                 f"{'' if self.activation_checkpointing == 'none' else 'checkpoint=' + self.activation_checkpointing + ' '}"
-                f"{'adamw=' + self.optimizer + ' ' if self.optimizer else ''}warmup={self.warmup_steps}"
+                f"{'adamw=' + self.optimizer + ' ' if self.optimizer and self.mode == 'train' else ''}warmup={self.warmup_steps}"
                 f"{'' if self.parallel == 'none' else f' {self.parallel} x{self.nproc_per_node}'}")
 
     @property
