@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 
 from src.spec import RunSpec
-
-LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from src.train.step import AUTOCAST_DTYPES  # the compute dtype of --precision, as the step's autocast uses it
 
 
 @dataclass
@@ -22,10 +21,6 @@ class Parallel:
     model: nn.Module  # what the step calls: the wrapper (its .module is the model)
     finish: Callable[[], None] | None  # after backward, timed as the "sync" phase; None: nothing left to wait for
     make_optimizer: Callable[[list, float], torch.optim.Optimizer] | None  # None: the step's own AdamW
-
-
-def _adamw(params, lr):
-    return torch.optim.AdamW(params, lr=lr)
 
 
 def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
@@ -36,7 +31,7 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
         if strategy == "ddp_bucketed":
             wrapped = ours.BucketedDDP(model, spec.bucket_mb)
         elif strategy == "fsdp":
-            wrapped = ours.FSDP(model, compute_dtype=LOW_PRECISION.get(spec.precision))
+            wrapped = ours.FSDP(model, compute_dtype=AUTOCAST_DTYPES.get(spec.precision))
         else:
             wrapped = {"ddp_naive": ours.NaiveDDP, "ddp_flat": ours.FlatDDP}.get(strategy, ours.OverlapDDP)(model)
         sharded = (lambda params, lr: ours.ShardedOptimizer(params, torch.optim.AdamW, lr=lr)) \
@@ -54,7 +49,7 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
     if strategy == "fsdp2":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(param_dtype=LOW_PRECISION.get(spec.precision))
+        policy = MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES.get(spec.precision))
         for block in model.layers:
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)

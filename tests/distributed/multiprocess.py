@@ -10,21 +10,15 @@ hold mismatched collectives) and the next test starts a fresh one. Collectives t
 import atexit
 import datetime
 import queue
-import socket
 import traceback
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from src.harness.launch import free_port  # a port nobody listens on now: the OS picks one
+
 COLLECTIVE_TIMEOUT_S = 60  # a rank waiting on a dead peer raises after this
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now: bind to port 0 and let the OS choose."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _serve(rank: int, world_size: int, port: int, tasks, results) -> None:
