@@ -11,14 +11,18 @@
 #   (d) the anomaly: medium, large, xl with --recipe fast (train; large traced, 2 steps) and large, xl compiled
 #       bf16 SDPA in forward_backward and train
 #   (e) the compiled-cuDNN-attention gradient reproduction (scripts/cudnn_compiled_grad_repro.py)
+#   (f) the issue's attention rows: flash against SDPA (batch 8 x 16 heads, causal bf16, T 4096 and 16384, d 64
+#       and 128) and the standard case; the attention command's tables go to OUT/attention.txt
+#   (g) where the table's fast steps spend their time: 2.7B and small with --recipe fast traced (2 profiled
+#       steps); each row's category table is copied to OUT/gap_<size>.md and the trace itself deleted (too large)
 # then a short table of every row (scripts/issue14_summary.py), also written to OUT/summary.md.
-#   bash scripts/gpu_issue14.sh OUT_DIR [PART ...]     (parts: a b c d e, default all; e.g. `a c` then `b d e` in
+#   bash scripts/gpu_issue14.sh OUT_DIR [PART ...]     (parts: a-g, default all; e.g. `c f g` then `b d e` in
 #                                                      two runs if one does not fit; the summary reads every file)
 # Exits 1 if any part failed or ran out of time (its finished rows stay in its file); OOM rows are results.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_issue14.sh OUT_DIR [PART ...]}
 shift
-selected=" ${*:-a b c d e} "
+selected=" ${*:-a b c d e f g} "
 mkdir -p "$out"
 budget=${BUDGET_S:-530}
 bench=(python3 -m src.profiling.benchmark)
@@ -46,7 +50,17 @@ part a 140 "${bench[@]}" --sizes 2.7B --batch_size 4 --context_length 2048 --mod
     --output "$out/checkpointing.jsonl"
 
 table=(--batch_size 4 --context_length 1024 --mode train --output "$out/issue_table.jsonl")
-part c-fast 130 "${bench[@]}" --sizes 2.7B small --recipe fast "${table[@]}"
+part c-fast 240 "${bench[@]}" --sizes 2.7B small --recipe fast "${table[@]}"
+part f 150 bash -c '{ python3 -m src.profiling.attention --implementations sdpa flash --seq_lens 4096 16384 \
+    --head_dims 64 128 --dtypes bf16 --causal true --batch_size 8 --num_heads 16 --output "$1/attention.jsonl" \
+    && python3 -m src.profiling.attention --standard_case --output "$1/standard_case.jsonl"; } > "$1/attention.txt" 2>&1' \
+    _ "$out"
+part g 170 "${bench[@]}" --sizes 2.7B small --recipe fast --trace "$out/trace_gap" --profile_steps 2 \
+    --batch_size 4 --context_length 1024 --mode train --output "$out/gap.jsonl"
+for table_md in "$out"/trace_gap/*.md; do  # the category tables stay; the traces (hundreds of MB) do not
+    [ -e "$table_md" ] && cp "$table_md" "$out/gap_$(basename "$table_md")"
+done
+rm -rf "$out/trace_gap"
 anomaly=(--batch_size 4 --context_length 1024 --output "$out/anomaly.jsonl")
 part d-fast 130 "${bench[@]}" --sizes medium large xl --recipe fast --mode train "${anomaly[@]}"
 
@@ -66,7 +80,8 @@ part e 90 bash -c 'python3 scripts/cudnn_compiled_grad_repro.py > "$1" 2>&1' _ "
 
 {
     python3 scripts/issue14_summary.py "$out/checkpointing.jsonl" "$out/presets.jsonl" "$out/issue_table.jsonl" \
-        "$out/anomaly.jsonl"
+        "$out/anomaly.jsonl" "$out/gap.jsonl"
+    [ -s "$out/attention.txt" ] && { echo; grep -vE "^\[|^$" "$out/attention.txt"; }
     echo
     echo "cuDNN reproduction: $(grep -E '^(REPRODUCED|NOT REPRODUCED)' "$out/cudnn_repro.txt" 2>/dev/null | tail -1 \
         || echo 'no verdict')"

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from src.profiling.attention import build_parser as attention_parser
 from src.profiling.benchmark import build_parser, resolve
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,14 +19,16 @@ REPRO = os.path.join(REPO, "scripts", "cudnn_compiled_grad_repro.py")
 
 
 def run_gpu_script(tmp_path, budget, parts=()):
-    """Run the script with a python3 that logs each benchmark command instead of running it (everything else,
-    the summary included, runs on the real interpreter)."""
+    """Run the script with a python3 that logs each benchmark and attention command instead of running it
+    (everything else, the summary included, runs on the real interpreter)."""
     shim, log = tmp_path / "bin", tmp_path / "benchmark_commands.txt"
     shim.mkdir()
     (shim / "python3").write_text(
         "#!/usr/bin/env bash\n"
         f'if [ "$1" = -m ] && [ "$2" = src.profiling.benchmark ]; then shift 2; echo "$*" >> {shlex.quote(str(log))}; '
         "exit 0; fi\n"
+        f'if [ "$1" = -m ] && [ "$2" = src.profiling.attention ]; then shift 2; '
+        f'echo "$*" >> {shlex.quote(str(tmp_path / "attention_commands.txt"))}; exit 0; fi\n'
         f'exec {shlex.quote(sys.executable)} "$@"\n')
     (shim / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "BUDGET_S": str(budget)}
@@ -38,13 +41,18 @@ def run_gpu_script(tmp_path, budget, parts=()):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the run without CUDA, where the repro refuses")
 def test_gpu_script_commands_are_valid_and_a_failed_part_fails_the_run(tmp_path):
     result, commands = run_gpu_script(tmp_path, budget=530)
-    assert len(commands) == 8  # parts a, c-fast, c-plain, b-train, b-forward, d-fast, d-fast-traced, d-compiled
+    assert len(commands) == 9  # a, c-fast, g, d-fast, b-train, c-plain, b-forward, d-fast-traced, d-compiled
     counts = []
     for command in commands:
         args = build_parser().parse_args(shlex.split(command) + ["--device", "cpu"])
         specs, _ = resolve(args)  # raises UsageError on anything the benchmark would refuse
         counts.append(len(specs))
-    assert counts == [7, 2, 3, 2, 4, 3, 1, 4]  # a, c-fast, d-fast, b-train, c-plain, b-forward, d-fast-traced, d-compiled
+    assert counts == [7, 2, 2, 3, 2, 4, 3, 1, 4]
+    assert "--trace" in commands[2] and "--recipe fast" in commands[2]  # g: the fast table rows, traced
+    attention_commands = (tmp_path / "attention_commands.txt").read_text().splitlines()
+    for command in attention_commands:  # f: valid options of the attention command
+        assert attention_parser().parse_args(shlex.split(command)) is not None
+    assert len(attention_commands) == 2 and attention_commands[1].startswith("--standard_case")
     a = resolve(build_parser().parse_args(shlex.split(commands[0]) + ["--device", "cpu"]))[0]
     assert [s.checkpoint_group for s in a] == [1, 2, 4, 8, 16, 32, 0]
     assert {(s.size, s.batch_size, s.context_length, s.mode, s.precision) for s in a} == {
@@ -53,7 +61,7 @@ def test_gpu_script_commands_are_valid_and_a_failed_part_fails_the_run(tmp_path)
     assert "| file | size |" in summary and "no file: that part did not run" in summary  # nothing really ran
     assert "failed parts: e (exit 2)" in summary  # the repro refuses without CUDA, and the run says so
     assert result.returncode == 1
-    assert "=== part a" in result.stderr and "=== part d-compiled:" in result.stderr
+    assert "=== part a" in result.stderr and "=== part d-compiled:" in result.stderr and "=== part f:" in result.stderr
 
 
 def test_gpu_script_runs_only_the_parts_asked_for(tmp_path):
