@@ -59,6 +59,7 @@ class TraceSummary:
     by_phase: dict = field(default_factory=dict)
     measured_by_phase: dict = field(default_factory=dict)
     top: list = field(default_factory=list)  # [name, category, calls, seconds]
+    graph_replayed_s: float = 0.0  # kernels launched by a CUDA graph replay: no op launched them
 
     @property
     def busy_s(self) -> float:
@@ -78,6 +79,10 @@ class TraceSummary:
                          f"{self.measured_s * 1e3:.1f} ms: the table may not describe the timed work")
         if self.measured_s and self.busy_s > (1 + AGREEMENT) * self.measured_s:
             notes.append(f"busy time {self.busy_s * 1e3:.1f} ms exceeds the measured {self.measured_s * 1e3:.1f} ms")
+        if self.graph_replayed_s:
+            notes.append(f"{self.graph_replayed_s * 1e3:.1f} ms of kernel time was replayed from CUDA graphs: no op "
+                         "launched those kernels, so they count in forward and are sorted by their names alone "
+                         "(the phase table does not split them)")
         return notes
 
     def markdown(self, title: str) -> str:
@@ -120,13 +125,14 @@ def load_trace(path: str) -> dict:
 def _host_tree(events: list) -> tuple[list, dict]:
     """Nest host events per thread by time and give each its phase, module context and category.
 
-    Returns (nodes in start order, {runtime correlation id: node of the op that made the call}).
+    Returns (nodes in start order, {runtime correlation id: node of the op that made the call}, the correlation
+    ids of CUDA graph launches, whose kernels were recorded at capture and have no op of their own).
     """
     ordered = sorted(events, key=lambda e: (e["ts"], -e["dur"]))
     stacks: dict[tuple, list] = {}
     forward_modules: dict[int, tuple] = {}  # forward op's sequence number -> its module context
     by_external_id: dict[int, _Node] = {}  # Kineto's link from a runtime call to its op, where nesting fails
-    nodes, launches = [], {}
+    nodes, launches, graph_launches = [], {}, set()
     for event in ordered:
         start, end = float(event["ts"]), float(event["ts"]) + float(event["dur"])
         name, cat, args = event.get("name", ""), event.get("cat"), event.get("args") or {}
@@ -142,6 +148,8 @@ def _host_tree(events: list) -> tuple[list, dict]:
                 parent = by_external_id.get(args.get("External id"), parent)
             if "correlation" in args:
                 launches[args["correlation"]] = parent
+                if "GraphLaunch" in name:  # cudaGraphLaunch, cuGraphLaunch
+                    graph_launches.add(args["correlation"])
             continue  # a leaf: nothing nests in it, and its time is the op's, not device time
         node = _Node(name, start, end, is_op=cat == "cpu_op")
         if parent is not None:
@@ -165,7 +173,7 @@ def _host_tree(events: list) -> tuple[list, dict]:
             by_external_id[args["External id"]] = node
         stack.append(node)
         nodes.append(node)
-    return nodes, launches
+    return nodes, launches, graph_launches
 
 
 def _category(node: _Node, parent: _Node | None) -> str | None:
@@ -197,7 +205,8 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
     """Busy time by category and phase, and the top ops or kernels, for `steps` steps the harness measured."""
     events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "dur" in e and "ts" in e]
     host = [e for e in events if e.get("cat") in HOST_EVENTS]
-    nodes, launches = _host_tree(host)
+    nodes, launches, graph_launches = _host_tree(host)
+    graph_replayed_s = 0.0
     by_category = dict.fromkeys(CATEGORIES, 0.0)
     by_phase = dict.fromkeys(PHASES, 0.0)
     top: dict[tuple, list] = {}  # (name, category) -> [calls, seconds]: aten::fill_ zeroes grads and norms alike
@@ -212,7 +221,11 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
     if device == "cuda":
         for event in events:
             if event.get("cat") in DEVICE_EVENTS:
-                launcher = launches.get((event.get("args") or {}).get("correlation"))
+                correlation = (event.get("args") or {}).get("correlation")
+                if correlation in graph_launches:
+                    graph_replayed_s += float(event["dur"]) / 1e6
+                    correlation = None  # the graph launch is not the op that made the kernel
+                launcher = launches.get(correlation)
                 count(event.get("name", ""), _kernel_category(event.get("name", ""), launcher),
                       launcher.phase if launcher is not None else "forward", float(event["dur"]) / 1e6)
     else:
@@ -224,5 +237,5 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
     ranked = sorted(([*key, *entry] for key, entry in top.items()), key=lambda row: -row[3])[:TOP]
     return TraceSummary(device=device, steps=steps, measured_s=sum(measured_by_phase.values()), span_s=span_s,
                         by_category=by_category, by_phase=by_phase, measured_by_phase=dict(measured_by_phase),
-                        top=ranked)
+                        top=ranked, graph_replayed_s=graph_replayed_s)
 

@@ -123,14 +123,24 @@ def autocast_weight_copy_bytes(config: ModelConfig) -> int:
     return config.num_layers * _layer_weight_copy_bytes(config, "bf16") + 2 * config.d_model * config.vocab_size
 
 
+def forward_logits_bytes(config: ModelConfig, batch_size: int, seq_len: int, precision: str) -> int:
+    """What the loss holds at once in a forward-only step: the logits, their fp32 upcast (a copy under autocast,
+    the same tensor in fp32) and the fp32 log-probabilities, B*T*vocab each: 10 bytes a logit under autocast, 8 in
+    fp32. Counting 6 under autocast (no upcast) put 8B-leaderboard's forward at 2 x 16384 on an H200 at 77.4 GB
+    against a measured 97.6 GB peak; 10 gives 97.3 GB. At 2 x 32768 it gives 147 GB, 2% under the card's 150 GB:
+    that run went OOM asking for the log-probabilities' 39.8 GB with 112 GB in use."""
+    per_logit = 4 + 4 if precision == "fp32" else 2 + 4 + 4
+    return batch_size * seq_len * config.vocab_size * per_logit
+
+
 def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: str, precision: str,
                     checkpoint_group: int = 0) -> MemoryEstimate:
     """Parameters, gradients and AdamW state in fp32 (autocast keeps fp32 weights), plus activations.
 
     Forward-only runs under no_grad and keeps nothing for backward: its activation figure is the largest
-    transient, the logits with their fp32 log-probabilities, or one layer's score and probability matrices,
-    plus, under autocast, the cached low-precision weight copies (6.8 GB for 2.7B: measured 20.6 GB peak in
-    bf16 against 13.9 GB in fp32 on an H100).
+    transient, the loss's (forward_logits_bytes) or one layer's score and probability matrices, plus, under
+    autocast, the cached low-precision weight copies (6.8 GB for 2.7B: measured 20.6 GB peak in bf16 against
+    13.9 GB in fp32 on an H100).
     The sum is an upper bound for train steps: backward frees activations while gradients appear, and the
     measured peak of 2.7B at context 128 was 55.4 GB against 59.2 GB estimated. With activation checkpointing in
     groups of `checkpoint_group` blocks the activations are CheckpointedActivations.peak.
@@ -138,7 +148,7 @@ def estimate_memory(config: ModelConfig, batch_size: int, seq_len: int, mode: st
     params = count_parameters(config) * 4
     if mode == "forward":
         B, T = batch_size, seq_len
-        logits = B * T * config.vocab_size * (4 + (4 if precision == "fp32" else 2))
+        logits = forward_logits_bytes(config, B, T, precision)
         attention = 2 * B * config.num_heads * T * T * 4 if config.attention == "naive" else 0
         copies = autocast_weight_copy_bytes(config) if precision != "fp32" else 0
         return MemoryEstimate(params, 0, 0, max(logits, attention) + copies)

@@ -108,7 +108,7 @@ def test_phases_match_the_harness_phases_and_ops_land_in_their_categories(traced
 
 def test_every_op_of_the_model_lands_in_its_category_in_both_directions(traced):
     _, record = traced
-    nodes, _ = _host_tree([e for e in load_trace(record["trace_summary"]["trace"])["traceEvents"]
+    nodes, _, _ = _host_tree([e for e in load_trace(record["trace_summary"]["trace"])["traceEvents"]
                            if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation")])
     seen = {}
     for node in nodes:
@@ -219,6 +219,25 @@ def test_kernels_take_phase_and_category_from_the_op_that_launched_them():
     assert s.span_s == pytest.approx(1000e-6)
     assert s.top[0][:3] == ["sm90_xmma_gemm_bf16bf16", MATMUL, 1]
     assert "GPU waiting for the host" in s.markdown("t")
+
+
+
+def test_kernels_replayed_from_a_cuda_graph_are_named_in_a_warning():
+    # A graph launch under the optimizer's range replays forward, backward and optimizer kernels alike: its op is
+    # not theirs, so they are sorted by name and counted in forward, and the summary says so.
+    events = [
+        _x("measured step 0", "user_annotation", 0, 1000),
+        _x("Optimizer.step#AdamW.step", "user_annotation", 10, 100),
+        _x("cudaGraphLaunch", "cuda_runtime", 20, 5, correlation=201),
+        _x("sm90_xmma_gemm_bf16bf16", "kernel", 30, 100, tid=7, pid=0, correlation=201),
+        _x("void at::native::multi_tensor_apply_kernel<FusedAdam>", "kernel", 140, 30, tid=7, pid=0, correlation=201),
+    ]
+    s = summarise_trace({"traceEvents": events}, "cuda", {"forward": 1e-3}, steps=1)
+    assert s.graph_replayed_s == pytest.approx(130e-6)
+    assert s.by_category[MATMUL] == pytest.approx(100e-6) and s.by_category[OPTIMIZER] == pytest.approx(30e-6)
+    assert s.by_phase["forward"] == pytest.approx(130e-6)  # not the optimizer's, though launched inside its range
+    assert any("0.1 ms of kernel time was replayed from CUDA graphs" in note for note in s.warnings())
+    assert s.to_dict()["graph_replayed_s"] == pytest.approx(130e-6)
 
 
 # ---- --explain_precision ----------------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 import contextlib
+import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.model import ModelConfig, TransformerLM
-from src.model.flops import estimate_memory, forward_flops, saved_activation_bytes, step_flops
+from src.model.flops import estimate_memory, forward_flops, forward_logits_bytes, saved_activation_bytes, step_flops
+from src.train.step import LanguageModelLoss
 
 SHAPES = [  # (config, batch, seq): a preset-like one, odd sizes, a long sequence where attention dominates
     (ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4), 2, 16),
@@ -77,3 +81,46 @@ def test_memory_estimate_parts_follow_the_mode():
     assert backward.gradients == backward.parameters and backward.optimizer_state == 0
     assert train.optimizer_state == 2 * train.parameters
     assert train.total == train.parameters * 4 + train.activations
+
+
+class LiveBytes(TorchDispatchMode):
+    """The peak of the bytes held by tensors that ops made (inputs such as parameters are not counted): each
+    storage is counted once while any tensor made on it lives."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes, self.holders, self.now, self.peak = {}, {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                key = t.untyped_storage().data_ptr()
+                if key not in self.sizes:
+                    self.sizes[key], self.holders[key] = t.untyped_storage().nbytes(), 0
+                    self.now += self.sizes[key]
+                    self.peak = max(self.peak, self.now)
+                self.holders[key] += 1
+                weakref.finalize(t, self._release, key)
+        return out
+
+    def _release(self, key):
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            self.now -= self.sizes.pop(key)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_forward_only_peak_matches_the_estimate_where_the_loss_dominates(precision):
+    # vocab 4096 against d_model 32: the loss's logits, upcast and log-probabilities are nearly all of the peak
+    config = ModelConfig(d_model=32, d_ff=64, num_layers=1, num_heads=2, vocab_size=4096, attention="sdpa")
+    batch, seq = 2, 64
+    model = LanguageModelLoss(TransformerLM(config))
+    tokens = torch.randint(0, config.vocab_size, (batch, seq))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with torch.no_grad(), autocast, LiveBytes() as live:
+        model(tokens, tokens)
+    estimate = estimate_memory(config, batch, seq, "forward", precision)
+    # Within 10%: the hidden states (B*T*d_model) and the loss's small tensors are not counted.
+    assert estimate.activations == pytest.approx(live.peak, rel=0.10)
+    assert forward_logits_bytes(config, batch, seq, precision) == batch * seq * 4096 * (8 if precision == "fp32" else 10)
