@@ -16,14 +16,21 @@ from src.kernels import get_attention
 from src.model.config import ModelConfig
 
 
+def _truncated_normal(weight: torch.Tensor, std: float) -> None:
+    """Draw `weight` from a normal of this std cut at 3 std. A meta tensor (count_parameters, the cost model) has
+    no values to draw, so it is left alone: torch's meta kernels for trunc_normal_'s ops run in Python and took 85%
+    of the time to build 2.7B on the meta device (0.49 of 0.58 s on a 2-core CPU)."""
+    if not weight.is_meta:
+        nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std)
+
+
 class Linear(nn.Module):
     """y = x W^T, no bias; W (d_out, d_in) ~ truncated normal, std sqrt(2 / (d_in + d_out)), cut at 3 std."""
 
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
-        std = math.sqrt(2.0 / (d_in + d_out))
-        nn.init.trunc_normal_(self.weight, std=std, a=-3 * std, b=3 * std)
+        _truncated_normal(self.weight, std=math.sqrt(2.0 / (d_in + d_out)))
 
     def forward(self, x):
         return F.linear(x, self.weight)
@@ -33,7 +40,7 @@ class Embedding(nn.Module):
     def __init__(self, num_embeddings: int, d_model: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_embeddings, d_model))
-        nn.init.trunc_normal_(self.weight, std=1.0, a=-3.0, b=3.0)
+        _truncated_normal(self.weight, std=1.0)
 
     def forward(self, token_ids):
         return self.weight[token_ids]
