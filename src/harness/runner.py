@@ -101,7 +101,7 @@ def _measure(spec: RunSpec, instruments) -> dict:
             losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile", progress)
         measured["compile_time_s"] = timeit.default_timer() - start
         first = 1
-    graphs_before_warmup = _graph_count()
+    graphs_before_warmup = _graph_count() if spec.compiled else 0  # torch._dynamo: imported only where it runs
 
     with nvtx.range("warmup"):
         warmup_timer = make_timer(spec.timer, spec.device)

@@ -66,11 +66,17 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, context_length: int, theta: float):
         super().__init__()
-        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hs/2,)
-        angles = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (T_max, hs/2)
+        if torch.get_default_device().type == "meta":  # count_parameters, the cost model: shapes only
+            # torch's meta arange runs in Python and its first call imports torch._dynamo: 2.8 s of a benchmark
+            # worker's start on a 2-core CPU (0.7 s with cached bytecode) where nothing else needs it
+            cos = sin = torch.empty(context_length, head_dim // 2)
+        else:
+            inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hs/2,)
+            angles = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (T_max, hs/2)
+            cos, sin = angles.cos(), angles.sin()
         # Not persistent: derived from the config, and absent from the reference state dict.
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, x):  # x: (B, nh, T, hs)
         T = x.shape[-2]
