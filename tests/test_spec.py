@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from src.spec import RunSpec, config_fields
-from tests.conftest import tiny_spec
+from tests.specs import tiny_spec
 
 
 @pytest.mark.parametrize("changes,field", [

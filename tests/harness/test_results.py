@@ -11,7 +11,7 @@ import pytest
 
 from src.harness.record import new_record, with_fields
 from src.harness.results import append_record, check_writable, read_records
-from tests.conftest import tiny_spec
+from tests.specs import tiny_spec
 
 
 def record(i: int, **extra) -> dict:

@@ -27,7 +27,8 @@ from src.spec import RunSpec
 from src.instruments.torch_trace import TorchTrace
 from src.instruments.trace_summary import _host_tree, load_trace, summarise_trace
 
-from tests.conftest import needs_cuda, tiny_spec
+from tests.conftest import needs_cuda
+from tests.specs import tiny_spec
 
 STEPS = 3
 

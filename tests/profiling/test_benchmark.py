@@ -350,7 +350,7 @@ def test_resolve_refuses_bf16_on_a_gpu_nvidia_smi_calls_too_old(cuda_queries_rai
 def test_a_crash_row_is_made_without_querying_the_device(cuda_queries_raise, monkeypatch):
     from src.harness import environment
     from src.harness.sweep import crash_record
-    from tests.conftest import tiny_spec
+    from tests.specs import tiny_spec
 
     monkeypatch.setattr(environment, "_run",
                         lambda cmd: "NVIDIA H100 80GB HBM3" if "--query-gpu=name" in cmd else "")

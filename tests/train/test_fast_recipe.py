@@ -3,7 +3,8 @@ import torch
 
 from src.model import PRESETS
 
-from tests.conftest import needs_cuda, tiny_spec as tiny
+from tests.conftest import needs_cuda
+from tests.specs import tiny_spec as tiny
 
 
 @needs_cuda
