@@ -2,7 +2,7 @@ import pytest
 
 from src import nvtx
 from src.harness.runner import run_spec
-from tests.specs import tiny_spec
+from tests import specs
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def paths(events):
 
 
 def tiny_spec(**kw):
-    return tiny_spec(**{**dict(d_model=32, d_ff=64, num_heads=2, vocab_size=100, context_length=8,
+    return specs.tiny_spec(**{**dict(d_model=32, d_ff=64, num_heads=2, vocab_size=100, context_length=8,
                                          batch_size=2), **kw})
 
 
