@@ -30,7 +30,7 @@ def paths(events):
 
 def tiny_spec(**kw):
     return specs.tiny_spec(**{**dict(d_model=32, d_ff=64, num_heads=2, vocab_size=100, context_length=8,
-                                         batch_size=2), **kw})
+                                      batch_size=2), **kw})
 
 
 def test_ranges_nest_config_measure_step_phase_layer_and_attention_parts(captured):
