@@ -85,24 +85,26 @@ def test_non_finite_loss_is_reported_in_status(tmp_path, capsys, monkeypatch):
     assert read_records(str(output))[0][0]["status"] == "non-finite loss"
 
 
-@pytest.mark.parametrize("fault,status,exit_status", [
-    ("oom", "OOM", 0),  # an OOM row is a result (a context-length sweep runs into it on purpose)
-    ("error", "error: RuntimeError: injected error", 1),
-    ("crash", "crash: killed by SIGABRT; injected crash", 1),
-])
-def test_an_injected_failure_becomes_a_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch, fault, status,
-                                                                 exit_status):
-    monkeypatch.setenv("LMBENCH_INJECT_FAULT", f"{fault}:context_length=16")
+@pytest.mark.parametrize("faults,exit_status", [
+    ({16: ("oom", "OOM")}, 0),  # an OOM row is a result (a context-length sweep runs into it on purpose)
+    # two failures in one sweep: each is followed by a row that ran, and a child process's start is paid once less
+    ({16: ("error", "error: RuntimeError: injected error"), 24: ("crash", "crash: killed by SIGABRT; injected crash")},
+     1),
+], ids=["oom", "error-and-crash"])
+def test_an_injected_failure_becomes_a_row_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch, faults, exit_status):
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT", ";".join(f"{kind}:context_length={c}" for c, (kind, _) in faults.items()))
+    contexts = [8, *faults, max(faults) + 8]  # an ok row before the failures and one after them
     output = tmp_path / "r.csv"
-    code, out, err = run_cli(TINY + ["--isolate", "process", "--context_length", "8", "16", "24", "--output",
+    code, out, err = run_cli(TINY + ["--isolate", "process", "--context_length", *map(str, contexts), "--output",
                                      str(output)], capsys)
     assert code == exit_status
-    assert ("1 of 3 configurations failed" in err) == (exit_status == 1)
+    assert (f"{len(faults)} of {len(contexts)} configurations failed" in err) == (exit_status == 1)
     records, warnings = read_records(str(output))
     assert warnings == []
-    assert [r["config"]["context_length"] for r in records] == [8, 16, 24]
-    assert records[0]["status"] == records[2]["status"] == "ok"
-    assert records[1]["status"].startswith(status)
+    assert [r["config"]["context_length"] for r in records] == contexts
+    assert records[0]["status"] == records[-1]["status"] == "ok"
+    for record, (_, status) in zip(records[1:-1], faults.values()):
+        assert record["status"].startswith(status)
     assert out.count("| ok") == 2
 
 
