@@ -1,16 +1,14 @@
 """Activation checkpointing in groups of N blocks: the same loss and gradients, and the memory estimate's two parts."""
 
 import contextlib
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from src.model import ModelConfig, TransformerLM
 from src.model.flops import checkpointed_activation_bytes, estimate_memory, saved_activation_bytes
+from tests.model.live_bytes import LiveBytes, owned_storages
 
 CONFIG = ModelConfig(d_model=96, d_ff=200, num_layers=3, num_heads=6, vocab_size=500, context_length=64)
 B, T = 3, 40
@@ -60,33 +58,6 @@ def test_forward_without_grad_recomputes_nothing_and_matches():
 def test_a_bad_group_is_refused(group):
     with pytest.raises(ValueError, match="checkpoint_group"):
         TransformerLM(CONFIG, checkpoint_group=group)
-
-
-class LiveBytes(TorchDispatchMode):
-    """Bytes of the tensor storages that ops create under this mode and that are still alive (others excluded)."""
-
-    def __init__(self, excluded):
-        super().__init__()
-        self.excluded, self.sizes, self.current = excluded, {}, 0
-
-    def _freed(self, key):
-        self.current -= self.sizes.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()  # the same Python object for every view of it, so it can be watched
-                if id(storage) in self.sizes or storage.data_ptr() in self.excluded or not storage.nbytes():
-                    continue
-                self.sizes[id(storage)] = storage.nbytes()
-                self.current += storage.nbytes()
-                weakref.finalize(storage, self._freed, id(storage))
-        return out
-
-
-def owned_storages(model):
-    return {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -1,16 +1,14 @@
 import contextlib
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.model import ModelConfig, TransformerLM
 from src.model.flops import estimate_memory, forward_flops, forward_logits_bytes, saved_activation_bytes, step_flops
 from src.train.step import LanguageModelLoss
+from tests.model.live_bytes import LiveBytes, owned_storages
 
 SHAPES = [  # (config, batch, seq): a preset-like one, odd sizes, a long sequence where attention dominates
     (ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4), 2, 16),
@@ -83,33 +81,6 @@ def test_memory_estimate_parts_follow_the_mode():
     assert train.total == train.parameters * 4 + train.activations
 
 
-class LiveBytes(TorchDispatchMode):
-    """The peak of the bytes held by tensors that ops made (inputs such as parameters are not counted): each
-    storage is counted once while any tensor made on it lives."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes, self.holders, self.now, self.peak = {}, {}, 0, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                key = t.untyped_storage().data_ptr()
-                if key not in self.sizes:
-                    self.sizes[key], self.holders[key] = t.untyped_storage().nbytes(), 0
-                    self.now += self.sizes[key]
-                    self.peak = max(self.peak, self.now)
-                self.holders[key] += 1
-                weakref.finalize(t, self._release, key)
-        return out
-
-    def _release(self, key):
-        self.holders[key] -= 1
-        if self.holders[key] == 0:
-            self.now -= self.sizes.pop(key)
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_forward_only_peak_matches_the_estimate_where_the_loss_dominates(precision):
     # vocab 4096 against d_model 32: the loss's logits, upcast and log-probabilities are nearly all of the peak
@@ -118,7 +89,7 @@ def test_forward_only_peak_matches_the_estimate_where_the_loss_dominates(precisi
     model = LanguageModelLoss(TransformerLM(config))
     tokens = torch.randint(0, config.vocab_size, (batch, seq))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    with torch.no_grad(), autocast, LiveBytes() as live:
+    with torch.no_grad(), autocast, LiveBytes(owned_storages(model)) as live:
         model(tokens, tokens)
     estimate = estimate_memory(config, batch, seq, "forward", precision)
     # Within 10%: the hidden states (B*T*d_model) and the loss's small tensors are not counted.

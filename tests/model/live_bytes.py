@@ -1,0 +1,38 @@
+"""LiveBytes: the bytes of tensor storages that ops create under a dispatch mode and that are still alive, now
+(`current`) and at most (`peak`): what the memory estimates are checked against on CPU, where no allocator counts."""
+
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+
+class LiveBytes(TorchDispatchMode):
+    """Storages whose data_ptr is in `excluded` (a model's parameters and buffers) are not counted."""
+
+    def __init__(self, excluded=()):
+        super().__init__()
+        self.excluded, self.sizes, self.current, self.peak = set(excluded), {}, 0, 0
+
+    def _freed(self, key):
+        self.current -= self.sizes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()  # the same Python object for every view of it, so it can be watched
+                if id(storage) in self.sizes or storage.data_ptr() in self.excluded or not storage.nbytes():
+                    continue
+                self.sizes[id(storage)] = storage.nbytes()
+                self.current += storage.nbytes()
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(storage, self._freed, id(storage))
+        return out
+
+
+def owned_storages(model) -> set:
+    """The storages of a model's parameters and buffers: what LiveBytes should leave out (views of them count
+    nothing new: `weight.t()` in a linear layer shares the weight's storage)."""
+    return {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
