@@ -8,6 +8,7 @@ the command, which runs in the parent process and never touches the GPU (see src
 A new option is one field here: the results file's config columns are this dataclass's fields.
 """
 
+import functools
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -22,9 +23,18 @@ TIMERS = ("events", "sync")  # see src/harness/timing.py
 DEVICES = ("cpu", "cuda")
 ISOLATIONS = ("none", "process")
 FUSED_ATTENTION = ("sdpa", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
+# The one strategy registry, read by this spec, the cost model (src/distributed/cost.py) and the predictor:
+# name -> how it divides the work. "ddp": replicas, gradients all-reduced; "zero1": replicas with the optimizer
+# state sharded; "fsdp": parameters, gradients and state sharded; "tp", "fsdp_tp": tensor parallelism alone and
+# on a 2-D mesh (on paper only: the predictor models them, the benchmark does not run them yet).
+STRATEGIES = {
+    "none": "single", "ddp_naive": "ddp", "ddp_flat": "ddp", "ddp_overlap": "ddp", "ddp_bucketed": "ddp",
+    "zero1": "zero1", "fsdp": "fsdp", "torch_ddp": "ddp", "torch_zero1": "zero1", "fsdp2": "fsdp",
+    "tp": "tp", "fsdp_tp": "fsdp_tp",
+}
+PAPER_STRATEGIES = ("tp", "fsdp_tp")
 # --parallel: none (one process), our strategies (src/distributed), PyTorch's engines (torch_ddp, torch_zero1, fsdp2)
-PARALLEL = ("none", "ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "zero1", "fsdp",
-            "torch_ddp", "torch_zero1", "fsdp2")
+PARALLEL = tuple(name for name in STRATEGIES if name not in PAPER_STRATEGIES)
 DIST_BACKENDS = ("", "nccl", "gloo")  # "": nccl on CUDA, gloo on CPU
 # What a strategy cannot run, and why: (strategies, the option, the reason), checked in RunSpec.__post_init__.
 PARALLEL_REFUSALS = (
@@ -33,7 +43,6 @@ PARALLEL_REFUSALS = (
     (("fsdp2",), "compile", "fully_shard's hooks under torch.compile of the whole model are not supported here"),
     (("fsdp2",), "fp16", "GradScaler over fully_shard's DTensor gradients is not wired up; use bf16"),
     (PARALLEL[1:], "recipe", "the fast recipe's CUDA graphs and bf16 master weights are single-process"),
-    (PARALLEL[1:], "hf_llama", "the strategies are set up for our model's blocks"),
     (PARALLEL[1:], "memory_snapshot", "allocator snapshots are not yet written per rank"),
     (("fsdp",), "activation_checkpointing", "recomputing a block would re-enter our FSDP's gathers and saved-tensor "
                                             "hooks; not built or tested"),
@@ -58,7 +67,7 @@ def checkpoint_group(activation_checkpointing: str) -> int:
 
 @dataclass(frozen=True)
 class RunSpec:
-    size: str
+    size: str  # the model's name: a preset, "custom", or the name of a Hugging Face config (see `model`)
     d_model: int
     d_ff: int
     num_heads: int
@@ -89,6 +98,11 @@ class RunSpec:
     nproc_per_node: int = 1  # ranks on this host, launched through torchrun by the sweep
     bucket_mb: float = 25.0  # ddp_bucketed's bucket size (MiB)
     dist_backend: str = ""  # see DIST_BACKENDS
+    # The model beyond our presets: a config shipped under configs/ or a path to a config.json (the hf family;
+    # d_model .. num_layers then only describe it, read from the config); "" is our model (cs336) of the fields.
+    model: str = ""
+    num_kv_heads: int = 0  # ours: grouped-query attention's k/v heads; 0 = num_heads (the reference)
+    tie_embeddings: bool = False  # ours: the LM head reuses the token embedding (the reference: untied)
 
     @property
     def distributed_backend(self) -> str:
@@ -97,7 +111,7 @@ class RunSpec:
     def __post_init__(self):
         _check_choices(self)
         _check_numbers(self)
-        self.model_config()  # its ValueError names the field: sizes, heads dividing d_model, the attention
+        _check_model(self)
         _check_combinations(self)
         _check_memory_and_optimizer(self)
         _check_parallel(self)
@@ -105,8 +119,16 @@ class RunSpec:
             object.__setattr__(self, "compile", True)  # frozen: the one normalisation, so the row tells the truth
 
     def model_config(self) -> ModelConfig:
+        """Our model's config of this shape (the cs336 family, and the shape --backend hf_llama copies)."""
         return ModelConfig(d_model=self.d_model, d_ff=self.d_ff, num_layers=self.num_layers, num_heads=self.num_heads,
-                           vocab_size=self.vocab_size, context_length=self.context_length, attention=self.attention)
+                           vocab_size=self.vocab_size, context_length=self.context_length, attention=self.attention,
+                           num_kv_heads=self.num_kv_heads, tie_embeddings=self.tie_embeddings)
+
+    def model_spec(self):
+        """The model interface of this configuration (src/model/interface.py): what every layer above asks."""
+        if self.model:  # vocab_size and num_layers replace the config's where they differ (--num_layers 4)
+            return _hf_model(self.model, self.vocab_size, self.num_layers)
+        return _model_spec(self.backend, self.size, self.model_config())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +170,48 @@ class RunSpec:
         """
         text = f"{self.label} steps={self.benchmark_steps}".replace("=", "-")
         return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+@functools.lru_cache(maxsize=64)
+def _hf_model(model: str, vocab_size: int, num_layers: int):
+    from src.model.families.hf import HfModel
+
+    return HfModel.from_source(model, vocab_size=vocab_size, num_layers=num_layers)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_spec(backend: str, size: str, config: ModelConfig):
+    from src.model.families.cs336 import Cs336Model
+    from src.model.families.hf import HfModel
+
+    if backend == "hf_llama":
+        return HfModel.llama_of(config, size)
+    return Cs336Model(size, config)
+
+
+def _check_model(spec: RunSpec) -> None:
+    """The model's own validation (its ValueError names the field), and what it asks of the options."""
+    if spec.model and spec.backend != "ours":
+        raise ValueError(f"model: {spec.model} is a Hugging Face config already; --backend {spec.backend} builds "
+                         "transformers' Llama of our shape instead")
+    if not spec.model:
+        model = spec.model_spec()  # ModelConfig's ValueError names the field: sizes, heads dividing d_model, ...
+    else:
+        try:
+            model = spec.model_spec()
+        except ValueError as error:
+            raise ValueError(f"model: {error}") from None
+    if model.family == "hf" and spec.attention != "sdpa":
+        raise ValueError(f"attention: Hugging Face models run with SDPA attention here, not {spec.attention}")
+    a = model.architecture
+    if a.positions == "learned" and spec.context_length > a.max_positions:
+        raise ValueError(f"context_length: {spec.context_length} is more than the {a.max_positions} positions "
+                         f"{spec.size} has embeddings for")
+    group = checkpoint_group(spec.activation_checkpointing)
+    try:
+        model.check_checkpoint_group(group)
+    except ValueError as error:
+        raise ValueError(f"activation_checkpointing: {error}") from None
 
 
 def config_fields() -> tuple[str, ...]:
@@ -210,8 +274,6 @@ def _check_combinations(spec: RunSpec) -> None:
         if spec.attention not in FUSED_ATTENTION:
             raise ValueError(f"attention: the fast recipe uses fused attention ({', '.join(FUSED_ATTENTION)}), "
                              f"not {spec.attention}")
-    if spec.backend == "hf_llama" and spec.attention != "sdpa":
-        raise ValueError(f"attention: the hf_llama backend always uses SDPA attention, not {spec.attention}")
 
 
 def _check_parallel(spec: RunSpec) -> None:
@@ -229,7 +291,6 @@ def _check_parallel(spec: RunSpec) -> None:
     if spec.parallel == "none" and spec.nproc_per_node > 1:
         raise ValueError("nproc_per_node: more than 1 needs a parallel strategy (parallel none is one process)")
     chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
-              "hf_llama": spec.backend == "hf_llama",
               "memory_snapshot": bool(spec.memory_snapshot),
               "activation_checkpointing": spec.activation_checkpointing != "none",
               "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused"}
@@ -239,13 +300,11 @@ def _check_parallel(spec: RunSpec) -> None:
 
 
 def _check_memory_and_optimizer(spec: RunSpec) -> None:
-    """Issue 14's options: activation checkpointing (our model only) and the AdamW (ours needs CUDA and bf16)."""
+    """Issue 14's options: activation checkpointing (blocks:N parsed once, here) and the AdamW (ours needs CUDA and
+    bf16)."""
     checkpoint_group(spec.activation_checkpointing)
-    if spec.activation_checkpointing != "none" and spec.backend != "ours":
-        # Refused rather than mapped onto transformers' gradient_checkpointing, which has no groups of N.
-        raise ValueError(f"activation_checkpointing: works on our model only, not backend {spec.backend}")
     if spec.optimizer not in ("", *OPTIMIZERS):
         raise ValueError(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {spec.optimizer!r}")
-    if spec.optimizer == "ours" and (spec.device, spec.precision, spec.backend) != ("cuda", "bf16", "ours"):
-        raise ValueError("optimizer: ours (bf16 weights with fp32 masters, a Triton kernel) needs CUDA, bf16 and our "
-                         f"model; got {spec.device}, {spec.precision}, {spec.backend}")
+    if spec.optimizer == "ours" and (spec.device, spec.precision) != ("cuda", "bf16"):
+        raise ValueError("optimizer: ours (bf16 weights with fp32 masters, a Triton kernel) needs CUDA and bf16; "
+                         f"got {spec.device}, {spec.precision}")

@@ -1,32 +1,28 @@
 """Analytic cost of each parallel strategy: the collectives one training step issues, and memory per rank.
 
-Nothing here runs torch.distributed: sizes come from the model's parameter list on the meta device, so the 8B
-model costs nothing to describe. `communication_per_step` is what the strategies in this package must put on the
-wire (a test counts their real collectives against it); `memory_per_rank` extends the single-GPU estimate of
-src.model.flops to parameters, gradients and AdamW state divided as each strategy divides them.
+Nothing here runs torch.distributed: sizes come from the model interface's parameter table (counted on the meta
+device, src/model/interface.py), so the 8B model costs nothing to describe, whatever its family.
+`communication_per_step` is what the strategies in this package must put on the wire (a test counts their real
+collectives against it); `memory_per_rank` extends the model's single-process estimate (ModelSpec.memory_estimate,
+the one estimate) to parameters, gradients and AdamW state divided as each strategy divides them.
 
 Sizes follow nccl-tests' "size" (doc/PERFORMANCE.md): the full buffer the collective works on, i.e. the all-gather's
 output and the reduce-scatter's input, not the shard one rank contributes.
 """
 
-import functools
 import math
 from dataclasses import dataclass
 
-import torch
-
-from src.model.config import ModelConfig
-from src.model.flops import MemoryEstimate, autocast_weight_copy_bytes, estimate_memory, saved_activation_bytes
-from src.model.transformer import Embedding, Linear, TransformerBlock, TransformerLM
+from src.model.interface import ModelSpec, Parameter
+from src.model.memory import MemoryEstimate, activation_bytes, autocast_weight_copy_bytes
+from src.spec import PAPER_STRATEGIES, PARALLEL, STRATEGIES as REGISTRY, checkpoint_group
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
-DDP_STRATEGIES = ("ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "torch_ddp")
-ZERO1_STRATEGIES = ("zero1", "torch_zero1")
-# What the benchmark runs (issue 10), then the two that exist here on paper only, for prediction.
-STRATEGIES = ("none", *DDP_STRATEGIES, *ZERO1_STRATEGIES, "fsdp", "fsdp2")
-PAPER_STRATEGIES = ("tp", "fsdp_tp")
+# From the one registry (src/spec.py): what the benchmark runs, then the two that exist on paper only.
+DDP_STRATEGIES = tuple(name for name, kind in REGISTRY.items() if kind == "ddp")
+ZERO1_STRATEGIES = tuple(name for name, kind in REGISTRY.items() if kind == "zero1")
+STRATEGIES = PARALLEL
 ALL_STRATEGIES = STRATEGIES + PAPER_STRATEGIES
-CHECKPOINTING = ("none", "blocks")  # given as "none" or "blocks:N"
 
 PARAM_BYTES = 4  # parameters, gradients and AdamW moments are fp32 in every strategy (autocast keeps fp32 weights)
 TORCH_DDP_BUCKET_MB = 25  # DistributedDataParallel(bucket_cap_mb=25), its default
@@ -39,37 +35,9 @@ MB = 1024 * 1024
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    numel: int
-    dim0: int  # FSDP2 chunks every parameter on dim 0
-    module: str  # "linear", "embedding" or "other" (the norms)
-    unit: str  # FSDP2's communication unit: "layers.<i>" for a block's parameters, "root" for the rest
-
-    @property
-    def sharded(self) -> bool:
-        """A Linear or Embedding weight: our FSDP shards these (and replicates the rest), TP splits them."""
-        return self.module != "other"
-
-
-@functools.lru_cache(maxsize=32)
-def parameters_of(config: ModelConfig) -> tuple[Parameter, ...]:
+def parameters_of(model: ModelSpec) -> tuple[Parameter, ...]:
     """Every trainable parameter (a tied one once) in registration order; backward produces them in reverse."""
-    with torch.device("meta"):
-        model = TransformerLM(config)
-    owner = {f"{name}.{p}" if name else p: m for name, m in model.named_modules() for p, _ in m.named_parameters(recurse=False)}
-    block_names = {name for name, m in model.named_modules() if isinstance(m, TransformerBlock)}
-    result = []
-    for name, p in model.named_parameters():  # named_parameters() yields a shared tensor once
-        if not p.requires_grad:
-            continue
-        block = next((b for b in block_names if name.startswith(b + ".")), None)
-        module = owner[name]
-        kind = ("embedding" if isinstance(module, (Embedding, torch.nn.Embedding))
-                else "linear" if isinstance(module, (Linear, torch.nn.Linear)) else "other")
-        result.append(Parameter(name, p.numel(), p.shape[0], kind, block or "root"))
-    return tuple(result)
+    return model.parameter_table()
 
 
 def padded(numel: int, n: int) -> int:
@@ -82,11 +50,11 @@ def padded_dim0(p: Parameter, n: int) -> int:
     return math.ceil(p.dim0 / n) * n * (p.numel // p.dim0)
 
 
-def units_of(config: ModelConfig, n: int = 1) -> dict[str, int]:
+def units_of(model: ModelSpec, n: int = 1) -> dict[str, int]:
     """FSDP2's units (fully_shard per block and at the root): elements each all-gathers at once on n ranks
     (every parameter's dim 0 padded to a multiple of n)."""
     units: dict[str, int] = {}
-    for p in parameters_of(config):
+    for p in parameters_of(model):
         units[p.unit] = units.get(p.unit, 0) + padded_dim0(p, n)
     return units
 
@@ -152,15 +120,16 @@ class Collective:
     edge_bytes: int = 0
 
 
-def _tp_collectives(config: ModelConfig, batch_size: int, context_length: int, dtype_bytes: int) -> list[Collective]:
+def _tp_collectives(model: ModelSpec, batch_size: int, context_length: int, dtype_bytes: int) -> list[Collective]:
     """Megatron-LM tensor parallelism (Shoeybi et al. 2019, sec. 3): per block, an all-reduce of the activations
     (B, T, d) after attention's row-parallel output projection and one after the MLP's row-parallel w2 in forward,
     and their conjugates (the inputs' gradients of the column-parallel q/k/v and w1/w3) in backward. The
     vocabulary-parallel embedding adds one forward all-reduce of its output and the column-parallel LM head one
     backward all-reduce of its input's gradient. The parallel cross entropy's (B, T) max and sum are left out
     (1/d of one of these). Nothing hides: each result is the next op's input."""
-    activation = batch_size * context_length * config.d_model * dtype_bytes  # (B, T, d)
-    per_phase = 2 * config.num_layers + 1
+    a = model.architecture
+    activation = batch_size * context_length * a.d_model * dtype_bytes  # (B, T, d)
+    per_phase = 2 * a.num_layers + 1
     return [
         Collective("all_reduce", per_phase * activation, per_phase, "tp", "forward", False),
         Collective("all_reduce", per_phase * activation, per_phase, "tp", "backward", False),
@@ -168,7 +137,7 @@ def _tp_collectives(config: ModelConfig, batch_size: int, context_length: int, d
 
 
 def collectives_per_step(
-    config: ModelConfig,
+    model: ModelSpec,
     strategy: str,
     world_size: int,
     compute_dtype_bytes: int = 4,
@@ -192,10 +161,10 @@ def collectives_per_step(
     batch_size, context_length: tensor parallelism only (its traffic is activations). tp_size: fsdp_tp's TP degree
       (tp uses world_size).
     """
-    _check(config, strategy, world_size)
+    _check(strategy, world_size)
     if world_size == 1 or strategy == "none":
         return []
-    params = parameters_of(config)
+    params = parameters_of(model)
     P = sum(p.numel for p in params)
     gradients = P * PARAM_BYTES
     tensor_bytes = [p.numel * PARAM_BYTES for p in reversed(params)]  # in the order backward produces them
@@ -220,14 +189,14 @@ def collectives_per_step(
         return _fsdp_collectives(params, compute_dtype_bytes, "world", world_size)
     reduce_bytes = PARAM_BYTES if reduce_dtype_bytes is None else reduce_dtype_bytes
     if strategy == "fsdp2":
-        units = units_of(config, world_size)
+        units = units_of(model, world_size)
         return _fsdp2_collectives(units, compute_dtype_bytes, reduce_bytes, "world", root_reshard_after_forward)
     if batch_size is None or context_length is None:
         raise ValueError(f"{strategy} moves activations: pass batch_size and context_length")
     tp = world_size if strategy == "tp" else _fsdp_tp_degree(world_size, tp_size)
-    result = _tp_collectives(config, batch_size, context_length, compute_dtype_bytes)
+    result = _tp_collectives(model, batch_size, context_length, compute_dtype_bytes)
     if strategy == "fsdp_tp" and world_size // tp > 1:  # FSDP2 over the data-parallel ranks, on 1/tp of each unit
-        units = {k: v // tp for k, v in units_of(config).items()}  # on paper: no padding
+        units = {k: v // tp for k, v in units_of(model).items()}  # on paper: no padding
         result += _fsdp2_collectives(units, compute_dtype_bytes, reduce_bytes, "dp", root_reshard_after_forward)
     return result
 
@@ -268,14 +237,14 @@ def _fsdp2_collectives(units: dict[str, int], c: int, r: int, group: str, root_r
 
 
 def communication_per_step(
-    config: ModelConfig, strategy: str, world_size: int, compute_dtype_bytes: int = 4, **options
+    model: ModelSpec, strategy: str, world_size: int, compute_dtype_bytes: int = 4, **options
 ) -> dict[str, int]:
     """Bytes per rank per step by collective (nccl-tests sizes). World size 1 (or strategy none): all zero.
 
     options: as collectives_per_step (bucket_mb, reduce_dtype_bytes, batch_size, context_length, tp_size, ...).
     """
     totals = dict.fromkeys(COLLECTIVES, 0)
-    for c in collectives_per_step(config, strategy, world_size, compute_dtype_bytes, **options):
+    for c in collectives_per_step(model, strategy, world_size, compute_dtype_bytes, **options):
         totals[c.op] += c.size_bytes
     return totals
 
@@ -301,45 +270,8 @@ class RankMemory:
         return self.parameters + self.gradients + self.optimizer_state + self.activations + self.gathered
 
 
-def parse_checkpointing(spec: str) -> int:
-    """"none" -> 0, "blocks:N" -> N (a checkpoint every N blocks). Raises ValueError naming the problem."""
-    if spec == "none":
-        return 0
-    kind, _, n = spec.partition(":")
-    if kind != "blocks" or not n.isdigit() or int(n) < 1:
-        raise ValueError(f"activation checkpointing must be 'none' or 'blocks:N' with N >= 1, got {spec!r}")
-    return int(n)
-
-
-def activation_bytes(config: ModelConfig, batch_size: int, seq_len: int, precision: str, checkpointing: str = "none") -> int:
-    """Activations a train step saves, from src.model.flops.saved_activation_bytes.
-
-    With "blocks:N" (torch.utils.checkpoint around every group of N blocks): the input of each group is kept
-    (the fp32 residual stream, (B, T, d)), and one group is re-made at a time in backward, so one group's
-    activations are alive at once. The autocast weight copies stay: autocast caches them for the whole step.
-    A block's own activations are the estimate's difference between 2 and 1 layers (no new accounting).
-    # TODO(ckpt): call src.model.flops' checkpointing estimate once the ckpt branch lands.
-    """
-    n = parse_checkpointing(checkpointing)
-    full = saved_activation_bytes(config, batch_size, seq_len, precision)
-    if n == 0:
-        return full
-    copies = autocast_weight_copy_bytes(config) if precision != "fp32" else 0
-    one = config.with_(num_layers=1)
-    two = config.with_(num_layers=2)
-    one_copies = autocast_weight_copy_bytes(one) if precision != "fp32" else 0
-    two_copies = autocast_weight_copy_bytes(two) if precision != "fp32" else 0
-    per_block = (saved_activation_bytes(two, batch_size, seq_len, precision) - two_copies) - (
-        saved_activation_bytes(one, batch_size, seq_len, precision) - one_copies
-    )
-    outside_blocks = saved_activation_bytes(one, batch_size, seq_len, precision) - one_copies - per_block
-    n = min(n, config.num_layers)
-    group_inputs = math.ceil(config.num_layers / n) * batch_size * seq_len * config.d_model * PARAM_BYTES
-    return group_inputs + n * per_block + outside_blocks + copies
-
-
 def memory_per_rank(
-    config: ModelConfig,
+    model: ModelSpec,
     strategy: str,
     world_size: int,
     batch_size: int,
@@ -356,7 +288,8 @@ def memory_per_rank(
     """Peak bytes on one rank: fp32 parameters, gradients and AdamW state divided as the strategy shards them,
     activations (with or without checkpointing), and the strategy's gathered/bucket buffers.
 
-    World size 1 is the plain single-GPU step for every strategy and equals src.model.flops.estimate_memory.
+    World size 1 is the plain single-GPU step for every strategy and equals ModelSpec.memory_estimate, with and
+    without checkpointing ("none" or "blocks:N", parsed by src.spec.checkpoint_group).
     compute_dtype_bytes defaults to the precision's (2 under bf16/fp16 autocast, else 4).
     Assumptions, each an upper bound on one implementation detail:
     - ddp_flat holds one flattened copy of all gradients; ddp_bucketed and torch_ddp one copy in buckets (torch's
@@ -371,17 +304,16 @@ def memory_per_rank(
       (q, k, v and the merged heads are counted whole: without sequence parallelism the (B, T, d) tensors are
       replicated, Korthikanti et al. 2022 eq. 2).
     """
-    _check(config, strategy, world_size)
-    base = estimate_memory(config, batch_size, context_length, mode, precision)
+    _check(strategy, world_size)
+    group = checkpoint_group(checkpointing)
+    base = model.memory_estimate(batch_size, context_length, mode, precision, group)
     activations = base.activations
-    if mode == "train":
-        activations = activation_bytes(config, batch_size, context_length, precision, checkpointing)
     if world_size == 1 or strategy == "none":
         return RankMemory(base.parameters, base.gradients, base.optimizer_state, activations)
     c = compute_dtype_bytes or (PARAM_BYTES if precision == "fp32" else 2)
     r = PARAM_BYTES if reduce_dtype_bytes is None else reduce_dtype_bytes
     n = world_size
-    params = parameters_of(config)
+    params = parameters_of(model)
     P = sum(p.numel for p in params)
     per_param = _state_bytes_per_element(base)  # bytes of (parameter, gradient, optimizer state) per element
 
@@ -394,20 +326,21 @@ def memory_per_rank(
     if strategy in ZERO1_STRATEGIES:  # the rank that owns the most elements
         most = max(owner_loads([p.numel for p in params], n, largest_first=strategy == "torch_zero1"))
         return RankMemory(base.parameters, base.gradients, held(most)[2], activations)
-    copies = autocast_weight_copy_bytes(config) if precision != "fp32" and mode != "forward" else 0
+    a = model.architecture
+    copies = autocast_weight_copy_bytes(a) if precision != "fp32" and mode != "forward" else 0
     if strategy == "fsdp":
         sharded = sorted((padded(p.numel, n) for p in params if p.sharded), reverse=True)
         local = sum(sharded) // n + sum(p.numel for p in params if not p.sharded)
         gathered = (sum(sharded[:2]) + sharded[0]) * c
         return RankMemory(*held(local), activations - copies, gathered)
     if strategy == "fsdp2":
-        units = units_of(config, n)
+        units = units_of(model, n)
         return RankMemory(*held(sum(units.values()) // n), activations - copies, _fsdp2_gathered(units, 1, c, r))
-    units = units_of(config)
+    units = units_of(model)
     tp = n if strategy == "tp" else _fsdp_tp_degree(n, tp_size)
     split = sum(p.numel for p in params if p.sharded) / tp + sum(p.numel for p in params if not p.sharded)
-    rank_shape = _tp_rank_shape(config, tp)
-    tp_activations = activation_bytes(rank_shape, batch_size, context_length, precision, checkpointing)
+    rank_shape = a.split(tp)
+    tp_activations = activation_bytes(rank_shape, batch_size, context_length, precision, group)
     if strategy == "tp":
         return RankMemory(*held(split), tp_activations)
     dp = n // tp
@@ -437,16 +370,7 @@ def _fsdp_tp_degree(world_size: int, tp_size: int | None) -> int:
     return tp_size
 
 
-def _tp_rank_shape(config: ModelConfig, tp: int) -> ModelConfig:
-    """The shapes one tensor-parallel rank computes with: heads, d_ff and vocabulary split tp ways."""
-    if config.num_heads % tp or config.d_ff % tp:
-        raise ValueError(
-            f"tensor parallelism {tp} must divide num_heads ({config.num_heads}) and d_ff ({config.d_ff})"
-        )
-    return config.with_(num_heads=config.num_heads // tp, d_ff=config.d_ff // tp, vocab_size=math.ceil(config.vocab_size / tp))
-
-
-def _check(config: ModelConfig, strategy: str, world_size: int) -> None:
+def _check(strategy: str, world_size: int) -> None:
     if strategy not in ALL_STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(ALL_STRATEGIES)}")
     if not isinstance(world_size, int) or world_size < 1:

@@ -55,14 +55,14 @@ def strategy_estimates(spec: RunSpec, record: dict) -> dict:
     from src.distributed.cost import communication_per_step, memory_per_rank
 
     n = record.get("world_size") or 1
-    config = spec.model_config()
+    model = spec.model_spec()
     compute_dtype_bytes = 2 if spec.precision in ("bf16", "fp16") else 4
-    memory = memory_per_rank(config, spec.parallel, n, spec.batch_size, spec.context_length, spec.precision,
-                             spec.mode, bucket_mb=spec.bucket_mb)
+    memory = memory_per_rank(model, spec.parallel, n, spec.batch_size, spec.context_length, spec.precision,
+                             spec.mode, checkpointing=spec.activation_checkpointing, bucket_mb=spec.bucket_mb)
     fields = {"estimated_memory_bytes": memory.total, "estimated_memory": {**memory.__dict__, "total": memory.total}}
     if spec.mode == "forward":  # no gradients: only FSDP's forward gathers would move, and no row needs them
         return fields
-    for op, nbytes in communication_per_step(config, spec.parallel, n, compute_dtype_bytes,
+    for op, nbytes in communication_per_step(model, spec.parallel, n, compute_dtype_bytes,
                                              bucket_mb=spec.bucket_mb).items():
         fields[f"comm_bytes_{op}"] = nbytes
     return fields

@@ -44,6 +44,15 @@ FIELDS: dict[str, Any] = {
     "recompilations": int,  # graphs torch.compile made after the first step
     "peak_memory_bytes": int | None,  # torch.cuda.max_memory_allocated; None off CUDA
     **{stat_field(s, n): float | None for n in (*PHASES, STEP) for s in STATS},
+    # the model interface's description (src/model/interface.py row_fields): beyond the RunSpec's shape
+    "family": str,  # "cs336" (ours) or "hf" (a transformers model from its config)
+    "architecture": str,  # "cs336", or the config's model_type ("llama", "gpt2", "mixtral", ...)
+    "num_kv_heads": int,
+    "tied_embeddings": bool,
+    "num_experts": int,  # 0: dense
+    "experts_per_token": int,
+    "active_parameters": int,  # per token: the total less the experts a token is not routed to
+    "flops_method": str,  # "analytic" (src/model/flops.py) or "counted" (FlopCounterMode on fake tensors)
     "parameters": int,
     "flops_per_step": int,
     "tokens_per_second": float | None,

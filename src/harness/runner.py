@@ -15,8 +15,7 @@ import timeit
 import torch
 
 from src import nvtx
-from src.model import count_parameters
-from src.model.flops import ADAMW_BYTES_PER_PARAMETER, estimate_memory, step_flops
+from src.model.flops import ADAMW_BYTES_PER_PARAMETER
 from src.harness.hardware import device_peak
 from src.harness.progress import StepProgress
 from src.harness.ranks import gather_ranks, group_step_time, strategy_estimates, world_size
@@ -163,8 +162,8 @@ def device_memory_bytes(device: str) -> int | None:
 
 def _beyond_memory(spec: RunSpec) -> str:
     """Why the configuration is not run (its estimate is over MEMORY_MARGIN x the device's memory), or ""."""
-    estimate = estimate_memory(spec.model_config(), spec.batch_size, spec.context_length, spec.mode,
-                               spec.precision).total
+    estimate = spec.model_spec().memory_estimate(spec.batch_size, spec.context_length, spec.mode, spec.precision,
+                                                 spec.checkpoint_group).total
     total = device_memory_bytes(spec.device)
     if total is None or estimate <= MEMORY_MARGIN * total:
         return ""
@@ -216,11 +215,11 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
         mean, std = figures[stat_field("mean", name)], figures[stat_field("std", name)]
         if mean and std / mean > SPREAD_WARNING:
             warnings.append(f"{name}: std/mean = {std / mean:.0%} over {len(values)} steps; the mean is noisy")
-    config = spec.model_config()
-    parameters = count_parameters(config)
-    flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
-    estimate = estimate_memory(config, spec.batch_size, spec.context_length, spec.mode, spec.precision,
-                               checkpoint_group=spec.checkpoint_group)
+    model = spec.model_spec()
+    parameters = model.parameter_count().total
+    flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
+    estimate = model.memory_estimate(spec.batch_size, spec.context_length, spec.mode, spec.precision,
+                                     spec.checkpoint_group)
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = group_step_time(record) or figures[stat_field("median", STEP)]  # with several ranks: the slowest's
     tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's
@@ -231,6 +230,7 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
             sol_time = sol_time + parameters * ADAMW_BYTES_PER_PARAMETER / (peak.bandwidth_tb_s * 1e12) if peak.bandwidth_tb_s else None
     peak_bytes = record.get("peak_memory_bytes")
     figures.update(
+        **model.row_fields(),
         parameters=parameters,
         flops_per_step=flops,
         tokens_per_second=record.get("world_size", 1) * spec.batch_size * spec.context_length / median if median else None,
@@ -264,7 +264,7 @@ def run_spec_with_environment(spec: RunSpec) -> Record:
         record = with_fields(record, instrument.report(record["status"], phase_times(record),
                                                        record.get("peak_memory_bytes")))
     env = collect_environment(spec.device)
-    if spec.backend == "hf_llama":  # the comparison is only as good as knowing which transformers it was
+    if spec.model_spec().family == "hf":  # the comparison is only as good as knowing which transformers it was
         import transformers
 
         env["transformers_version"] = transformers.__version__

@@ -4,7 +4,7 @@
 
 writes runs/mem-<config>.pickle (drag it onto https://pytorch.org/memory_viz) and runs/mem-<config>.png
 (allocated memory over time with the phases shaded, memory_timeline.py), and prints the peak per phase beside
-the analytic breakdown (parameters, gradients, optimizer state, activations: model/flops.py) and the largest
+the analytic breakdown (parameters, gradients, optimizer state, activations: the model interface's estimate) and the largest
 allocations. An out-of-memory error inside the measured steps reaches __exit__ (the runner catches it outside
 the instruments' `with`), which writes the snapshot up to the failure: its trace ends in the "oom" entry.
 Phases come from global hooks (phase_boundaries.py), so the runner needs no change.
@@ -17,7 +17,6 @@ import time
 
 import torch
 
-from src.model.flops import estimate_memory
 from src.instruments.memory_timeline import MemoryTimeline, build_timeline
 from src.instruments.phase_boundaries import AFTER_OPTIMIZER, BACKWARD, BETWEEN_STEPS, FORWARD, OPTIMIZER, phase_boundaries
 from src.spec import RunSpec
@@ -124,8 +123,8 @@ class MemorySnapshot:
 
 def memory_report(spec: RunSpec, timeline: MemoryTimeline, peak_memory_bytes: int | None, pickle_path: str,
                   png_path: str) -> str:
-    estimate = estimate_memory(spec.model_config(), spec.batch_size, spec.context_length, spec.mode,
-                               spec.precision)
+    estimate = spec.model_spec().memory_estimate(spec.batch_size, spec.context_length, spec.mode, spec.precision,
+                                                 spec.checkpoint_group)
     lines = [f"### Memory: {spec.label}", "",
              f"snapshot: {pickle_path} (open at https://pytorch.org/memory_viz); timeline: {png_path}"]
     if timeline.oom:

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch.overrides import TorchFunctionMode
 
-from src.model import count_parameters
-from src.model.transformer import CausalSelfAttention
 from src.spec import RunSpec
 from src.train.step import TrainStep, build_model
 
@@ -75,7 +73,7 @@ class _RecordOps(TorchFunctionMode):
 def _affordable(spec: RunSpec, notes: list) -> RunSpec:
     """The configuration to explain: eager, and small enough to run anywhere; `notes` says what changed."""
     changes = {}
-    parameters = count_parameters(spec.model_config())
+    parameters = spec.model_spec().parameter_count().total
     if parameters > PARAMETER_CAP and spec.num_layers > 2:
         notes.append(f"{spec.size} has {parameters / 1e6:.0f}M parameters: explained on its shape with 2 "
                      f"layers instead of {spec.num_layers} (dtypes do not depend on depth)")
@@ -122,7 +120,7 @@ def observe_precision(spec: RunSpec) -> PrecisionReport:
     model.register_forward_pre_hook(lambda module, args: setattr(ops, "active", True))
     for name, module in model.named_modules():
         module.register_forward_hook(output_hook(name))
-        if isinstance(module, CausalSelfAttention):
+        if callable(getattr(module, "attend", None)):  # ours: the pluggable attention function of a layer
             module.attend = recorded_attention(name, module.attend)
     grads = set()
     for p in model.parameters():
@@ -149,7 +147,7 @@ def _merge_layers(tensors: list, layers: int) -> list:
     """One row per role (layers.*.attn.q_proj) and dtype, instead of one per layer; names the layers if not all."""
     rows: dict[tuple, set] = {}
     for name, made_by, dtype in tensors:
-        match = re.search(r"layers\.(\d+)", name)  # ours: layers.0.attn; Hugging Face's: llama.model.layers.0
+        match = re.search(r"\b(?:layers|h)\.(\d+)", name)  # ours: layers.0.attn; Hugging Face's: hf.model.layers.0
         role = name[:match.start()] + "layers.*" + name[match.end():] if match else name
         layer = int(match.group(1)) if match else None
         rows.setdefault((role, made_by, dtype), set()).add(layer)

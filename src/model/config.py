@@ -1,6 +1,8 @@
-"""Model configuration: one dataclass, the named presets, and validation at the boundary."""
+"""Our model's configuration (the cs336 family): one dataclass, the named presets, and validation at the boundary."""
 
 from dataclasses import dataclass, replace
+
+from src.model.architecture import Architecture
 
 ATTENTION_IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch")
 
@@ -15,9 +17,13 @@ class ModelConfig:
     context_length: int = 128  # longest sequence the RoPE tables are built for
     rope_theta: float = 10_000.0
     attention: str = "naive"  # the original model's softmax(QK^T)V; see ATTENTION_IMPLEMENTATIONS
+    num_kv_heads: int = 0  # grouped-query attention: k and v with this many heads; 0 = num_heads (the reference)
+    tie_embeddings: bool = False  # the LM head reuses the token embedding's weight (the reference: untied)
 
     def __post_init__(self):
-        for name in ("d_model", "d_ff", "num_layers", "num_heads", "vocab_size", "context_length"):
+        if self.num_kv_heads == 0:  # frozen: the one normalisation, so equal shapes compare equal
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        for name in ("d_model", "d_ff", "num_layers", "num_heads", "vocab_size", "context_length", "num_kv_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -25,6 +31,10 @@ class ModelConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head dimension d_model/num_heads = {self.head_dim} must be even for RoPE")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, got {self.attention!r}")
 
@@ -34,6 +44,12 @@ class ModelConfig:
 
     def with_(self, **changes) -> "ModelConfig":
         return replace(self, **changes)
+
+    def architecture(self) -> Architecture:
+        return Architecture(model_type="cs336", d_model=self.d_model, num_layers=self.num_layers,
+                            num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
+                            d_ff=self.d_ff, vocab_size=self.vocab_size, max_positions=self.context_length,
+                            tied_embeddings=self.tie_embeddings, attention=self.attention)
 
 
 # The five sizes of the original benchmark (CS336 assignment 2), a tiny one for tests, and the two larger models of

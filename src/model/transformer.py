@@ -2,6 +2,9 @@
 
 Parameter names and shapes follow the reference exactly (linear weights are (d_out, d_in)), so a checkpoint of
 that model loads here as it is. Attention is pluggable (config.attention); everything else is plain PyTorch.
+Two options beyond the reference, off by default so its parameter names and logits stay exact: grouped-query
+attention (config.num_kv_heads < num_heads: k_proj and v_proj shrink to nkv heads, repeated to every query head
+before the kernel) and a tied head (config.tie_embeddings: lm_head.weight is token_embeddings.weight).
 """
 
 import math
@@ -93,22 +96,24 @@ class RotaryEmbedding(nn.Module):
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        d = config.d_model
-        self.num_heads = config.num_heads
-        self.q_proj, self.k_proj, self.v_proj = Linear(d, d), Linear(d, d), Linear(d, d)
+        d, kv = config.d_model, config.num_kv_heads * config.head_dim
+        self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
+        self.q_proj, self.k_proj, self.v_proj = Linear(d, d), Linear(d, kv), Linear(d, kv)
         self.output_proj = Linear(d, d)
         self.rope = RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
         self.attend = get_attention(config.attention)
 
     def forward(self, x):  # x: (B, T, d)
         B, T, d = x.shape
-        nh, hs = self.num_heads, d // self.num_heads
+        nh, nkv, hs = self.num_heads, self.num_kv_heads, d // self.num_heads
         with nvtx.model_range("qkv projection"):
             q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = self.k_proj(x).view(B, T, nh, hs).transpose(1, 2)
-            v = self.v_proj(x).view(B, T, nh, hs).transpose(1, 2)
+            k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+            v = self.v_proj(x).view(B, T, nkv, hs).transpose(1, 2)
         with nvtx.model_range("rope"):
             q, k = self.rope(q), self.rope(k)
+        if nkv != nh:  # every kernel takes as many k/v heads as q heads: query head i reads kv head i // (nh/nkv)
+            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T, hs)
         y = self.attend(q, k, v, is_causal=True)  # (B, nh, T, hs); naive marks scores/softmax/weighted sum itself
         with nvtx.model_range("output projection"):
             return self.output_proj(y.transpose(1, 2).reshape(B, T, d))
@@ -154,6 +159,8 @@ class TransformerLM(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
         self.ln_final = RMSNorm(config.d_model)
         self.lm_head = Linear(config.d_model, config.vocab_size)
+        if config.tie_embeddings:  # both (vocab, d_model); the embedding's draw (std 1) is the one kept
+            self.lm_head.weight = self.token_embeddings.weight
 
     def forward(self, token_ids):  # (B, T) int64 -> logits (B, T, vocab)
         x = self.token_embeddings(token_ids)  # (B, T, d)
@@ -176,7 +183,8 @@ class TransformerLM(nn.Module):
 
 
 def count_parameters(config: ModelConfig) -> int:
-    """Parameters of the model, counted on the meta device: no memory is allocated, so 2.7B costs nothing."""
+    """Parameters of the model, counted on the meta device: no memory is allocated, so 2.7B costs nothing (a tied
+    weight once: parameters() yields a shared tensor once)."""
     with torch.device("meta"):
         model = TransformerLM(config)
     return sum(p.numel() for p in model.parameters())

@@ -1,7 +1,8 @@
-"""Benchmark the training step of the CS336 Transformer LM: forward, backward and optimizer times per model size.
+"""Benchmark the training step of a Transformer LM: forward, backward and optimizer times per model and size.
 
     python -m src.profiling.benchmark --warmup_steps 5          # the original table: five sizes, fp32, ctx 128
     python -m src.profiling.benchmark --sizes 2.7B --precision bf16 --context_length 1024 --mode train
+    python -m src.profiling.benchmark --model llama-3.2-1b path/to/config.json --mode train --precision bf16
     nsys profile -o result --force-overwrite true python -m src.profiling.benchmark   # annotated with NVTX
 
 Every option that takes several values is a sweep axis; the sweep is their product. Each configuration runs in a
@@ -17,16 +18,17 @@ import itertools
 import os
 import signal
 import sys
+import types
 
 from src.kernels import get_attention  # noqa: F401  (imported so a broken kernel package fails before any work)
 from src.model.config import ATTENTION_IMPLEMENTATIONS, ORIGINAL_SIZES, PRESET_BATCH_SIZES, PRESETS, ModelConfig
+from src.model.families.hf import shipped_configs
 from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STATUSES, OneLineParser, UsageError,
                              non_negative_int, parse_and_resolve, positive_float, positive_int, resolve_device,
                              sweep_exit_status)
 from src.harness.environment import gpu_supports_bf16, visible_gpu_count
 from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.model.transformer import count_parameters
 from src.spec import BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
@@ -58,7 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--d_ff", type=positive_int)
     size.add_argument("--num_layers", type=positive_int)
     size.add_argument("--num_heads", type=positive_int)
-    size.add_argument("--vocab_size", type=positive_int, help="default: the preset's (10000; 8B-leaderboard 151936)")
+    size.add_argument("--vocab_size", type=positive_int, help="default: the preset's (10000; 8B-leaderboard 151936) "
+                                                              "or the config's")
+    size.add_argument("--model", nargs="+", metavar="PRESET|CONFIG|PATH",
+                      help="models to sweep beside --sizes: a preset, a Hugging Face config shipped under configs/ "
+                           f"({', '.join(shipped_configs())}), or a path to a config.json (its directory will "
+                           "do); --num_layers alone then replaces the config's layer count")
+    size.add_argument("--num_kv_heads", type=positive_int,
+                      help="our model (presets, custom): grouped-query attention with this many k/v heads")
+    size.add_argument("--tie_embeddings", action="store_true", help="our model: the LM head reuses the embedding")
     run = p.add_argument_group("workload (several values sweep)")
     run.add_argument("--context_length", type=positive_int, nargs="+",
                      help="default: the preset's (128; 8B-leaderboard 32768)")
@@ -126,16 +136,18 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     notes = []
     device = resolve_device(args.device)
     custom = [args.d_model, args.d_ff, args.num_layers, args.num_heads]
-    if any(v is not None for v in custom) and not all(v is not None for v in custom):
+    layers_only = args.model and custom[:2] + custom[3:] == [None] * 3  # --num_layers replaces a config's
+    if any(v is not None for v in custom) and not all(v is not None for v in custom) and not layers_only:
         raise UsageError("a custom size needs all four of --d_model --d_ff --num_layers --num_heads")
     if args.mixed_precision and args.precision and args.precision != ["bf16"]:
         raise UsageError(f"--mixed_precision is --precision bf16; it contradicts --precision {' '.join(args.precision)}")
     if args.explain_precision and args.output:
         raise UsageError("--explain_precision prints the dtypes and exits without measuring; --output would stay "
                          "empty (redirect stdout to keep the explanation)")
-    sizes = list(args.sizes or [])
+    sizes = list(args.sizes or []) + [m for m in args.model or [] if m in PRESETS]
+    hf_models = [m for m in args.model or [] if m not in PRESETS]
     benchmark_steps = args.benchmark_steps
-    if not sizes and custom[0] is None:
+    if not sizes and custom[0] is None and not hf_models:
         if device == "cuda":
             sizes = list(ORIGINAL_SIZES)
         else:
@@ -145,23 +157,29 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                          f"{benchmark_steps[0]} measured steps) so it ends in about two minutes; "
                          "pass --sizes and --benchmark_steps to choose")
     benchmark_steps = benchmark_steps or [10]
-    models = [(name, PRESETS[name]) for name in sizes]
-    if custom[0] is not None:
-        try:
-            models.append(("custom", ModelConfig(d_model=args.d_model, d_ff=args.d_ff,
-                                                 num_layers=args.num_layers, num_heads=args.num_heads)))
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    ours = {"num_kv_heads": args.num_kv_heads or 0, "tie_embeddings": args.tie_embeddings}
+    try:
+        models = [(name, PRESETS[name].with_(**ours), "") for name in sizes]
+        if custom[0] is not None and not layers_only:
+            models.append(("custom", ModelConfig(d_model=args.d_model, d_ff=args.d_ff, num_layers=args.num_layers,
+                                                 num_heads=args.num_heads, **ours), ""))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if hf_models and (args.num_kv_heads or args.tie_embeddings):
+        raise UsageError("--num_kv_heads and --tie_embeddings shape our model; a config.json says its own")
+    models += [_hf_model(source, args) for source in hf_models]
     precisions = args.precision or (["bf16"] if args.mixed_precision or args.recipe == "fast" else ["fp32"])
     attentions = args.attention or [FAST_ATTENTION if args.recipe == "fast" or args.backend == "hf_llama" else "naive"]
+    if hf_models and not args.attention:
+        attentions = [FAST_ATTENTION]  # transformers' models run SDPA here
     if args.recipe == "fast" and device != "cuda":
         notes.append("--recipe fast on CPU: bf16 autocast, fused attention and torch.compile apply; fused AdamW, "
                      "bf16 weights and CUDA graphs are CUDA-only" + ("" if "train" in args.mode else
                                                                       "; no optimizer step unless --mode train"))
     if args.nvtx == "on" and device != "cuda":
         notes.append("--nvtx on: NVTX ranges are for Nsight Systems on CUDA; nothing is annotated on CPU")
-    if args.backend == "hf_llama" and importlib.util.find_spec("transformers") is None:
-        raise UsageError("--backend hf_llama needs the transformers package (pip install transformers)")
+    if (args.backend == "hf_llama" or hf_models) and importlib.util.find_spec("transformers") is None:
+        raise UsageError("Hugging Face models (--model CONFIG, --backend hf_llama) need the transformers package")
     if "bf16" in precisions and device == "cuda" and gpu_supports_bf16() is False:
         raise UsageError("--precision bf16: this GPU (compute capability below 8.0) does not support bfloat16")
     timer = args.timer or ("events" if device == "cuda" else "sync")
@@ -174,14 +192,15 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     # the bucket size is an axis only for the strategies that bucket
     parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
     for warmup, steps, mode, precision, attention, optimizer, checkpointing, batch, context, (strategy, bucket_mb), \
-            (name, model) in itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
+            (name, model, source) in itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
                                                args.optimizer or [""], args.activation_checkpointing,
                                                args.batch_size or [None], args.context_length or [None], parallel,
                                                models):
         try:
             spec = RunSpec(
                 size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
-                num_layers=model.num_layers, vocab_size=args.vocab_size or model.vocab_size,
+                num_layers=model.num_layers, vocab_size=args.vocab_size or model.vocab_size, model=source,
+                num_kv_heads=model.num_kv_heads if not source else 0, tie_embeddings=model.tie_embeddings and not source,
                 context_length=context or model.context_length,
                 batch_size=batch or PRESET_BATCH_SIZES.get(name, DEFAULT_BATCH_SIZE),
                 warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
@@ -195,7 +214,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None
         if not optimizer:  # record the AdamW the step will use, not "the recipe's choice"
-            spec = dataclasses.replace(spec, optimizer=chosen_optimizer(spec, count_parameters(spec.model_config())))
+            spec = dataclasses.replace(spec, optimizer=chosen_optimizer(spec, spec.model_spec().parameter_count().total))
         specs.append(spec)
     outputs = ((args.output, "--output", {}), (args.trace, "--trace", {"directory": True}),
                (args.memory_snapshot and args.memory_snapshot + "-probe.pickle", "--memory_snapshot", {}))
@@ -209,6 +228,22 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
 
 
 BUCKETING = ("ddp_bucketed", "torch_ddp", "torch_zero1")
+DEFAULT_HF_CONTEXT = 128  # a config's max_position_embeddings (131072 for Llama 3) is no default to benchmark at
+
+
+def _hf_model(source: str, args: argparse.Namespace):
+    """(name, the shape fields a RunSpec shows, source) of a Hugging Face config; UsageError if it is bad."""
+    from src.model.families.hf import HfModel
+
+    try:
+        spec = HfModel.from_source(source, vocab_size=args.vocab_size, num_layers=args.num_layers)
+    except ValueError as error:
+        raise UsageError(f"--model: {error}") from None
+    a = spec.architecture
+    shape = types.SimpleNamespace(d_model=a.d_model, d_ff=a.d_ff or a.expert_d_ff, num_layers=a.num_layers,
+                                  num_heads=a.num_heads, vocab_size=a.vocab_size, num_kv_heads=a.num_kv_heads,
+                                  context_length=min(DEFAULT_HF_CONTEXT, a.max_positions), tie_embeddings=False)
+    return spec.name, shape, source
 
 
 def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]:

@@ -1,6 +1,7 @@
 """Predict before you rent: step time, tokens/s per GPU, scaling efficiency and memory per rank at 1 .. 1024 GPUs.
 
     python -m src.profiling.predict --sizes 2.7B --attention sdpa --batch_size 4 --context_length 1024
+    python -m src.profiling.predict --model llama-3.1-8b --batch_size 1 --context_length 8192 --gpu H100
     python -m src.profiling.predict --sizes 2.7B --results docs/results/side_by_side_h100_2026-11-24.jsonl \\
         --link nvlink4 --inter_link ib_ndr --parallel ddp_overlap fsdp2 --output p.jsonl --plot p.png
     python -m src.profiling.predict --check docs/results/side_by_side_h100_2026-11-24.jsonl
@@ -16,8 +17,11 @@ import os
 import sys
 
 from src.distributed.alpha_beta import LINKS, Network
-from src.distributed.cost import ALL_STRATEGIES, parse_checkpointing
+from src.distributed.cost import ALL_STRATEGIES
+from src.model.catalog import resolve_model
 from src.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS, ModelConfig
+from src.model.families.cs336 import Cs336Model
+from src.spec import checkpoint_group
 from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
 from src.harness.hardware import find_gpu_spec
 from src.harness.results import append_record, check_writable, read_records
@@ -51,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--d_ff", type=positive_int)
     size.add_argument("--num_layers", type=positive_int)
     size.add_argument("--num_heads", type=positive_int)
+    size.add_argument("--model", nargs="+", metavar="PRESET|CONFIG|PATH",
+                      help="models beside --sizes: a preset, a config under configs/, or a path to a config.json "
+                           "(GQA, a tied head and experts counted through the model interface)")
     size.add_argument("--name", default="custom", help="label of the custom size in tables, rows and plot names")
     size.add_argument("--vocab_size", type=positive_int, help="vocabulary (default: the preset's, 10000)")
     run = p.add_argument_group("workload (per data-parallel replica)")
@@ -103,23 +110,28 @@ def resolve(args: argparse.Namespace) -> dict:
     if any(v is not None for v in custom) and not all(v is not None for v in custom):
         raise UsageError("a custom size needs all four of --d_model --d_ff --num_layers --num_heads")
     try:
-        parse_checkpointing(args.activation_checkpointing)
+        checkpoint_group(args.activation_checkpointing)
     except ValueError as error:
-        raise UsageError(f"--activation_checkpointing: {error}") from None
-    models = [(name, PRESETS[name]) for name in (args.sizes or ([] if custom[0] else ["2.7B"]))]
-    if custom[0] is not None:
-        try:
-            models.append((args.name, ModelConfig(d_model=args.d_model, d_ff=args.d_ff, num_layers=args.num_layers,
-                                                 num_heads=args.num_heads)))
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+        raise UsageError(f"--{error}") from None
+    names = list(args.sizes or []) + list(args.model or [])
+    configs = [(name, PRESETS[name]) for name in names if name in PRESETS] if names or custom[0] else [("2.7B", PRESETS["2.7B"])]
+    models = []
     try:
-        models = [(name, m.with_(attention=args.attention, context_length=max(m.context_length, args.context_length),
-                                 **({"vocab_size": args.vocab_size} if args.vocab_size else {}))) for name, m in models]
+        if custom[0] is not None:
+            configs.append((args.name, ModelConfig(d_model=args.d_model, d_ff=args.d_ff, num_layers=args.num_layers,
+                                                   num_heads=args.num_heads)))
+        for name, m in configs:
+            models.append(Cs336Model(name, m.with_(attention=args.attention,
+                                                   context_length=max(m.context_length, args.context_length),
+                                                   **({"vocab_size": args.vocab_size} if args.vocab_size else {}))))
     except ValueError as error:
         raise UsageError(str(error)) from None
-    workloads = [Workload(m, name, args.batch_size, args.context_length, args.precision, args.activation_checkpointing)
-                 for name, m in models]
+    try:
+        models += [resolve_model(name, vocab_size=args.vocab_size) for name in names if name not in PRESETS]
+    except ValueError as error:
+        raise UsageError(f"--model: {error}") from None
+    workloads = [Workload(m, m.name, args.batch_size, args.context_length, args.precision, args.activation_checkpointing)
+                 for m in models]
     gpu = find_gpu_spec(args.gpu)
     if gpu is None:
         raise UsageError(f"--gpu {args.gpu!r} is not in the hardware table; name one of H100, H200, A100, ...")
@@ -180,10 +192,13 @@ def main(argv=None) -> int:
             compute = compute_from_flops(workload, r["gpu"], args.mfu)
         predictions = {s: predict_scaling(workload, s, args.world_sizes, network, compute, r["memory"], overlap=args.overlap,
                                           **options) for s in r["strategies"]}
-        print(f"\n## {workload.size}: d_model {workload.config.d_model}, d_ff {workload.config.d_ff}, "
-              f"{workload.config.num_layers} layers, {workload.config.num_heads} heads, vocab {workload.config.vocab_size}; "
+        a = workload.model.architecture
+        experts = f", {a.num_experts} experts ({a.experts_per_token} per token)" if a.moe else ""
+        print(f"\n## {workload.size}: {a.model_type}, d_model {a.d_model}, d_ff {a.d_ff or a.expert_d_ff}, "
+              f"{a.num_layers} layers, {a.num_heads} heads ({a.num_kv_heads} KV), vocab {a.vocab_size}"
+              f"{', tied head' if a.tied_embeddings else ''}{experts}; "
               f"batch {workload.batch_size} x context {workload.context_length} per replica, {workload.precision}, "
-              f"{workload.config.attention}, checkpointing {workload.checkpointing}")
+              f"{a.attention}, checkpointing {workload.checkpointing}")
         print(f"compute: {compute.source}; links: {network.intra.name} in nodes of {network.gpus_per_node}"
               + (f", {network.inter.name} between them" if network.inter else "")
               + ("; measured bus bandwidth where --collectives has the world size" if network.measured else "")

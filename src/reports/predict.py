@@ -16,10 +16,11 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from src.distributed.alpha_beta import Network, collective_time
-from src.distributed.cost import collectives_per_step, memory_per_rank, parameters_of, parse_checkpointing
-from src.model.config import ModelConfig
-from src.model.flops import ADAMW_BYTES_PER_PARAMETER, forward_flops
+from src.distributed.cost import collectives_per_step, memory_per_rank
+from src.model.flops import ADAMW_BYTES_PER_PARAMETER, blocks_share_of_forward
+from src.model.interface import ModelSpec
 from src.harness.hardware import GpuSpec
+from src.spec import RunSpec, checkpoint_group
 
 # Datasheet memory per GPU in GB (1e9 bytes): what "fits" is checked against unless --gpu_memory_gb says otherwise.
 DEVICE_MEMORY_GB = {
@@ -34,15 +35,15 @@ SHARDS_OPTIMIZER = ("zero1", "torch_zero1", "fsdp", "fsdp2", "fsdp_tp")
 class Workload:
     """One data-parallel replica's training step: the model, its batch and context, precision, checkpointing."""
 
-    config: ModelConfig
-    size: str  # the preset's name, or "custom"
+    model: ModelSpec  # the model interface: GQA, a tied head and experts are in its counts
+    size: str  # the preset's or config's name, or "custom"
     batch_size: int
     context_length: int
     precision: str = "bf16"
     checkpointing: str = "none"
 
     def __post_init__(self):
-        parse_checkpointing(self.checkpointing)
+        checkpoint_group(self.checkpointing)
         if self.batch_size < 1 or self.context_length < 1:
             raise ValueError("batch_size and context_length must be positive")
 
@@ -63,8 +64,8 @@ def compute_from_flops(workload: Workload, gpu: GpuSpec, mfu: float) -> ComputeT
     (flops.ADAMW_BYTES_PER_PARAMETER bytes per parameter: an ideal fused kernel; measured unfused AdamW on 2.7B
     took 93 ms on an H100 against 23 ms at 3.35 TB/s, so this is optimistic)."""
     peak = (gpu.bf16 if workload.precision in ("bf16", "fp16") else gpu.fp32) * 1e12
-    forward = forward_flops(workload.config, workload.batch_size, workload.context_length) / (mfu * peak)
-    parameters = sum(p.numel for p in parameters_of(workload.config))
+    forward = workload.model.forward_flops(workload.batch_size, workload.context_length) / (mfu * peak)
+    parameters = workload.model.parameter_count().total
     optimizer = parameters * ADAMW_BYTES_PER_PARAMETER / (gpu.bandwidth_tb_s * 1e12)
     return ComputeTime(forward, 2 * forward, optimizer, f"FLOPs at {mfu:.0%} MFU of {gpu.name}")
 
@@ -101,13 +102,19 @@ def strategy_of(record: dict) -> str:
     return record.get("config", {}).get("parallel") or "none"
 
 
+def architecture_of(record: dict):
+    """The Architecture a results row measured (through its RunSpec and the model interface), or None."""
+    try:
+        return RunSpec.from_dict(record.get("config") or {}).model_spec().architecture
+    except (TypeError, ValueError):  # an old or foreign row that is no configuration of ours
+        return None
+
+
 def matches(record: dict, workload: Workload) -> bool:
-    """A record measured the same single replica: model shape, batch, context, precision, attention, train."""
-    c, m = record.get("config", {}), workload.config
+    """A record measured the same single replica: model (its architecture), batch, context, precision, train."""
+    c = record.get("config", {})
     same = (
-        c.get("d_model") == m.d_model and c.get("d_ff") == m.d_ff and c.get("num_layers") == m.num_layers
-        and c.get("num_heads") == m.num_heads and c.get("vocab_size", 10_000) == m.vocab_size
-        and c.get("attention", "naive") == m.attention and c.get("batch_size") == workload.batch_size
+        architecture_of(record) == workload.model.architecture and c.get("batch_size") == workload.batch_size
         and c.get("context_length") == workload.context_length and c.get("mode") == "train"
         and (c.get("precision") or "fp32") == workload.precision
         and (c.get("activation_checkpointing") or "none") == workload.checkpointing
@@ -151,7 +158,7 @@ class Prediction:
         return self.comm_s - self.exposed_comm_s
 
 
-def tp_degree(strategy: str, world_size: int, config: ModelConfig, gpus_per_node: int, tp_size: int | None) -> int:
+def tp_degree(strategy: str, world_size: int, model: ModelSpec, gpus_per_node: int, tp_size: int | None) -> int:
     """tp: every rank; fsdp_tp: tp_size, else the largest degree within one node that divides the heads and
     d_ff (TP's per-block all-reduces need NVLink: Megatron-LM keeps it inside a node); others: 1."""
     if strategy == "tp":
@@ -160,8 +167,9 @@ def tp_degree(strategy: str, world_size: int, config: ModelConfig, gpus_per_node
         return 1
     if tp_size:
         return tp_size
+    a = model.architecture
     candidates = [t for t in range(1, min(gpus_per_node, world_size) + 1)
-                  if world_size % t == 0 and config.num_heads % t == 0 and config.d_ff % t == 0]
+                  if world_size % t == 0 and a.num_heads % t == 0 and (a.d_ff or a.expert_d_ff) % t == 0]
     return max(candidates)
 
 
@@ -181,23 +189,24 @@ def predict(
 ) -> Prediction:
     """One world size under one strategy. overlap: a measured fraction of the hideable communication that hid
     (replaces the phase model)."""
-    config, n = workload.config, world_size
+    model, n = workload.model, world_size
     c = compute_dtype_bytes or (4 if workload.precision == "fp32" else 2)
-    tp = tp_degree(strategy, n, config, network.gpus_per_node, tp_size)
+    tp = tp_degree(strategy, n, model, network.gpus_per_node, tp_size)
     dp = n // tp
     collectives = collectives_per_step(
-        config, strategy, n, c, reduce_dtype_bytes=reduce_dtype_bytes, bucket_mb=bucket_mb,
+        model, strategy, n, c, reduce_dtype_bytes=reduce_dtype_bytes, bucket_mb=bucket_mb,
         batch_size=workload.batch_size, context_length=workload.context_length, tp_size=tp,
     )
     memory = memory_per_rank(
-        config, strategy, n, workload.batch_size, workload.context_length, workload.precision,
+        model, strategy, n, workload.batch_size, workload.context_length, workload.precision,
         checkpointing=workload.checkpointing, compute_dtype_bytes=c, reduce_dtype_bytes=reduce_dtype_bytes,
         bucket_mb=bucket_mb, tp_size=tp,
     )
     # Compute per rank, by phase.
     recompute = 0.0
     if workload.checkpointing != "none":
-        recompute = compute.forward * _block_share_of_forward(workload)
+        recompute = compute.forward * blocks_share_of_forward(model.architecture, workload.batch_size,
+                                                              workload.context_length)
     shard = n if strategy in SHARDS_OPTIMIZER else tp
     phases = {
         "forward": compute.forward / tp if n > 1 else compute.forward,
@@ -235,13 +244,6 @@ def predict(
         memory=asdict(memory), memory_total_bytes=memory.total,
         fits=memory.total <= device_memory_bytes, algorithms=", ".join(sorted(algorithms)),
     )
-
-
-def _block_share_of_forward(workload: Workload) -> float:
-    """Fraction of forward FLOPs spent in the blocks (what checkpointing re-runs), from flops.forward_flops."""
-    config, B, T = workload.config, workload.batch_size, workload.context_length
-    one, two = (forward_flops(config.with_(num_layers=k), B, T) for k in (1, 2))
-    return config.num_layers * (two - one) / forward_flops(config, B, T)
 
 
 def predict_scaling(

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from src.distributed.alpha_beta import Network
-from src.model.config import ModelConfig
 from src.harness.hardware import find_gpu_spec
+from src.spec import RunSpec
 from src.reports.predict import (
     DEVICE_MEMORY_GB, ComputeTime, Prediction, Workload, compute_from_flops, compute_from_record, predict,
     single_gpu_record, strategy_of, world_size_of,
@@ -49,11 +49,13 @@ def format_table(predictions: list[Prediction]) -> str:
 
 def prediction_record(p: Prediction, workload: Workload, network: Network, compute: ComputeTime, extra: dict) -> dict:
     """A results-file record: the configuration under `config` (as the benchmark's rows), the prediction's fields."""
-    m = workload.config
+    m = workload.model.architecture
     config = {
         "size": workload.size, "d_model": m.d_model, "d_ff": m.d_ff, "num_heads": m.num_heads, "num_layers": m.num_layers,
         "vocab_size": m.vocab_size, "context_length": workload.context_length, "batch_size": workload.batch_size,
         "mode": "train", "precision": workload.precision, "attention": m.attention,
+        "model": getattr(workload.model, "source", ""), "num_kv_heads": m.num_kv_heads,
+        "tie_embeddings": m.tied_embeddings,
         "activation_checkpointing": workload.checkpointing, "parallel": p.strategy, "world_size": p.world_size,
         "link": network.intra.name, "inter_link": network.inter.name if network.inter else "",
         "gpus_per_node": network.gpus_per_node, **extra,
@@ -116,13 +118,10 @@ class CheckRow:
 
 
 def workload_of(record: dict) -> Workload:
+    """The workload a measured row ran: its model through the RunSpec it records (ValueError if it is none)."""
     c = record["config"]
-    config = ModelConfig(
-        d_model=c["d_model"], d_ff=c["d_ff"], num_layers=c["num_layers"], num_heads=c["num_heads"],
-        vocab_size=c.get("vocab_size") or 10_000, context_length=c["context_length"],
-        attention=c.get("attention") or "naive",
-    )
-    return Workload(config, c.get("size") or "custom", c["batch_size"], c["context_length"],
+    model = RunSpec.from_dict(c).model_spec()
+    return Workload(model, c.get("size") or "custom", c["batch_size"], c["context_length"],
                     c.get("precision") or "fp32", c.get("activation_checkpointing") or "none")
 
 
@@ -143,7 +142,7 @@ def check(records: list[dict], network: Network, mfu: float, source: str = "") -
         gpu_name = (r.get("env") or {}).get("gpu_name") or ""
         try:
             workload = workload_of(r)
-        except (KeyError, ValueError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             result.append(CheckRow(where, strategy, n, device, None, None, None, None, "", f"unreadable: {error}"))
             continue
         partner = single_gpu_record(records, workload) if n > 1 else None

@@ -3,7 +3,7 @@ gradient synchronisation after backward (ours only; PyTorch's engines finish it 
 
 Needs the process group already initialised (the harness's worker does it under torchrun). Ours come from
 src.distributed; torch_ddp is DistributedDataParallel, torch_zero1 adds ZeroRedundancyOptimizer, fsdp2 is
-fully_shard on every block and at the root with a MixedPrecisionPolicy when --precision asks for bf16.
+fully_shard on every block the model interface names and at the root with a MixedPrecisionPolicy when --precision asks for bf16.
 """
 
 from dataclasses import dataclass
@@ -31,7 +31,8 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
         if strategy == "ddp_bucketed":
             wrapped = ours.BucketedDDP(model, spec.bucket_mb)
         elif strategy == "fsdp":
-            wrapped = ours.FSDP(model, compute_dtype=AUTOCAST_DTYPES.get(spec.precision))
+            wrapped = ours.FSDP(model, compute_dtype=AUTOCAST_DTYPES.get(spec.precision),
+                                shard_modules=spec.model_spec().shard_types)
         else:
             wrapped = {"ddp_naive": ours.NaiveDDP, "ddp_flat": ours.FlatDDP}.get(strategy, ours.OverlapDDP)(model)
         sharded = (lambda params, lr: ours.ShardedOptimizer(params, torch.optim.AdamW, lr=lr)) \
@@ -50,7 +51,7 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES.get(spec.precision))
-        for block in model.layers:
+        for block in spec.model_spec().blocks(model):  # one unit per transformer block, as torchtitan does
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return Parallel(model, None, None)

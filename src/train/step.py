@@ -1,5 +1,5 @@
-"""How one configuration trains: the model (ours, or Hugging Face's Llama of the same shape), the optimizer,
-autocast, torch.compile, and the fast recipe. The runner times what this builds; the numerics check reuses it.
+"""How one configuration trains: the model (built through the model interface: ours, or any Hugging Face causal
+LM), the optimizer, autocast, torch.compile, and the fast recipe. The runner times what this builds; the numerics check reuses it.
 
 The fast recipe (`--recipe fast`) keeps standard mixed-precision numerics (fp32 master weights, bf16 autocast)
 and changes only how the step runs: fused attention, model and loss compiled together (so the cross-entropy
@@ -15,8 +15,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import nvtx
-from src.model import TransformerLM
-from src.model.transformer import Linear
 from src.spec import RunSpec
 
 
@@ -59,11 +57,7 @@ class LanguageModelLoss(nn.Module):
 
 def build_model(spec: RunSpec) -> nn.Module:
     with torch.device(spec.device):
-        if spec.backend == "hf_llama":
-            from src.model.hf_llama import HuggingFaceLlama  # transformers is loaded only when asked for
-
-            return HuggingFaceLlama(spec.model_config())
-        return TransformerLM(spec.model_config(), checkpoint_group=spec.checkpoint_group)
+        return spec.model_spec().build(spec.checkpoint_group)
 
 
 def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
@@ -71,10 +65,9 @@ def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
 
 
 def uses_bf16_weights(spec: RunSpec) -> bool:
-    """The fast recipe trains our model's linear layers on bf16 weights with fp32 masters in the optimizer (where
-    it does not use CUDA graphs)."""
-    return (spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.backend == "ours"
-            and spec.precision == "bf16")
+    """The fast recipe trains the model's linear layers (the interface's linear_types) on bf16 weights with fp32
+    masters in the optimizer (where it does not use CUDA graphs)."""
+    return spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.precision == "bf16"
 
 
 def chosen_optimizer(spec: RunSpec, parameters: int) -> str:
@@ -126,7 +119,8 @@ class TrainStep:
             # 226 to 205 ms on an H100), the same arithmetic (src/kernels/master_adamw.py).
             from src.kernels.master_adamw import MasterWeightAdamW, bf16_with_masters  # Triton, loaded when used
 
-            masters = bf16_with_masters(m.weight for m in model.modules() if isinstance(m, Linear))
+            linear = spec.model_spec().linear_types
+            masters = bf16_with_masters(m.weight for m in model.modules() if isinstance(m, linear))
             self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
         elif spec.mode == "train" and self.parallel and self.parallel.make_optimizer:
             self.optimizer = self.parallel.make_optimizer(model.parameters(), lr)  # zero1, torch_zero1: sharded

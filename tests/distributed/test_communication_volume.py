@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from tests.distributed.multiprocess import run_on_ranks
+from src.model.families.cs336 import Cs336Model
 from src.distributed.cost import collectives_per_step
 from tests.distributed.single_process import (
     BUCKET_MB,
@@ -110,7 +111,7 @@ def _against_cost_model(rank: int, world_size: int) -> None:
             wrap = lambda m: FSDP(m, compute_dtype=torch.bfloat16)  # noqa: E731
         wrapped = wrap(build("cs336", seed=0))
         counter = _counted(wrapped, make_optimizer(wrapped), rank, world_size)
-        predicted = collectives_per_step(CS336_TINY, strategy, world_size, compute_dtype_bytes, **options)
+        predicted = collectives_per_step(Cs336Model("tiny", CS336_TINY), strategy, world_size, compute_dtype_bytes, **options)
         predicted_bytes, predicted_calls = {}, {}
         for c in predicted:
             predicted_bytes[c.op] = predicted_bytes.get(c.op, 0) + c.size_bytes

@@ -8,22 +8,24 @@ from src.distributed.alpha_beta import (
     BASE_LATENCY_US, HOP_LATENCY_US, LINKS, Link, Network, bus_bytes, collective_time, link_busbw,
 )
 from src.distributed.cost import (
-    ALL_STRATEGIES, STRATEGIES, activation_bytes, buckets_within_cap, collectives_per_step, communication_per_step,
-    greedy_buckets, memory_per_rank, owner_loads, parameters_of,
+    ALL_STRATEGIES, STRATEGIES, buckets_within_cap, collectives_per_step, communication_per_step, greedy_buckets,
+    memory_per_rank, owner_loads, parameters_of,
 )
 from src.model.config import PRESETS, ModelConfig
-from src.model.flops import estimate_memory
-from src.model.transformer import count_parameters
+from src.model.families.cs336 import Cs336Model
+from src.spec import PARALLEL
 
-TINY = PRESETS["tiny"]  # d 64, d_ff 256, 2 layers, 4 heads, vocab 10000
+TINY_CONFIG = PRESETS["tiny"]  # d 64, d_ff 256, 2 layers, 4 heads, vocab 10000
+TINY = Cs336Model("tiny", TINY_CONFIG)  # the model interface: what the cost model asks
 SHARDED_STRATEGIES = ("zero1", "torch_zero1", "fsdp", "fsdp2")
 NVLINK = Network(LINKS["nvlink4"], LINKS["ib_ndr"], gpus_per_node=8)
 GB = 1e9
 
 
-def by_hand(config: ModelConfig) -> dict[str, int]:
+def by_hand(model) -> dict[str, int]:
     """Parameter counts of the CS336 model written out: embedding and head V x d, per block q/k/v/o d x d, SwiGLU
     three d x d_ff, two RMSNorm d; the final norm d."""
+    config = model.config
     d, f, L, V = config.d_model, config.d_ff, config.num_layers, config.vocab_size
     block_matrices = 4 * d * d + 3 * d * f
     return {"sharded": 2 * V * d + L * block_matrices, "replicated": (2 * L + 1) * d, "block": block_matrices + 2 * d,
@@ -33,7 +35,7 @@ def by_hand(config: ModelConfig) -> dict[str, int]:
 def test_parameter_list_matches_the_model_and_the_hand_count():
     hand = by_hand(TINY)
     params = parameters_of(TINY)
-    assert sum(p.numel for p in params) == count_parameters(TINY) == hand["sharded"] + hand["replicated"]
+    assert sum(p.numel for p in params) == TINY.parameter_count().total == hand["sharded"] + hand["replicated"]
     assert sum(p.numel for p in params if p.sharded) == hand["sharded"]
     assert sum(p.numel for p in params if p.unit == "root") == hand["root"]
 
@@ -109,7 +111,7 @@ def test_world_size_one_has_no_communication(strategy):
 
 @pytest.mark.parametrize("n", [2, 4])
 def test_communication_by_hand(n):
-    hand, P = by_hand(TINY), count_parameters(TINY)
+    hand, P = by_hand(TINY), TINY.parameter_count().total
     for strategy in ("ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "torch_ddp"):
         assert communication_per_step(TINY, strategy, n) == {"all_reduce": 4 * P, "all_gather": 0, "reduce_scatter": 0, "broadcast": 0}
     for strategy in ("zero1", "torch_zero1"):
@@ -119,22 +121,22 @@ def test_communication_by_hand(n):
     assert communication_per_step(TINY, "fsdp", n, 2) == {
         "all_reduce": 4 * hand["replicated"], "all_gather": 2 * (2 * hand["sharded"] - hand["largest"]),
         "reduce_scatter": 2 * hand["sharded"], "broadcast": 0}
-    blocks = TINY.num_layers * hand["block"]
+    blocks = TINY_CONFIG.num_layers * hand["block"]
     assert communication_per_step(TINY, "fsdp2", n, 2) == {
         "all_reduce": 0, "all_gather": 2 * (P + blocks), "reduce_scatter": 4 * P, "broadcast": 0}
     assert communication_per_step(TINY, "fsdp2", n, 2, root_reshard_after_forward=True, reduce_dtype_bytes=2)[
         "all_gather"] == 2 * 2 * P
-    B, T, d = 3, 16, TINY.d_model
+    B, T, d = 3, 16, TINY_CONFIG.d_model
     assert communication_per_step(TINY, "tp", n, 2, batch_size=B, context_length=T)["all_reduce"] == 2 * (2 * 2 + 1) * B * T * d * 2
 
 
 def test_sharded_sizes_include_the_padding_on_the_wire():
     """vocab 1001 x d 70: the embedding and head (70070 elements) pad to 70072 on 4 ranks for our flat shards, and
     FSDP2 pads dim 0 (1001 rows) to 1002 on 2 ranks; the other shapes divide evenly."""
-    odd = ModelConfig(d_model=70, d_ff=250, num_layers=1, num_heads=5, vocab_size=1001)
+    odd = Cs336Model("odd", ModelConfig(d_model=70, d_ff=250, num_layers=1, num_heads=5, vocab_size=1001))
     hand = by_hand(odd)
     assert communication_per_step(odd, "fsdp", 4, 4)["reduce_scatter"] == 4 * (hand["sharded"] + 2 + 2)
-    assert communication_per_step(odd, "fsdp2", 2, 4)["reduce_scatter"] == 4 * (count_parameters(odd) + 70 + 70)
+    assert communication_per_step(odd, "fsdp2", 2, 4)["reduce_scatter"] == 4 * (odd.parameter_count().total + 70 + 70)
 
 
 def test_call_counts_follow_each_implementation():
@@ -169,14 +171,15 @@ def test_bad_input_names_the_problem():
     with pytest.raises(ValueError, match="must divide num_heads"):
         memory_per_rank(TINY, "tp", 8, 2, 16, "bf16")
     with pytest.raises(ValueError, match="blocks:N"):
-        activation_bytes(TINY, 2, 16, "fp32", "blocks:0")
+        memory_per_rank(TINY, "fsdp2", 2, 2, 16, "fp32", checkpointing="blocks:0")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES)
-def test_world_size_one_equals_the_single_gpu_estimate(strategy, precision):
-    estimate = estimate_memory(TINY, 4, 32, "train", precision)
-    memory = memory_per_rank(TINY, strategy, 1, 4, 32, precision, tp_size=1)
+@pytest.mark.parametrize("checkpointing", ["none", "blocks:1"])
+def test_world_size_one_equals_the_single_gpu_estimate(strategy, precision, checkpointing):
+    estimate = TINY.memory_estimate(4, 32, "train", precision, 1 if checkpointing != "none" else 0)
+    memory = memory_per_rank(TINY, strategy, 1, 4, 32, precision, checkpointing=checkpointing, tp_size=1)
     assert (memory.parameters, memory.gradients, memory.optimizer_state, memory.activations) == (
         estimate.parameters, estimate.gradients, estimate.optimizer_state, estimate.activations)
     assert memory.total == estimate.total
@@ -185,9 +188,9 @@ def test_world_size_one_equals_the_single_gpu_estimate(strategy, precision):
 @pytest.mark.parametrize("n", [2, 4])
 def test_memory_per_rank_by_hand(n):
     B, T = 4, 32
-    hand, P = by_hand(TINY), count_parameters(TINY)
-    fp32 = estimate_memory(TINY, B, T, "train", "fp32")
-    bf16 = estimate_memory(TINY, B, T, "train", "bf16")
+    hand, P = by_hand(TINY), TINY.parameter_count().total
+    fp32 = TINY.memory_estimate(B, T, "train", "fp32")
+    bf16 = TINY.memory_estimate(B, T, "train", "bf16")
     # DDP: everything replicated; flat/bucketed/torch_ddp hold one more copy of the gradients.
     assert memory_per_rank(TINY, "ddp_overlap", n, B, T, "fp32").total == fp32.total
     assert memory_per_rank(TINY, "torch_ddp", n, B, T, "fp32").total == fp32.total + 4 * P
@@ -203,7 +206,7 @@ def test_memory_per_rank_by_hand(n):
     local = hand["sharded"] / n + hand["replicated"]
     assert (f.parameters, f.gradients, f.optimizer_state) == (math.ceil(4 * local), math.ceil(4 * local), math.ceil(8 * local))
     assert f.gathered == 3 * hand["largest"] * 2
-    copies = 2 * (TINY.num_layers * (4 * 64 * 64 + 3 * 64 * 256) + 64 * TINY.vocab_size)
+    copies = 2 * (TINY_CONFIG.num_layers * (4 * 64 * 64 + 3 * 64 * 256) + 64 * TINY_CONFIG.vocab_size)
     assert f.activations == bf16.activations - copies
     # FSDP2: everything sharded; root (embedding, final norm, head) unsharded all step with its fp32 gradients,
     # two blocks in bf16 and one block's fp32 gradients.
@@ -217,14 +220,14 @@ def test_tensor_parallel_memory_splits_weights_and_keeps_norms():
     hand = by_hand(TINY)
     m = memory_per_rank(TINY, "tp", tp, B, T, "fp32")
     assert m.parameters == math.ceil(4 * (hand["sharded"] / tp + hand["replicated"]))
-    assert m.activations < estimate_memory(TINY, B, T, "train", "fp32").activations
+    assert m.activations < TINY.memory_estimate(B, T, "train", "fp32").activations
 
 
 @pytest.mark.parametrize("strategy", SHARDED_STRATEGIES + ("fsdp_tp",))
 def test_more_ranks_never_more_memory_for_sharded_strategies(strategy):
     """Up to 512 ranks, where every dimension of 2.7B (2560 = 512 x 5, 10240, 10000 rows) still shards without
     FSDP2 padding a dimension by more than a few rows."""
-    config = PRESETS["2.7B"]
+    config = Cs336Model("2.7B", PRESETS["2.7B"])
     totals = [memory_per_rank(config, strategy, n, 4, 1024, "bf16", tp_size=min(n, 8)).total for n in (2**k for k in range(10))]
     assert all(b <= a for a, b in zip(totals, totals[1:]))
 
@@ -232,7 +235,7 @@ def test_more_ranks_never_more_memory_for_sharded_strategies(strategy):
 def test_fsdp2_padding_costs_memory_past_the_dimensions():
     """At 1024 ranks FSDP2 pads 2560 rows to 3 x 1024 = 3072: q/k/v/o and w2 shards grow by 20%, and the gathered
     blocks with them, so 1024 ranks hold more than 512 do. Our flat shards pad by < n elements per weight."""
-    config = PRESETS["2.7B"]
+    config = Cs336Model("2.7B", PRESETS["2.7B"])
     at = {n: memory_per_rank(config, "fsdp2", n, 4, 1024, "bf16") for n in (512, 1024)}
     assert at[1024].total > at[512].total
     assert at[1024].gathered > at[512].gathered
@@ -242,20 +245,23 @@ def test_fsdp2_padding_costs_memory_past_the_dimensions():
 
 def test_checkpointing_keeps_block_inputs_and_one_block():
     B, T = 4, 64
-    config = TINY.with_(num_layers=8, context_length=T)
-    full = activation_bytes(config, B, T, "fp32")
-    each = activation_bytes(config, B, T, "fp32", "blocks:1")
-    every_four = activation_bytes(config, B, T, "fp32", "blocks:4")
-    one_block = activation_bytes(config.with_(num_layers=2), B, T, "fp32") - activation_bytes(config.with_(num_layers=1), B, T, "fp32")
-    outside = activation_bytes(config.with_(num_layers=1), B, T, "fp32") - one_block
-    residual = B * T * config.d_model * 4
-    assert each == 8 * residual + one_block + outside
-    assert every_four == 2 * residual + 4 * one_block + outside
+
+    def activations(layers, group=0):
+        return Cs336Model("t", TINY_CONFIG.with_(num_layers=layers, context_length=T)).activation_bytes(B, T, "fp32",
+                                                                                                        group)
+    config = Cs336Model("t", TINY_CONFIG.with_(num_layers=8, context_length=T))
+    full, each, every_four = activations(8), activations(8, 1), activations(8, 4)
+    one_block = activations(2) - activations(1)
+    outside = activations(1) - one_block
+    residual = B * T * TINY_CONFIG.d_model * 4
+    # Each group's input kept, one group re-made (its first block's input is the kept group input), the head.
+    assert each == 8 * residual + (one_block - residual) + outside
+    assert every_four == 2 * residual + (4 * one_block - residual) + outside
     assert each < every_four < full
     assert memory_per_rank(config, "fsdp2", 4, B, T, "fp32", checkpointing="blocks:1").activations == each
 
 
 def test_strategies_list_is_the_benchmark_contract():
-    assert STRATEGIES == ("none", "ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "torch_ddp", "zero1",
-                          "torch_zero1", "fsdp", "fsdp2")
+    assert STRATEGIES == PARALLEL == ("none", "ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "zero1",
+                                      "fsdp", "torch_ddp", "torch_zero1", "fsdp2")
     assert isinstance(LINKS["nvlink4"], Link)

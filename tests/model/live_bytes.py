@@ -36,3 +36,27 @@ def owned_storages(model) -> set:
     """The storages of a model's parameters and buffers: what LiveBytes should leave out (views of them count
     nothing new: `weight.t()` in a linear layer shares the weight's storage)."""
     return {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+
+
+def saved_bytes(model, tokens, precision: str) -> int:
+    """Bytes of the distinct storages autograd saves for backward over a forward and its loss (the model's
+    parameters and buffers excluded), plus the kept logits: what the activation estimates are checked against."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    owned = owned_storages(model)
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in owned:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        logits = model(tokens)
+        F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
+    saved[logits.untyped_storage().data_ptr()] = logits.untyped_storage().nbytes()
+    return sum(saved.values())

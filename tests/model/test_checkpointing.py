@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from src.model import ModelConfig, TransformerLM
-from src.model.flops import checkpointed_activation_bytes, estimate_memory, saved_activation_bytes
+from src.model.families.cs336 import Cs336Model
+from src.model.memory import checkpointed_activation_bytes, saved_activation_bytes
 from tests.model.live_bytes import LiveBytes, owned_storages
 
 CONFIG = ModelConfig(d_model=96, d_ff=200, num_layers=3, num_heads=6, vocab_size=500, context_length=64)
@@ -76,7 +77,8 @@ def test_what_the_forward_keeps_matches_the_estimate(group, attention, precision
     assert loss.requires_grad
     # Within 10%, as the estimate of the whole model (tests/model/test_flops.py): it leaves out the token ids and
     # RMSNorm's 1/rms. Measured here: within 0.3%.
-    assert checkpointed_activation_bytes(config, B, T, precision, group).kept == pytest.approx(kept, rel=0.10)
+    assert checkpointed_activation_bytes(config.architecture(), B, T, precision, group).kept == \
+        pytest.approx(kept, rel=0.10)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -99,15 +101,16 @@ def test_what_one_group_remakes_matches_what_autograd_saves_for_its_blocks(group
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(precision):
         model._blocks(x, 0, group)
-    estimate = checkpointed_activation_bytes(config, B, T, precision, group).re_made
+    estimate = checkpointed_activation_bytes(config.architecture(), B, T, precision, group).re_made
     assert estimate == pytest.approx(sum(saved.values()), rel=0.10)
 
 
 def test_the_estimate_shrinks_with_checkpointing_and_without_it_is_unchanged():
     config = ModelConfig(d_model=2560, d_ff=10240, num_layers=32, num_heads=32, attention="sdpa")  # 2.7B
-    plain = estimate_memory(config, 4, 2048, "train", "bf16")
-    assert plain.activations == saved_activation_bytes(config, 4, 2048, "bf16")
-    by_group = {n: estimate_memory(config, 4, 2048, "train", "bf16", checkpoint_group=n) for n in (1, 2, 4, 8, 16, 32)}
+    model = Cs336Model("2.7B", config)
+    plain = model.memory_estimate(4, 2048, "train", "bf16")
+    assert plain.activations == saved_activation_bytes(config.architecture(), 4, 2048, "bf16")
+    by_group = {n: model.memory_estimate(4, 2048, "train", "bf16", checkpoint_group=n) for n in (1, 2, 4, 8, 16, 32)}
     assert all(by_group[n].activations < plain.activations for n in (1, 2, 4, 8, 16))
     assert all(e.parameters == plain.parameters and e.optimizer_state == plain.optimizer_state
                for e in by_group.values())

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.model import ModelConfig, TransformerLM
-from src.model.flops import estimate_memory, forward_flops, forward_logits_bytes, saved_activation_bytes, step_flops
+from src.model.families.cs336 import Cs336Model
+from src.model.flops import forward_flops, step_flops
+from src.model.memory import forward_logits_bytes, saved_activation_bytes
 from src.train.step import LanguageModelLoss
 from tests.model.live_bytes import LiveBytes, owned_storages
 
@@ -29,14 +31,16 @@ def counted_flops(config, batch, seq, backward):
 
 @pytest.mark.parametrize("config,batch,seq", SHAPES)
 def test_forward_flops_agree_with_flop_counter(config, batch, seq):
-    assert forward_flops(config, batch, seq) == pytest.approx(counted_flops(config, batch, seq, False), rel=0.01)
+    assert forward_flops(config.architecture(), batch, seq) == pytest.approx(counted_flops(config, batch, seq, False),
+                                                                            rel=0.01)
 
 
 @pytest.mark.parametrize("config,batch,seq", SHAPES)
 def test_train_step_flops_agree_with_flop_counter(config, batch, seq):
     counted = counted_flops(config, batch, seq, True)
-    assert step_flops(config, batch, seq, "train") == pytest.approx(counted, rel=0.01)
-    assert step_flops(config, batch, seq, "forward_backward") == step_flops(config, batch, seq, "train")
+    a = config.architecture()
+    assert step_flops(a, batch, seq, "train") == pytest.approx(counted, rel=0.01)
+    assert step_flops(a, batch, seq, "forward_backward") == step_flops(a, batch, seq, "train")
 
 
 def measured_saved_bytes(config, batch, seq, precision):
@@ -67,14 +71,14 @@ def test_activation_estimate_matches_what_autograd_saves(config, batch, seq, pre
     config = config.with_(attention=attention)
     measured = measured_saved_bytes(config, batch, seq, precision)
     # Within 10%: the estimate ignores small tensors (RMSNorm's 1/rms, masks, token ids).
-    assert saved_activation_bytes(config, batch, seq, precision) == pytest.approx(measured, rel=0.10)
+    assert saved_activation_bytes(config.architecture(), batch, seq, precision) == pytest.approx(measured, rel=0.10)
 
 
 def test_memory_estimate_parts_follow_the_mode():
-    config = ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4)
-    forward = estimate_memory(config, 2, 16, "forward", "fp32")
-    backward = estimate_memory(config, 2, 16, "forward_backward", "fp32")
-    train = estimate_memory(config, 2, 16, "train", "fp32")
+    model = Cs336Model("tiny", ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4))
+    forward = model.memory_estimate(2, 16, "forward", "fp32")
+    backward = model.memory_estimate(2, 16, "forward_backward", "fp32")
+    train = model.memory_estimate(2, 16, "train", "fp32")
     assert forward.gradients == forward.optimizer_state == 0
     assert backward.gradients == backward.parameters and backward.optimizer_state == 0
     assert train.optimizer_state == 2 * train.parameters
@@ -91,7 +95,7 @@ def test_forward_only_peak_matches_the_estimate_where_the_loss_dominates(precisi
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     with torch.no_grad(), autocast, LiveBytes(owned_storages(model)) as live:
         model(tokens, tokens)
-    estimate = estimate_memory(config, batch, seq, "forward", precision)
+    estimate = Cs336Model("t", config).memory_estimate(batch, seq, "forward", precision)
     # Within 10%: the hidden states (B*T*d_model) and the loss's small tensors are not counted.
     assert estimate.activations == pytest.approx(live.peak, rel=0.10)
-    assert forward_logits_bytes(config, batch, seq, precision) == batch * seq * 4096 * (8 if precision == "fp32" else 10)
+    assert forward_logits_bytes(config.architecture(), batch, seq, precision) == batch * seq * 4096 * (8 if precision == "fp32" else 10)

@@ -40,7 +40,7 @@ def test_strategies_run_on_two_ranks_and_rows_carry_the_group(tmp_path, capsys):
         assert len(r["rank_median_time_forward"]) == len(r["rank_median_time_sync"]) == 2
         assert r["slowest_rank"] in (0, 1) and r["min_time_step_across_ranks"] <= r["max_time_step_across_ranks"]
         assert len(r["time_sync"]) == 2, "our strategies time the gradient-sync wait"
-        predicted = communication_per_step(spec.model_config(), spec.parallel, 2, bucket_mb=spec.bucket_mb)
+        predicted = communication_per_step(spec.model_spec(), spec.parallel, 2, bucket_mb=spec.bucket_mb)
         assert {op: r[f"comm_bytes_{op}"] for op in predicted} == predicted
         assert r["estimated_memory_bytes"] > 0
     assert records[2]["comm_bytes_reduce_scatter"] > 0 and records[1]["comm_bytes_all_reduce"] > 0

@@ -7,15 +7,15 @@ import pytest
 from src.distributed.alpha_beta import LINKS, Network, collective_time
 from src.distributed.cost import collectives_per_step, memory_per_rank
 from src.model.config import PRESETS
-from src.model.flops import forward_flops
+from src.model.families.cs336 import Cs336Model
 from src.harness.hardware import find_gpu_spec
 from src.profiling.predict import main
 from src.reports.predict import ComputeTime, Workload, compute_from_flops, predict, predict_scaling
 from src.reports.predict_report import check, measured_busbw
 
 NET = Network(LINKS["nvlink4"], LINKS["ib_ndr"], gpus_per_node=8)
-SMALL = Workload(PRESETS["small"].with_(attention="sdpa", context_length=256), "small", 4, 256)
-TINY = Workload(PRESETS["tiny"], "tiny", 2, 16, "fp32")
+SMALL = Workload(Cs336Model("small", PRESETS["small"].with_(attention="sdpa", context_length=256)), "small", 4, 256)
+TINY = Workload(Cs336Model("tiny", PRESETS["tiny"]), "tiny", 2, 16, "fp32")
 H100 = find_gpu_spec("H100 SXM")
 
 
@@ -29,7 +29,7 @@ def test_world_size_one_is_the_single_gpu_step():
 
 def test_flops_compute_time_by_hand():
     compute = compute_from_flops(SMALL, H100, 0.5)
-    assert compute.forward == pytest.approx(forward_flops(SMALL.config, 4, 256) / (0.5 * 989.4e12))
+    assert compute.forward == pytest.approx(SMALL.model.forward_flops(4, 256) / (0.5 * 989.4e12))
     assert compute.backward == pytest.approx(2 * compute.forward)
 
 
@@ -38,7 +38,7 @@ def test_nothing_hides_under_flat_ddp_and_all_but_the_edge_hides_under_overlap()
     flat = predict(SMALL, "ddp_flat", 8, NET, compute, 80e9)
     assert flat.exposed_comm_s == pytest.approx(flat.comm_s) and flat.comm_s > 0
     overlap = predict(SMALL, "ddp_overlap", 8, NET, compute, 80e9)
-    edge = collectives_per_step(SMALL.config, "ddp_overlap", 8)[0].edge_bytes
+    edge = collectives_per_step(SMALL.model, "ddp_overlap", 8)[0].edge_bytes
     assert overlap.exposed_comm_s == pytest.approx(collective_time("all_reduce", edge, 8, NET).seconds)
     assert overlap.step_s == pytest.approx(30.0 + overlap.exposed_comm_s)
 
@@ -59,7 +59,7 @@ def test_scaling_rows_and_strategies_that_cannot_run():
     assert rows[0].scaling_efficiency == pytest.approx(1.0)
     zero = predict_scaling(SMALL, "zero1", [1, 2, 4, 8], NET, compute, 80e9)
     assert [r.memory_total_bytes for r in zero] == [
-        memory_per_rank(SMALL.config, "zero1", n, 4, 256, "bf16").total for n in (1, 2, 4, 8)]
+        memory_per_rank(SMALL.model, "zero1", n, 4, 256, "bf16").total for n in (1, 2, 4, 8)]
 
 
 def test_command_prints_writes_rows_and_plot(tmp_path, capsys):
@@ -106,7 +106,7 @@ def test_check_uses_flops_at_world_size_one_and_the_measured_row_beyond():
     assert [c.world_size for c in checked] == [1, 2]
     one, two = checked
     assert one.compute_source.startswith("FLOPs at 40% MFU")
-    assert one.predicted_memory_bytes == memory_per_rank(SMALL.config, "none", 1, 4, 256, "bf16").total
+    assert one.predicted_memory_bytes == memory_per_rank(SMALL.model, "none", 1, 4, 256, "bf16").total
     assert two.compute_source == "measured row r.jsonl#1"
     expected = predict(SMALL, "ddp_flat", 2, NET, ComputeTime(0.01, 0.02, 0.0, ""), 80e9)
     assert two.predicted_step_s == pytest.approx(expected.step_s)

@@ -1,0 +1,40 @@
+"""The cs336 family: our TransformerLM (the course's BasicsTransformerLM, with optional GQA and a tied head)."""
+
+from dataclasses import dataclass
+
+from src.model.architecture import Architecture
+from src.model.config import ModelConfig
+from src.model.interface import ModelSpec
+
+
+@dataclass(frozen=True)
+class Cs336Model(ModelSpec):
+    name: str
+    config: ModelConfig
+    family = "cs336"
+
+    @property
+    def architecture(self) -> Architecture:
+        return self.config.architecture()
+
+    def build(self, checkpoint_group: int = 0):
+        from src.model.transformer import TransformerLM
+
+        return TransformerLM(self.config, checkpoint_group=checkpoint_group)
+
+    def blocks(self, model) -> list:
+        return list(model.layers)
+
+    @property
+    def shard_types(self) -> tuple:
+        import torch.nn as nn
+
+        from src.model import transformer
+
+        return (nn.Linear, nn.Embedding, transformer.Linear, transformer.Embedding)
+
+    @property
+    def linear_types(self) -> tuple:
+        from src.model import transformer
+
+        return (transformer.Linear,)

@@ -1,0 +1,161 @@
+"""The model interface: the one thing every layer above the model asks of it. No layer above names an architecture.
+
+A ModelSpec says what a model is and what it costs: it builds itself (on torch's current default device, with
+activation checkpointing in groups of N blocks), counts its parameters (total, and active per token for a
+mixture of experts) on the meta device, gives the forward FLOPs of a step (analytic where src/model/flops.py knows
+the architecture, else counted with FlopCounterMode on fake tensors) and the activation bytes kept for backward,
+and names its parts for the strategies and the step: the transformer blocks (FSDP units, compile and
+checkpointing wrappers), the module types whose weights a sharding strategy splits, and the linear layer type
+whose weights can live in bf16 with fp32 masters in the optimizer. The runner, the train step, the strategies,
+the cost model, the instruments and the predictor use only this (torchtitan's ModelSpec and optimum-benchmark's
+backends are the pattern). A family is one file under src/model/families/ that subclasses ModelSpec.
+"""
+
+import functools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from src.model.architecture import Architecture
+from src.model.flops import forward_flops, step_flops_from_forward
+from src.model.memory import MemoryEstimate, activation_bytes, estimate_memory
+
+FLOPS_ANALYTIC, FLOPS_COUNTED = "analytic", "counted"  # how a row's FLOPs were obtained (its flops_method)
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    total: int  # every trainable parameter, a tied one once
+    active: int  # used per token: the total less the experts a token is not routed to (= total when dense)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One trainable parameter as the strategies see it (src/distributed/cost.py counts their traffic)."""
+    name: str
+    numel: int
+    dim0: int  # FSDP2 chunks every parameter on dim 0
+    module: str  # "linear", "embedding" or "other" (norms, biases' owners aside: what a sharding strategy replicates)
+    unit: str  # FSDP2's communication unit: "layers.<i>" for the i-th block's parameters, "root" for the rest
+
+    @property
+    def sharded(self) -> bool:
+        """A weight of a shard type (Linear, Embedding): our FSDP shards these, TP splits them."""
+        return self.module != "other"
+
+
+class ModelSpec(ABC):
+    """Subclasses are frozen dataclasses (hashable: the counts below are cached per spec)."""
+
+    family: str = ""
+    name: str
+
+    # --- what a family provides -----------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def architecture(self) -> Architecture: ...
+
+    @abstractmethod
+    def build(self, checkpoint_group: int = 0):
+        """The model as an nn.Module, (B, T) int64 token ids -> (B, T, vocab) logits, on torch's default device,
+        in fp32, in train mode; checkpoint_group N > 0 recomputes the blocks in groups of N during backward."""
+
+    @abstractmethod
+    def blocks(self, model) -> list:
+        """The transformer blocks of a model this spec built, in order."""
+
+    @property
+    @abstractmethod
+    def shard_types(self) -> tuple:
+        """Module types whose `.weight` a sharding strategy splits (the rest is replicated)."""
+
+    @property
+    @abstractmethod
+    def linear_types(self) -> tuple:
+        """Module types whose `.weight` is a matmul operand (bf16 weights with fp32 masters, float8)."""
+
+    def check_checkpoint_group(self, group: int) -> None:
+        """Raise ValueError when this family cannot checkpoint in groups of `group` blocks (0: off)."""
+
+    def row_fields(self) -> dict:
+        """What a results row records of the model beyond its shape (the RunSpec has the shape)."""
+        a, count = self.architecture, self.parameter_count()
+        return {"family": self.family, "architecture": a.model_type, "num_kv_heads": a.num_kv_heads,
+                "tied_embeddings": a.tied_embeddings, "num_experts": a.num_experts,
+                "experts_per_token": a.experts_per_token, "active_parameters": count.active,
+                "flops_method": self.flops_method}
+
+    # --- what every family gets from the above ----------------------------------------------------------------
+    def parameter_count(self) -> ParameterCount:
+        return _parameter_count(self)
+
+    def parameter_table(self) -> tuple[Parameter, ...]:
+        """Every trainable parameter (a tied one once) in registration order; backward produces them in reverse."""
+        return _parameter_table(self)
+
+    @property
+    def flops_method(self) -> str:
+        return FLOPS_ANALYTIC if self.architecture.known else FLOPS_COUNTED
+
+    def forward_flops(self, batch_size: int, seq_len: int) -> int:
+        if self.architecture.known:
+            return forward_flops(self.architecture, batch_size, seq_len)
+        from src.model.counted import counted_forward_flops
+
+        return counted_forward_flops(self, batch_size, seq_len)
+
+    def step_flops(self, batch_size: int, seq_len: int, mode: str) -> int:
+        return step_flops_from_forward(self.forward_flops(batch_size, seq_len), mode)
+
+    def activation_bytes(self, batch_size: int, seq_len: int, precision: str, checkpoint_group: int = 0) -> int:
+        """Bytes a train step holds for backward at its peak (src/model/memory.py; counted on fake tensors for an
+        architecture the formulas do not know)."""
+        if self.architecture.known:
+            return activation_bytes(self.architecture, batch_size, seq_len, precision, checkpoint_group)
+        from src.model.counted import counted_activation_bytes
+
+        return counted_activation_bytes(self, batch_size, seq_len, precision, checkpoint_group)
+
+    def memory_estimate(self, batch_size: int, seq_len: int, mode: str, precision: str,
+                        checkpoint_group: int = 0) -> MemoryEstimate:
+        """The single-process estimate: every user of a memory figure asks this one."""
+        activations = None if mode == "forward" else self.activation_bytes(batch_size, seq_len, precision,
+                                                                             checkpoint_group)
+        return estimate_memory(self.architecture, self.parameter_count().total, batch_size, seq_len, mode,
+                               precision, checkpoint_group, activations=activations)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_model(spec: ModelSpec):
+    import torch
+
+    with torch.device("meta"):
+        return spec.build()
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(spec: ModelSpec) -> ParameterCount:
+    total = sum(p.numel() for p in _meta_model(spec).parameters() if p.requires_grad)
+    a = spec.architecture
+    idle_experts = a.num_experts - a.experts_per_token if a.moe else 0
+    per_expert = 3 * a.d_model * a.expert_d_ff  # gate, up, down
+    return ParameterCount(total, total - a.num_layers * idle_experts * per_expert)
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_table(spec: ModelSpec) -> tuple[Parameter, ...]:
+    import torch.nn as nn
+
+    model = _meta_model(spec)
+    block_of = {id(p): f"layers.{i}" for i, block in enumerate(spec.blocks(model)) for p in block.parameters()}
+    owner = {}  # id(parameter) -> (its name, whether its module shards it, kind): the first module to hold it
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in owner:
+                continue
+            sharded = isinstance(module, spec.shard_types)  # our FSDP shards every parameter of such a module
+            embedding = isinstance(module, nn.Embedding) or "embedding" in type(module).__name__.lower()
+            owner[id(p)] = (f"{module_name}.{name}" if module_name else name,
+                            ("embedding" if embedding else "linear") if sharded else "other")
+    return tuple(Parameter(owner[id(p)][0], p.numel(), p.shape[0] if p.dim() else 1, owner[id(p)][1],
+                           block_of.get(id(p), "root"))
+                 for p in model.parameters() if p.requires_grad)  # registration order, which backward reverses
