@@ -11,7 +11,7 @@ Adding a field is one line in FIELDS (distributed rows: world_size, per-rank tim
 options belong to RunSpec instead, whose fields are the `config` entry and the CSV's config columns).
 """
 
-from dataclasses import fields
+from dataclasses import fields as dataclass_fields
 from types import UnionType
 from typing import Any, TypedDict, Union, get_args, get_origin
 
@@ -100,13 +100,14 @@ def conforms(value, kind) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:  # 5e9 in a JSON line reads as 5000000000.0: a whole number is an int here
-        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        whole = isinstance(value, float) and value.is_integer()
+        return (isinstance(value, int) and not isinstance(value, bool)) or whole
     if kind in (str, bool, dict, list):
         return isinstance(value, kind)
     return True
 
 
-CONFIG_TYPES = {f.name: f.type for f in fields(RunSpec)}  # a config entry's (and CSV config column's) type
+CONFIG_TYPES = {f.name: f.type for f in dataclass_fields(RunSpec)}  # a config entry's (and CSV config column's) type
 
 
 def row_problem(value) -> str:
@@ -135,6 +136,7 @@ def fields_problem(record: dict) -> str:
 
 
 def is_row(value) -> bool:
+    """Whether a value read from a results file is a row (see row_problem)."""
     return not row_problem(value)
 
 
