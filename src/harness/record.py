@@ -11,7 +11,9 @@ Adding a field is one line in FIELDS (distributed rows: world_size, per-rank tim
 options belong to RunSpec instead, whose fields are the `config` entry and the CSV's config columns).
 """
 
-from typing import Any, TypedDict, get_origin
+from dataclasses import fields as dataclass_fields
+from types import UnionType
+from typing import Any, TypedDict, Union, get_args, get_origin
 
 import numpy as np
 
@@ -70,11 +72,11 @@ FIELDS: dict[str, Any] = {
     # --parallel (src/harness/ranks.py): the group, every rank's medians, the strategy's analytic memory and bytes
     "world_size": int,
     "tokens_per_second_per_gpu": float | None,
-    **{f"rank_median_time_{p}": list[float] for p in PHASES},
+    **{f"rank_median_time_{p}": list[float | None] for p in PHASES},  # None: a rank that did not time it
     **{f"{s}_time_step_across_ranks": float for s in ("min", "median", "max")},
     "slowest_rank": int,
     "rank_status": list[str],
-    "rank_peak_memory_bytes": list[int],
+    "rank_peak_memory_bytes": list[int | None],  # None off CUDA
     **{f"comm_bytes_{op}": int for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")},
     # --parallel with --trace (src/instruments/overlap.py): per profiled step, averaged over ranks
     "compute_time_s": float,
@@ -89,6 +91,71 @@ FIELDS: dict[str, Any] = {
 }
 Record = TypedDict("Record", FIELDS, total=False)
 LIST_FIELDS = tuple(name for name, kind in FIELDS.items() if get_origin(kind) is list)  # JSON text in a CSV cell
+# The environment's fields (src/harness/environment.py) are text: versions, a commit, a host, a timestamp. These
+# are the exceptions; a CSV reads every other env cell back as the string it was ("13.0" stays "13.0").
+ENV_FIELDS: dict[str, Any] = {"gpu_memory_bytes": int}
+
+
+def conforms(value, kind) -> bool:
+    """Whether a value read from JSON has the declared type `kind`, as loosely as arithmetic allows: an int is a
+    float, a whole float an int, a bool neither; a list's items are checked; an annotation not known here passes."""
+    origin = get_origin(kind)
+    if origin in (Union, UnionType):
+        return any(conforms(value, k) for k in get_args(kind))
+    if kind is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(conforms(v, get_args(kind)[0]) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:  # 5e9 in a JSON line reads as 5000000000.0: a whole number is an int here
+        whole = isinstance(value, float) and value.is_integer()
+        return (isinstance(value, int) and not isinstance(value, bool)) or whole
+    if kind in (str, bool, dict, list):
+        return isinstance(value, kind)
+    return True
+
+
+CONFIG_TYPES = {f.name: f.type for f in dataclass_fields(RunSpec)}  # a config entry's (and CSV config column's) type
+
+
+def row_problem(value) -> str:
+    """Why a value read from a results file is not a row, or "" when it is one: a row is an object with a text
+    `status` (every writer sets one) whose fields, where present, have the types FIELDS declares (its config's,
+    those of RunSpec's fields; its env's, ENV_FIELDS'). Other keys are anyone's: prediction, attention and
+    collectives rows carry their own. Readers skip what is not a row, so no report meets `42` or a string where
+    a list of step times belongs."""
+    if not isinstance(value, dict):
+        return json_kind(value)
+    if not isinstance(value.get("status"), str):
+        return "an object without a text status"
+    return fields_problem(value)
+
+
+def fields_problem(record: dict) -> str:
+    """The first field of `record` whose value is not of its declared type, said in words; "" when none. A null
+    is a value not recorded (a CSV's empty cell, a column older rows lack) and fits every field."""
+    for section, kinds in ((record, FIELDS), (record.get("config") or {}, CONFIG_TYPES),
+                           (record.get("env") or {}, ENV_FIELDS)):
+        for name, kind in kinds.items():
+            if section.get(name) is not None and not conforms(section[name], kind):  # null: not recorded
+                where = "" if section is record else ("config " if kinds is CONFIG_TYPES else "env ")
+                return f"{where}{name} is {json_kind(section[name])}, not {_words(kind)}"
+    return ""
+
+
+def is_row(value) -> bool:
+    """Whether a value read from a results file is a row (see row_problem)."""
+    return not row_problem(value)
+
+
+def json_kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "text", type(None): "null", bool: "true or false"}.get(
+        type(value), "a number")
+
+
+def _words(kind) -> str:
+    return getattr(kind, "__name__", None) if get_origin(kind) is None else str(kind).replace("typing.", "")
 
 
 def new_record(spec: RunSpec, status: str = "ok") -> Record:

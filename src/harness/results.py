@@ -1,7 +1,11 @@
 """The results file: one record per configuration, appended whole under a lock; CSV, or JSON lines for `.jsonl`.
 
 A record is a dict: scalar summary fields, `config` (every option), `env` (where it ran) and per-step time lists.
-JSON lines keep it as it is. CSV flattens it: config fields become columns, env fields `env_<name>`, lists JSON text.
+JSON lines keep it as it is. CSV flattens it: config fields become columns, env fields `env_<name>`, lists JSON text;
+read back, each cell takes the type the record schema gives its column (src/harness/record.py FIELDS, RunSpec's
+fields for config columns, text for env), so a CSV row reads back as the same record its JSON line would.
+read_records is the one reader of every command: what is not a row (a torn line, a JSON value that is not a row)
+is skipped with one warning per line.
 Appends are safe against each other (an exclusive flock on a hidden sidecar `.<file>.lock`) and against a reader: a
 record is one write() of one line, and a write that fails (a full disk) is cut back, leaving the file exactly as
 it was. A CSV written by another version with other columns is rewritten with the union of both headers (old
@@ -15,9 +19,11 @@ import io
 import json
 import os
 import stat
+import types
+import typing
 from contextlib import contextmanager
 
-from src.harness.record import LIST_FIELDS
+from src.harness.record import CONFIG_TYPES, ENV_FIELDS, FIELDS, LIST_FIELDS, fields_problem, is_row, row_problem
 from src.spec import config_fields
 
 ENV_PREFIX = "env_"
@@ -27,7 +33,8 @@ CONFIG_FIELDS = config_fields()
 
 
 def is_jsonl(path: str) -> bool:
-    return str(path).endswith(".jsonl")
+    """JSON lines for a name ending in .jsonl in any case (r.JSONL too), CSV for every other name."""
+    return str(path).lower().endswith(".jsonl")
 
 
 # Kernel interfaces, not storage: a file there cannot hold rows (and /proc, /sys are refused by path as well,
@@ -71,30 +78,45 @@ def _check_storage(path: str, real: str) -> None:
                          "not on storage")
 
 
-def _check_results_file(path: str, columns) -> None:
-    """Raise ValueError unless the existing file at `path` is empty or a results file of this kind."""
+def _kind(path: str) -> str:
+    return "JSON-lines" if is_jsonl(path) else "CSV"
+
+
+def _starts_like_results(path: str, columns) -> bool:
+    """Whether the file at `path` is empty or starts as a results file of its kind: a first line that is a row
+    (JSON lines) or a CSV header sharing two of `columns`."""
     with open(path, "rb") as f:
         head = f.read(_HEAD_BYTES)
     if not head:
-        return
+        return True
     line, newline, _ = head.partition(b"\n")
-    what = "JSON-lines" if is_jsonl(path) else "CSV"
     try:
         if b"\0" in line or not newline:
-            raise ValueError
+            return False
         text = line.decode("utf-8")
         if is_jsonl(path):
-            first = json.loads(text)
-            if not isinstance(first, dict) or "status" not in first:
-                raise ValueError
-        else:
-            header = next(csv.reader([text]))
-            known = set(header) & set(columns)
-            if len(known) < min(2, len(header)):
-                raise ValueError
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
-        raise ValueError(f"{path} exists and is not a {what} results file of this tool; refusing to append to it "
-                         "(choose another name)") from None
+            return is_row(json.loads(text))
+        header = next(csv.reader([text]))
+        return len(set(header) & set(columns)) >= min(2, len(header))
+    except (ValueError, RecursionError, csv.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+        return False
+
+
+def _check_results_file(path: str, columns) -> None:
+    """Raise ValueError unless the existing file at `path` is empty or a results file of this kind."""
+    if not _starts_like_results(path, columns):
+        raise ValueError(f"{path} exists and is not a {_kind(path)} results file of this tool; refusing to append "
+                         "to it (choose another name)")
+
+
+def _check_no_symlink_loop(path: str) -> None:
+    """A path through a symlink loop (the file itself, or a folder above it) cannot be opened: ELOOP on any
+    stat, where realpath (non-strict) hands back a path that merely does not exist."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ValueError(f"{path} goes through a symlink loop (too many levels of symbolic links)") from None
 
 
 def check_writable(path: str, *, directory: bool = False, replaces: bool = False,
@@ -107,6 +129,7 @@ def check_writable(path: str, *, directory: bool = False, replaces: bool = False
     (see discards). A file the command replaces whole (replaces=True: a plot) may hold anything. A directory
     (directory=True) must exist or be creatable under a writable one.
     """
+    _check_no_symlink_loop(path)
     real = os.path.realpath(path)
     if discards(path):
         if directory:
@@ -266,56 +289,126 @@ def _rewrite_csv_with_union(path: str, header: list[str], row: dict) -> None:
         raise
 
 
-def _parse_csv_value(key: str, text: str):
+# Each CSV column's declared type: RunSpec's fields for config columns, the record schema's for the rest, text
+# (or ENV_FIELDS' exceptions) for env columns. A column in none of them was written by another tool or version.
+def _column_type(key: str):
+    if key.startswith(ENV_PREFIX):
+        return ENV_FIELDS.get(key[len(ENV_PREFIX):], str)
+    return CONFIG_TYPES.get(key, FIELDS.get(key))
+
+
+def _from_text(kind, text: str):
+    """A CSV cell as the type `kind` (an annotation: str, int, float | None, list[float], dict) says; a cell that
+    type cannot read (a hand-edited file) is kept as written. Empty is "" for text and None for the rest."""
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    options = [k for k in typing.get_args(kind) if k is not type(None)] if union else [kind]
     if text == "":
-        return None
-    if key in LIST_FIELDS or text[:1] in "[{":
+        return "" if str in options else None
+    for option in options:
+        base = typing.get_origin(option) or option
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text in ("True", "False"):
-        return text == "True"
+            if base is str:
+                return text
+            if base is bool:
+                return {"True": True, "False": False}[text]
+            if base is int:
+                try:
+                    return int(text)
+                except ValueError:
+                    return float(text)  # an integer column written as 4.0 by another tool is still a number
+            if base is float:
+                return float(text)
+            if base in (list, dict):
+                return json.loads(text)
+        except (KeyError, ValueError, RecursionError):
+            continue
     return text
 
 
-def read_records(path: str) -> tuple[list[dict], list[str]]:
-    """All whole records of a results file, in order, and a warning for each line that could not be read.
+def _guess(text: str):
+    """A cell of a column outside the schema: a number only where the text is exactly how Python writes that
+    number (so "001234567890" and "123e4567" stay text), JSON lists and objects parsed, else the text."""
+    if text == "":
+        return None
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+    if text in ("True", "False"):
+        return text == "True"
+    for cast in (int, float):
+        try:
+            value = cast(text)
+        except ValueError:
+            continue
+        return value if repr(value) == text else text
+    return text
 
-    Both formats come back in the record's shape: options under `config`, environment under `env`.
-    Raises FileNotFoundError / ValueError for a missing or unreadable file.
-    """
+
+def _parse_csv_value(key: str, text: str):
+    kind = _column_type(key)
+    return _guess(text) if kind is None else _from_text(kind, text)
+
+
+def _read_jsonl(path: str) -> tuple[list[dict], list[str]]:
     records, warnings = [], []
-    if is_jsonl(path):
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    warnings.append(f"{path}:{number}: skipped a line that is not whole JSON")
-        return records, warnings
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is one skipped line, not an unreadable file
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                warnings.append(f"{path}:{number}: skipped a line that is not whole JSON")
+                continue
+            problem = row_problem(value)
+            if problem:
+                warnings.append(f"{path}:{number}: skipped a line that is not a row: {problem}")
+                continue
+            value["config"], value["env"] = value.get("config") or {}, value.get("env") or {}
+            records.append(value)
+    return records, warnings
+
+
+def _read_csv(path: str) -> tuple[list[dict], list[str]]:
+    if not _starts_like_results(path, CONFIG_FIELDS + tuple(FIELDS)):
+        raise ValueError("not a CSV results file of this tool (its first line is not a header sharing two column "
+                         "names with the record schema)")
+    records, warnings = [], []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        for number, raw in enumerate(reader, 2):
-            if None in raw or any(v is None for v in raw.values()):
-                warnings.append(f"{path}:{number}: skipped a row with the wrong number of fields")
-                continue
-            record, config, env = {}, {}, {}
-            for key, text in raw.items():
-                value = _parse_csv_value(key, text)
-                if key.startswith(ENV_PREFIX):
-                    env[key[len(ENV_PREFIX):]] = value
-                elif key in CONFIG_FIELDS:
-                    config[key] = value
-                else:
-                    record[key] = value
-            record["config"], record["env"] = config, env
-            records.append(record)
+        try:
+            for number, raw in enumerate(reader, 2):
+                if None in raw or any(v is None for v in raw.values()):
+                    warnings.append(f"{path}:{number}: skipped a row with the wrong number of fields")
+                    continue
+                record, config, env = {}, {}, {}
+                for key, text in raw.items():
+                    value = _parse_csv_value(key, text)
+                    if key.startswith(ENV_PREFIX):
+                        env[key[len(ENV_PREFIX):]] = value
+                    elif key in CONFIG_FIELDS:
+                        config[key] = value
+                    else:
+                        record[key] = value
+                record["config"], record["env"] = config, env
+                problem = fields_problem(record)  # a cell its column's type cannot read (a hand edit)
+                if problem:
+                    warnings.append(f"{path}:{number}: skipped a row that does not fit the record schema: {problem}")
+                    continue
+                records.append(record)
+        except csv.Error as error:  # a NUL byte, a cell over the csv module's field limit
+            raise ValueError(f"line {reader.line_num}: {error}") from None
     return records, warnings
+
+
+def read_records(path: str) -> tuple[list[dict], list[str]]:
+    """All rows of a results file, in order, and a warning for each line skipped: a torn line, a JSON line that is
+    not a row (see src/harness/record.py is_row: `42`, `null`, `{"a": 1}`), a CSV line with the wrong number of
+    fields. Both formats come back in the record's shape: options under `config`, environment under `env`.
+
+    Raises OSError (missing, unreadable) or ValueError (a CSV that is not a results file of this tool) naming
+    the problem; every command turns that into one line and exit status 2.
+    """
+    return _read_jsonl(path) if is_jsonl(path) else _read_csv(path)

@@ -26,7 +26,7 @@ from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_res
 from src.harness.hardware import find_gpu_spec
 from src.harness.results import append_record, check_writable, read_records
 from src.reports.predict import Workload, compute_from_flops, compute_from_record, predict_scaling, single_gpu_record
-from src.reports.predict_plots import plot_scaling
+from src.reports.predict_plots import plot_paths, plot_scaling
 from src.reports.predict_report import (
     backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, prediction_record,
 )
@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--collectives_backend", choices=("nccl", "gloo"), default="nccl",
                      help="which backend's rows of --collectives to use")
     src.add_argument("--check", metavar="RESULTS", help="compare predictions with the measured rows of RESULTS and stop")
-    src.add_argument("--output", help="append one row per prediction: CSV, or JSON lines for .jsonl")
-    src.add_argument("--plot", help="PNG of scaling efficiency and memory per rank against world size")
+    src.add_argument("--output", help="append one row per prediction: CSV, or JSON lines for .jsonl (any case)")
+    src.add_argument("--plot", help="PNG of scaling efficiency and memory per rank against world size; with "
+                                    "several sizes one per size, the size before the suffix (p_small.png)")
     return p
 
 
@@ -98,9 +99,11 @@ def _read(path: str, what: str) -> list[dict]:
     try:
         records, warnings = read_records(path)
     except (OSError, ValueError) as error:
-        raise UsageError(f"{what} {path}: {error}") from None
+        raise UsageError(f"{what}: cannot read {path}: {error}") from None
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"predict: warning: {warning}", file=sys.stderr)
+    if not records:
+        raise UsageError(f"{what}: {path} has no rows")
     return records
 
 
@@ -159,14 +162,15 @@ def resolve(args: argparse.Namespace) -> dict:
                          "--inter_link none describes one node")
     results = _read(args.results, "--results") if args.results else []
     checked = _read(args.check, "--check") if args.check else None
-    for path, what, replaces in ((args.output, "--output", False), (args.plot, "--plot", True)):
+    plots = plot_paths(args.plot, [w.size for w in workloads]) if args.plot and not args.check else {}
+    for path, what, replaces in ((args.output, "--output", False), *((p, "--plot", True) for p in plots.values())):
         if path:
             try:
                 check_writable(path, replaces=replaces)
             except ValueError as error:
                 raise UsageError(f"{what}: {error}") from None
     return {"workloads": workloads, "gpu": gpu, "memory": memory, "network": network, "results": results,
-            "checked": checked, "strategies": args.parallel or [s for s in ALL_STRATEGIES if s != "none"]}
+            "checked": checked, "plots": plots, "strategies": args.parallel or [s for s in ALL_STRATEGIES if s != "none"]}
 
 
 def main(argv=None) -> int:
@@ -216,7 +220,7 @@ def main(argv=None) -> int:
         all_predictions[workload.size] = predictions
     if args.plot:
         for size, predictions in all_predictions.items():
-            path = args.plot if len(all_predictions) == 1 else args.plot.replace(".png", f"_{size}.png")
+            path = r["plots"][size]
             link = network.intra.name + (f" / {network.inter.name}" if network.inter else "")
             plot_scaling(predictions, r["memory"], f"{size}: batch {args.batch_size} x {args.context_length}, "
                          f"{args.precision}, {link}, nodes of {network.gpus_per_node}", path)

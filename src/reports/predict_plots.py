@@ -1,8 +1,8 @@
 """The predictor's figure: scaling efficiency and memory per rank against world size, one line per strategy."""
 
-import math
-
 import itertools
+import math
+import os
 
 import matplotlib
 
@@ -13,6 +13,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 GB = 1e9
+
+
+def plot_paths(path: str, sizes: list[str]) -> dict[str, str]:
+    """{size: the PNG to write}: `path` itself for one size; for several, one plot each with the size before the
+    suffix (p.png -> p_small.png, p_xl.png), so that no size's plot replaces another's. A path without a suffix
+    gets .png, which matplotlib would add anyway (then the name printed is the file written)."""
+    stem, suffix = os.path.splitext(path)
+    suffix = suffix or ".png"
+    sizes = list(dict.fromkeys(sizes))
+    if len(sizes) == 1:
+        return {sizes[0]: stem + suffix}
+    return {size: f"{stem}_{size}{suffix}" for size in sizes}
 
 
 def plot_scaling(predictions: dict[str, list[Prediction]], device_memory_bytes: float, title: str, path: str) -> str:

@@ -55,9 +55,9 @@ def load(path: str) -> Sweep:
         raise InputError(f"cannot read {path}: {e}") from None
     if not records:
         raise InputError(f"{path} has no rows")
-    collectives = [r for r in records if isinstance(r, dict) and distributed.is_collective(r)]
-    records = [r for r in records if not (isinstance(r, dict) and distributed.is_collective(r))]
-    if not all(isinstance(r, dict) and (r.get("config") or {}).get("size") for r in records):
+    collectives = [r for r in records if distributed.is_collective(r)]  # read_records hands back only rows
+    records = [r for r in records if not distributed.is_collective(r)]
+    if not all(r["config"].get("size") for r in records):
         raise InputError(f"{path} does not look like a results file: some rows have no config size")
     unique = list(compare.latest_by_config(records, ignored=()).values())
     runs = {}

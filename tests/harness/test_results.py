@@ -325,3 +325,114 @@ def test_a_file_that_is_replaced_whole_may_hold_anything_but_must_be_a_regular_f
     check_writable(plot, replaces=True)
     with pytest.raises(ValueError, match="not a regular file"):
         check_writable("/dev/full", replaces=True)
+
+
+# ---- one reader for every command; CSV types from the schema; symlink loops; .JSONL (issue 21, items 3, 4, 6, 7) ----
+
+NOT_ROWS = ["42", "[1, 2]", "null", '"text"', '{"a": 1}', '{"status": "ok", "time_forward": "abc"}',
+            '{"status": "ok", "config": 3}', '{"status": "ok", "median_time_step": [1]}']
+
+
+def test_a_json_line_that_is_not_a_row_is_skipped_with_one_warning_each(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_record(str(path), record(1))
+    with open(path, "a") as f:
+        f.write("".join(line + "\n" for line in NOT_ROWS))
+    append_record(str(path), record(2))
+    records, warnings = read_records(str(path))
+    assert [r["config"]["seed"] for r in records] == [1, 2]
+    assert [w.split(":")[1] for w in warnings] == [str(n) for n in range(2, 2 + len(NOT_ROWS))]
+    assert all("not a row" in w for w in warnings)
+
+
+def test_a_row_without_config_or_env_reads_with_empty_ones(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"status": "ok", "busbw_gbps": 1.0}\n{"status": "ok", "config": null}\n')
+    records, warnings = read_records(str(path))
+    assert warnings == [] and [(r["config"], r["env"]) for r in records] == [({}, {}), ({}, {})]
+
+
+@pytest.mark.parametrize("text", ["# lm-step-bench\n\nSome prose, with a comma.\n", "name,age\nAda,36\n"])
+def test_a_csv_that_is_not_a_results_file_is_refused_on_read(tmp_path, text):
+    path = tmp_path / "README.md"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="not a CSV results file"):
+        read_records(str(path))
+
+
+def test_csv_cells_read_back_as_the_schema_types_them_not_as_they_look(tmp_path):
+    env = {"git_commit": "123e4567", "hostname": "001234567890", "cuda_version": "13.0", "gpu_name": "",
+           "torch_version": "2.11", "gpu_memory_bytes": 80 * 2**30}
+    rows = [record(1, env=env, error="12", peak_note="1e5", tflops=2.0, parameters=1000, trace_summary={"a": 1}),
+            record(2, env=env)]
+    for name in ("r.csv", "r.jsonl"):
+        for r in rows:
+            append_record(str(tmp_path / name), r)
+    from_csv, warnings = read_records(str(tmp_path / "r.csv"))
+    assert warnings == []
+    assert from_csv[0]["env"] == env  # "123e4567" is not inf, the zero stays, "13.0" is not 13
+    assert from_csv[0]["error"] == "12" and from_csv[0]["peak_note"] == "1e5"
+    assert from_csv[0]["config"]["recipe"] == "" and from_csv[0]["config"]["compile"] is False
+    assert from_csv[0]["parameters"] == 1000 and from_csv[0]["trace_summary"] == {"a": 1}
+    from_jsonl, _ = read_records(str(tmp_path / "r.jsonl"))
+    def recorded(row):  # a CSV cannot tell a field never set from an empty one: both read back "" or None
+        return {k: v for k, v in row.items() if v is not None and v != ""}
+
+    for csv_row, json_row in zip(from_csv, from_jsonl):  # otherwise a CSV row is the record its JSON line is
+        assert recorded(csv_row) == recorded(json_row)
+
+
+def test_a_column_outside_the_schema_is_a_number_only_when_python_wrote_it_so(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("d_model,status,foreign,other,third\n64,ok,001234567890,123e4567,2.5\n")
+    (r,), _ = read_records(str(path))
+    assert (r["foreign"], r["other"], r["third"]) == ("001234567890", "123e4567", 2.5)
+
+
+def test_a_csv_cell_its_column_cannot_hold_skips_that_row(tmp_path):
+    path = tmp_path / "r.csv"
+    append_record(str(path), record(1))
+    text = path.read_text().splitlines()
+    header = text[0].split(",")
+    cells = next(csv.reader([text[1]]))
+    cells[header.index("time_forward")] = "not a list"
+    with open(path, "a", newline="") as f:
+        csv.writer(f).writerow(cells)
+    records, warnings = read_records(str(path))
+    assert len(records) == 1 and len(warnings) == 1 and "time_forward" in warnings[0]
+
+
+def _loops(tmp_path) -> dict:
+    os.symlink(tmp_path / "loop", tmp_path / "loop")  # loop -> loop
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")  # a -> b -> a
+    return {"file": (str(tmp_path / "loop"), {}), "pair": (str(tmp_path / "a"), {}),
+            "parent": (str(tmp_path / "loop" / "r.jsonl"), {}),
+            "trace_directory": (str(tmp_path / "a" / "traces"), {"directory": True}),
+            "snapshot_prefix": (str(tmp_path / "loop" / "snap-probe.pickle"), {})}
+
+
+def test_a_symlink_loop_is_refused_before_any_work_and_leaves_no_lock(tmp_path):
+    for case, (path, kind) in _loops(tmp_path).items():
+        with pytest.raises(ValueError, match="symlink loop"):
+            check_writable(path, **kind)
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "loop"]
+
+
+@pytest.mark.parametrize("flag", ["--output", "--trace"])  # --memory_snapshot needs CUDA: its prefix is checked above
+def test_the_benchmark_refuses_a_symlink_loop_in_one_line(tmp_path, capsys, flag):
+    from src.profiling.benchmark import main as benchmark
+
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    assert benchmark(["--sizes", "tiny", "--device", "cpu", flag, str(tmp_path / "loop")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag}: " in err and "symlink loop" in err
+    assert os.listdir(tmp_path) == ["loop"]
+
+
+@pytest.mark.parametrize("name", ["r.JSONL", "r.Jsonl"])
+def test_a_jsonl_suffix_in_any_case_is_json_lines(tmp_path, name):
+    path = str(tmp_path / name)
+    append_record(path, record(1))
+    assert json.loads(open(path).readline())["config"]["seed"] == 1
+    assert read_records(path)[0][0]["config"]["seed"] == 1

@@ -34,3 +34,23 @@ def test_a_missing_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert main([str(tmp_path / "none.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read" in err
+
+
+def test_lines_that_are_not_rows_are_skipped_with_a_warning_each(tmp_path, capsys):
+    """Issue 21 item 3: `42` in the middle of a JSONL was a traceback, `{"a": 1}` a blank row."""
+    good = open(COMMITTED[0]).read().splitlines()
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join([good[0], "42", "[1, 2]", "null", '{"a": 1}', *good[1:]]) + "\n")
+    assert main([str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("table: warning: ") == 4 and "not a row" in err
+    assert sum(line.startswith("|") for line in out.splitlines()) == 2 + len(good)  # header, rule, the rows
+
+
+@pytest.mark.parametrize("text", ["", "# A README\n\nprose, with a comma\n"])
+def test_an_empty_or_foreign_file_is_refused_in_one_line(tmp_path, capsys, text):
+    path = tmp_path / "README.md"
+    path.write_text(text)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("table: error: ")

@@ -1,6 +1,7 @@
 """The scaling predictor: overlap accounting, limits, the command's output files and errors, and --check."""
 
 import json
+import os
 
 import pytest
 
@@ -154,3 +155,40 @@ def test_collectives_file_of_another_backend_is_a_usage_error(tmp_path, capsys):
                                 "busbw_gbps": 1.0, "status": "ok"}) + "\n")
     assert main(["--sizes", "tiny", "--world_sizes", "2", "--collectives", str(path)]) == 2
     assert "pass --collectives_backend" in capsys.readouterr().err
+
+
+# ---- issue 21: --check reads with the one reader; --plot keeps every size's plot -----------------------------
+
+def test_check_skips_lines_that_are_not_rows(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    lines = [json.dumps(row(1, 0.030, 5e9)), "42", "[1, 2]", "null", '{"a": 1}', json.dumps(row(2, 0.033, 4e9, "ddp_flat"))]
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["--check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("predict: warning: ") == 4 and "2 rows checked, 1 with world size > 1" in out
+
+
+@pytest.mark.parametrize("name, text", [("empty.jsonl", ""), ("README.md", "# A README\n\nprose, with a comma\n"),
+                                        ("other.jsonl", '{"a": 1}\n')])
+def test_check_of_an_empty_or_foreign_file_is_refused_in_one_line(tmp_path, capsys, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["--check", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("predict: error: --check") and len([e for e in err if "error" in e]) == 1
+
+
+@pytest.mark.parametrize("plot, written", [("pp", ["pp_tiny.png", "pp_small.png"]),
+                                           ("p.png", ["p_tiny.png", "p_small.png"])])
+def test_one_plot_per_size_named_after_it(tmp_path, capsys, plot, written):
+    assert main(["--sizes", "tiny", "small", "--parallel", "ddp_flat", "--world_sizes", "1", "2",
+                 "--plot", str(tmp_path / plot)]) == 0
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plot: ")]
+    assert printed == [f"plot: {tmp_path / name}" for name in written]
+    assert sorted(os.listdir(tmp_path)) == sorted(written)
+
+
+def test_one_size_plots_to_the_path_given_with_png_added_when_it_has_no_suffix(tmp_path, capsys):
+    assert main(["--sizes", "tiny", "--parallel", "ddp_flat", "--world_sizes", "1", "2",
+                 "--plot", str(tmp_path / "pp")]) == 0
+    assert os.listdir(tmp_path) == ["pp.png"] and f"plot: {tmp_path / 'pp.png'}" in capsys.readouterr().err

@@ -248,3 +248,25 @@ def test_repeated_runs_widen_the_interval_to_cover_run_to_run_variation():
     runs_b = [list(rng.normal(0.92, 0.01, 20)), list(rng.normal(1.06, 0.01, 20))]
     assert compare_samples(runs_a[1], runs_b[1]).verdict != SAME  # one run each: looks like a real change
     assert compare_samples(runs_a, runs_b).verdict == SAME  # with the runs as the unit: within their spread
+
+
+# ---- one reader: what is not a row is skipped, not the whole file (issue 21, item 3) -------------------------
+
+def test_lines_that_are_not_rows_are_skipped_and_listed(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    write(path, sweep()[:2])
+    with open(path, "a") as f:
+        f.write('42\n[1, 2]\nnull\n{"a": 1}\n{"status": "ok", "time_forward": "abc"}\n')
+    write(path, sweep()[2:])
+    assert main([str(path), "--out", str(tmp_path / "r")]) == 0
+    text = capsys.readouterr().out
+    assert "6 configurations" in text
+    assert [n for n in range(3, 8) if f"r.jsonl:{n}: skipped a line that is not a row" in text] == [3, 4, 5, 6, 7]
+
+
+def test_a_file_that_is_not_a_results_file_is_refused_in_one_line(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# lm-step-bench\n\nMeasures the training step, and explains it.\n")
+    assert main([str(readme), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a CSV results file" in err and not (tmp_path / "r").exists()
