@@ -22,12 +22,6 @@ from src.model.interface import ModelSpec
 from src.harness.hardware import GpuSpec
 from src.spec import RunSpec, checkpoint_group
 
-# Datasheet memory per GPU in GB (1e9 bytes): what "fits" is checked against unless --gpu_memory_gb says otherwise.
-DEVICE_MEMORY_GB = {
-    "H200 SXM": 141.0, "H100 SXM": 80.0, "H100 PCIe": 80.0, "H100 NVL": 94.0, "GH200": 96.0,
-    "A100 SXM 80GB": 80.0, "A100 PCIe 80GB": 80.0, "A100 SXM 40GB": 40.0, "A100 PCIe 40GB": 40.0,
-    "L40S": 48.0, "L4": 24.0, "A10G": 24.0, "A10": 24.0, "RTX 4090": 24.0, "RTX 3090": 24.0, "V100": 32.0,
-}
 SHARDS_OPTIMIZER = ("zero1", "torch_zero1", "fsdp", "fsdp2", "fsdp_tp")
 
 

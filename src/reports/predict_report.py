@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from src.distributed.alpha_beta import Network
-from src.harness.hardware import find_gpu_spec
+from src.harness.hardware import device_memory_gb, find_gpu_spec
 from src.spec import RunSpec
 from src.reports.predict import (
-    DEVICE_MEMORY_GB, ComputeTime, Prediction, Workload, compute_from_flops, compute_from_record, predict,
+    ComputeTime, Prediction, Workload, compute_from_flops, compute_from_record, predict,
     single_gpu_record, strategy_of, world_size_of,
 )
 
@@ -156,7 +156,7 @@ def check(records: list[dict], network: Network, mfu: float, source: str = "") -
                                    r.get("peak_memory_bytes"), None, "",
                                    "no world-size-1 row of this configuration and no GPU peak to use instead"))
             continue
-        memory_limit = DEVICE_MEMORY_GB.get(gpu.name, math.inf) * GB if gpu else math.inf
+        memory_limit = gpu.memory_gb * GB if gpu else math.inf
         try:
             p = predict(workload, strategy, n, network, compute, memory_limit, bucket_mb=c.get("bucket_mb") or 25.0)
             predicted_step, predicted_memory = p.step_s, p.memory_total_bytes
@@ -207,8 +207,8 @@ def check_summary(rows: list[CheckRow]) -> str:
 def device_memory_bytes(gpu_name: str, override_gb: float | None) -> float:
     if override_gb:
         return override_gb * GB
-    spec = find_gpu_spec(gpu_name)
-    if spec is None or spec.name not in DEVICE_MEMORY_GB:
+    memory_gb = device_memory_gb(gpu_name)
+    if memory_gb is None:
         raise ValueError(f"no memory size known for GPU {gpu_name!r}: pass --gpu_memory_gb")
-    return DEVICE_MEMORY_GB[spec.name] * GB
+    return memory_gb * GB
 

@@ -12,7 +12,7 @@ from src.model.families.cs336 import Cs336Model
 from src.harness.hardware import find_gpu_spec
 from src.profiling.predict import main
 from src.reports.predict import ComputeTime, Workload, compute_from_flops, predict, predict_scaling
-from src.reports.predict_report import check, measured_busbw
+from src.reports.predict_report import check, device_memory_bytes, measured_busbw
 
 NET = Network(LINKS["nvlink4"], LINKS["ib_ndr"], gpus_per_node=8)
 SMALL = Workload(Cs336Model("small", PRESETS["small"].with_(attention="sdpa", context_length=256)), "small", 4, 256)
@@ -192,3 +192,10 @@ def test_one_size_plots_to_the_path_given_with_png_added_when_it_has_no_suffix(t
     assert main(["--sizes", "tiny", "--parallel", "ddp_flat", "--world_sizes", "1", "2",
                  "--plot", str(tmp_path / "pp")]) == 0
     assert os.listdir(tmp_path) == ["pp.png"] and f"plot: {tmp_path / 'pp.png'}" in capsys.readouterr().err
+
+
+def test_device_memory_comes_from_the_gpu_table_or_the_override():
+    assert device_memory_bytes("NVIDIA B200", None) == find_gpu_spec("B200").memory_gb * 1e9  # missing before
+    assert device_memory_bytes("NVIDIA T4", 16.0) == 16e9
+    with pytest.raises(ValueError, match="pass --gpu_memory_gb"):
+        device_memory_bytes("NVIDIA T4", None)
