@@ -29,6 +29,7 @@ B, T = 2, 32
 # the fp8 recipes end 0.6-1.1% above bf16 (measured: 0.8218 / 0.8218 / 0.8187 against 0.8125). A conversion
 # that broke the gradients would stay near 5.6. Band: 3% at every step, the fast recipe's 2% plus fp8's rounding.
 STEPS, LR, LOSS_BAND = 5, 1e-2, 0.03
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
 
 def block_linears(config) -> list[str]:
@@ -59,16 +60,6 @@ def train_losses(model: nn.Module, forward, vocab_size: int, steps: int = STEPS)
 
 def ours(model, x):
     return model(x)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads; on a loaded 2-core CPU two threads made an emulated step 15x slower
-    (3.1 s against 0.20 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
