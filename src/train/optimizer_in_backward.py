@@ -72,8 +72,9 @@ class OptimizerInBackward:
         return {"per_parameter": [opt.state_dict() for opt in self.optimizers]}
 
     def load_state_dict(self, state: dict) -> None:
-        if len(state["per_parameter"]) != len(self.optimizers):
-            raise ValueError(f"state for {len(state['per_parameter'])} parameters, optimizer has {len(self.optimizers)}")
+        saved = len(state["per_parameter"])
+        if saved != len(self.optimizers):
+            raise ValueError(f"state for {saved} parameters, this optimizer has {len(self.optimizers)}")
         for opt, s in zip(self.optimizers, state["per_parameter"]):
             opt.load_state_dict(s)
 

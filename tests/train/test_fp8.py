@@ -160,7 +160,8 @@ def test_config_sets_emulation_and_fsdp_all_gather_and_refuses_what_torchao_cann
 def test_every_strategy_has_an_fp8_answer():
     assert set(FP8_STRATEGIES) == set(PARALLEL)
     assert fp8_refusal("torch_ddp", "rowwise") is None and fp8_refusal("fsdp2", "tensorwise", True) is None
-    assert "our FSDP" in fp8_refusal("fsdp", "tensorwise")
+    assert all(fp8_refusal(strategy, "tensorwise") is None for strategy in PARALLEL)
+    assert "not known" in fp8_refusal("tp", "tensorwise")
     assert "tensorwise" in fp8_refusal("fsdp2", "rowwise", fsdp_float8_all_gather=True)
     assert "FSDP2" in fp8_refusal("torch_ddp", "tensorwise", fsdp_float8_all_gather=True)
     assert "fp8_recipe" in fp8_refusal("none", "delayed")
