@@ -14,6 +14,11 @@ from src.model.config import ModelConfig
 from src.model.transformer import RMSNorm, TransformerLM
 
 CS336_TINY = ModelConfig(d_model=32, d_ff=64, num_layers=2, num_heads=4, vocab_size=64, context_length=16)
+# A Llama-like Hugging Face model with grouped-query attention (2 KV heads of 4) and a tied head, built through the
+# model interface's hf family as the benchmark builds it
+HF_LLAMA_GQA_TIED = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=64, tie_word_embeddings=True,
+                         max_position_embeddings=64)
 BATCH, SEQ, STEPS = 8, 16, 3  # 8 sequences split 4 + 4 (2 ranks) or 2 x 4 (4 ranks)
 
 
@@ -40,7 +45,15 @@ class ToyTied(nn.Module):
         return self.head(h)
 
 
-MODELS = {"cs336": lambda: TransformerLM(CS336_TINY), "toy": ToyTied}
+def _hf_llama():
+    import json
+
+    from src.model.families.hf import HfModel
+
+    return HfModel("llama-gqa-tied", json.dumps(HF_LLAMA_GQA_TIED, sort_keys=True)).build()
+
+
+MODELS = {"cs336": lambda: TransformerLM(CS336_TINY), "toy": ToyTied, "hf-llama-gqa-tied": _hf_llama}
 
 
 def build(model_name: str, seed: int, device: str = "cpu") -> nn.Module:

@@ -1,5 +1,6 @@
 """Every strategy of src.distributed, on 2 (and 4) gloo ranks, ends where single-process training on the whole batch
-ends: our CS336 model and a toy with a tied weight and a frozen parameter, several SGD-with-momentum steps."""
+ends: our CS336 model, a toy with a tied weight and a frozen parameter, and a Hugging Face Llama with GQA and a tied
+head (the hf family), several SGD-with-momentum steps."""
 
 import pytest
 import torch
@@ -24,10 +25,45 @@ def _every_strategy(rank: int, world_size: int, model_name: str, device: str = "
             assert torch.allclose(got[name], value), f"{strategy} rank {rank} {name}: max |diff| {max_diff:.3g}"
 
 
-@pytest.mark.parametrize("model_name", ["cs336", "toy"])
+@pytest.mark.parametrize("model_name", ["cs336", "toy", "hf-llama-gqa-tied"])
 def test_every_strategy_matches_single_process_on_2_ranks(model_name):
     run_on_ranks(_every_strategy, 2, model_name)
 
 
 def test_every_strategy_matches_single_process_on_4_ranks():
     run_on_ranks(_every_strategy, 4, "toy")
+
+
+def _pytorch_engines(rank: int, world_size: int, config_path: str) -> None:
+    """torch_ddp and fsdp2 as the benchmark applies them (src/train/parallel.py, through the model interface's
+    blocks), on the Hugging Face Llama with GQA and a tied head, against single-process training."""
+    from src.spec import RunSpec
+    from src.train.parallel import parallelize
+    from tests.distributed.single_process import sgd
+
+    name = "hf-llama-gqa-tied"
+    expected = reference_params(name)
+    local_batches = [rank_slice(tokens, rank, world_size) for tokens in batches()]
+    for strategy in ("torch_ddp", "fsdp2"):
+        spec = RunSpec(size=name, d_model=32, d_ff=64, num_heads=4, num_layers=2, vocab_size=64, context_length=16,
+                       model=config_path, attention="sdpa", mode="train", parallel=strategy,
+                       nproc_per_node=world_size)
+        # Same seed on every rank: fully_shard shards what each rank holds (DDP would broadcast rank 0's anyway)
+        wrapped = parallelize(spec, build(name, seed=0)).model
+        train(wrapped, sgd(wrapped.parameters()), local_batches)
+        module = getattr(wrapped, "module", wrapped)
+        got = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach() for n, p in module.named_parameters()}
+        assert list(got) == list(expected), f"{strategy}: parameter names {list(got)}"
+        for key, value in expected.items():
+            max_diff = (got[key] - value).abs().max().item()
+            assert torch.allclose(got[key], value), f"{strategy} rank {rank} {key}: max |diff| {max_diff:.3g}"
+
+
+def test_pytorchs_engines_match_single_process_on_a_hugging_face_model(tmp_path):
+    import json
+
+    from tests.distributed.single_process import HF_LLAMA_GQA_TIED
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(HF_LLAMA_GQA_TIED))
+    run_on_ranks(_pytorch_engines, 2, str(path))
