@@ -13,11 +13,12 @@ slowest rank's median step, and tokens/s per GPU (and MFU, per GPU) follow from 
 import numpy as np
 import torch.distributed as dist
 
+from src.distributed.common import world  # the one process-level (rank, world size)
 from src.spec import PHASES, RunSpec
 
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return world()[1]
 
 
 def gather_ranks(record: dict) -> dict:
@@ -50,16 +51,27 @@ def group_step_time(record: dict) -> float | None:
     return record.get("max_time_step_across_ranks") or record.get("median_time_step")
 
 
+def estimated_memory(spec: RunSpec, world_size: int) -> dict:
+    """The one memory estimate of a configuration, as a row records it: the model's single-process estimate
+    (ModelSpec.memory_estimate, checkpointing included) divided as the strategy divides it on `world_size` ranks
+    (src/distributed/cost.py; at world size 1, or without a strategy, the single-process estimate itself). The
+    guard that refuses configurations far above the device's memory reads this same figure."""
+    from src.distributed.cost import memory_per_rank
+
+    memory = memory_per_rank(spec.model_spec(), spec.parallel, world_size, spec.batch_size, spec.context_length,
+                             spec.precision, spec.mode, checkpointing=spec.activation_checkpointing,
+                             bucket_mb=spec.bucket_mb)
+    return {"estimated_memory_bytes": memory.total, "estimated_memory": {**memory.__dict__, "total": memory.total}}
+
+
 def strategy_estimates(spec: RunSpec, record: dict) -> dict:
-    """Memory per rank and bytes per step by collective, as the cost model counts them for this strategy."""
-    from src.distributed.cost import communication_per_step, memory_per_rank
+    """Bytes per step by collective, as the cost model counts them for this strategy."""
+    from src.distributed.cost import communication_per_step
 
     n = record.get("world_size") or 1
     model = spec.model_spec()
     compute_dtype_bytes = 2 if spec.precision in ("bf16", "fp16") else 4
-    memory = memory_per_rank(model, spec.parallel, n, spec.batch_size, spec.context_length, spec.precision,
-                             spec.mode, checkpointing=spec.activation_checkpointing, bucket_mb=spec.bucket_mb)
-    fields = {"estimated_memory_bytes": memory.total, "estimated_memory": {**memory.__dict__, "total": memory.total}}
+    fields = {}
     if spec.mode == "forward":  # no gradients: only FSDP's forward gathers would move, and no row needs them
         return fields
     for op, nbytes in communication_per_step(model, spec.parallel, n, compute_dtype_bytes,

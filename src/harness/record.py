@@ -66,7 +66,7 @@ FIELDS: dict[str, Any] = {
     "speed_of_light_pct": float | None,
     "peak_memory_gb": float | None,
     "estimated_memory_bytes": int,
-    "estimated_memory": dict,  # src/model/flops.py's MemoryEstimate, by part
+    "estimated_memory": dict,  # src/harness/ranks.py estimated_memory: the one estimate, by part, and its total
     "trace_summary": dict,  # --trace: src/instruments/torch_trace.py
     "memory_summary": dict,  # --memory_snapshot: src/instruments/memory.py
     # --parallel (src/harness/ranks.py): the group, every rank's medians, the strategy's analytic memory and bytes

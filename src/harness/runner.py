@@ -18,7 +18,7 @@ from src import nvtx
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER
 from src.harness.hardware import device_peak
 from src.harness.progress import StepProgress
-from src.harness.ranks import gather_ranks, group_step_time, strategy_estimates, world_size
+from src.harness.ranks import estimated_memory, gather_ranks, group_step_time, strategy_estimates, world_size
 from src.harness.record import (PHASES, STEP, Record, measured_step_times, new_record, phase_field, phase_times,
                                 stat_field, with_fields)
 from src.spec import RunSpec
@@ -161,9 +161,9 @@ def device_memory_bytes(device: str) -> int | None:
 
 
 def _beyond_memory(spec: RunSpec) -> str:
-    """Why the configuration is not run (its estimate is over MEMORY_MARGIN x the device's memory), or ""."""
-    estimate = spec.model_spec().memory_estimate(spec.batch_size, spec.context_length, spec.mode, spec.precision,
-                                                 spec.checkpoint_group).total
+    """Why the configuration is not run (its estimate, the row's, is over MEMORY_MARGIN x the device's memory), or
+    ""."""
+    estimate = estimated_memory(spec, world_size())["estimated_memory_bytes"]
     total = device_memory_bytes(spec.device)
     if total is None or estimate <= MEMORY_MARGIN * total:
         return ""
@@ -218,8 +218,6 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
     model = spec.model_spec()
     parameters = model.parameter_count().total
     flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
-    estimate = model.memory_estimate(spec.batch_size, spec.context_length, spec.mode, spec.precision,
-                                     spec.checkpoint_group)
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = group_step_time(record) or figures[stat_field("median", STEP)]  # with several ranks: the slowest's
     tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's
@@ -243,11 +241,10 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
         speed_of_light_pct=100 * sol_time / median if sol_time and median else None,
         peak_memory_bytes=peak_bytes,
         peak_memory_gb=peak_bytes / 1e9 if peak_bytes is not None else None,
-        estimated_memory_bytes=estimate.total,
-        estimated_memory=estimate.__dict__,
+        **estimated_memory(spec, record.get("world_size") or 1),
         warnings=warnings,
     )
-    if spec.parallel != "none":  # the strategy's memory per rank and bytes per step replace the one-GPU estimate
+    if spec.parallel != "none":  # the strategy's bytes per step
         figures.update(strategy_estimates(spec, record))
     return figures
 

@@ -250,11 +250,10 @@ def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]
     """(ranks per host, backend) for the strategies; under torchrun its own count. Raises UsageError."""
     from src.harness.launch import under_torchrun
 
-    if args.dist_backend == "nccl" and device != "cuda":
-        raise UsageError("--dist_backend nccl needs CUDA; use gloo on CPU")
     if under_torchrun():
         return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])), args.dist_backend or ""
     nproc = args.nproc_per_node or 1
+    # RunSpec refuses nccl without CUDA itself; this one is the command line's: the count would go to no row
     if nproc > 1 and args.parallel == ["none"]:
         raise UsageError(f"--nproc_per_node {nproc} needs --parallel (a strategy); none runs one process")
     gpus = visible_gpu_count() if device == "cuda" else None  # nvidia-smi: the parent leaves CUDA to its children

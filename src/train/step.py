@@ -119,8 +119,13 @@ class TrainStep:
             # 226 to 205 ms on an H100), the same arithmetic (src/kernels/master_adamw.py).
             from src.kernels.master_adamw import MasterWeightAdamW, bf16_with_masters  # Triton, loaded when used
 
-            linear = spec.model_spec().linear_types
-            masters = bf16_with_masters(m.weight for m in model.modules() if isinstance(m, linear))
+            model_spec = spec.model_spec()
+            linear = model_spec.linear_types
+            # A head tied to the embedding stays fp32: in bf16 the embedding would start the residual stream in bf16
+            embeddings = {id(m.weight) for m in model.modules()
+                          if isinstance(m, model_spec.shard_types) and not isinstance(m, linear)}
+            masters = bf16_with_masters(m.weight for m in model.modules()
+                                        if isinstance(m, linear) and id(m.weight) not in embeddings)
             self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
         elif spec.mode == "train" and self.parallel and self.parallel.make_optimizer:
             self.optimizer = self.parallel.make_optimizer(model.parameters(), lr)  # zero1, torch_zero1: sharded
