@@ -35,6 +35,7 @@ from src.harness.lifetime import remove_folders_of, sigterm_ends_children, temp_
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 LAUNCH_ID_VARIABLE = "LMBENCH_LAUNCH_ID"  # every process of one launch carries it: how leftovers are found
+TICK_S = 0.5  # how often run_torchrun's on_tick runs while the group works
 TERMINATE_GRACE_S = 5.0  # SIGTERM first so ranks can leave their collectives; SIGKILL for whatever is left after this
 ORPHAN_GRACE_S = 1.0  # the same once the parent is gone: nobody waits for the ranks' answer, so a shorter grace
 STALL_POLL_S = 0.5  # how often the launcher reads its ranks' process states
@@ -311,23 +312,25 @@ def _failed_ranks(failures_path: str, log_dir: str) -> dict[int, str]:
 
 
 def run_torchrun(nproc_per_node: int, module: str, module_args: list[str], timeout_s: float,
-                 env: dict[str, str] | None = None, stall_timeout_s: float | None = None) -> LaunchResult:
+                 env: dict[str, str] | None = None, stall_timeout_s: float | None = None,
+                 on_tick=None) -> LaunchResult:
     """Run `module` on `nproc_per_node` ranks of this host under torchrun and wait at most `timeout_s` seconds;
-    a rank stopped for `stall_timeout_s` (None: never) is killed and named as the cause (StallWatch).
+    a rank stopped for `stall_timeout_s` (None: never) is killed and named as the cause (StallWatch). `on_tick()`
+    runs every TICK_S while the group works (a caller's progress lines).
 
     The children inherit this process's environment (on the GPU machines NCCL_NVLS_ENABLE=0 and friends must reach
     them) updated by `env`. Their stdout is ours; their stderr is captured, rank-prefixed, and its tail returned.
     """
     with sigterm_ends_children():  # SIGTERM to this process: the group is ended and its folder removed, then exit
         for attempt in range(PORT_ATTEMPTS):
-            result = _launch_once(nproc_per_node, module, module_args, timeout_s, env, stall_timeout_s)
+            result = _launch_once(nproc_per_node, module, module_args, timeout_s, env, stall_timeout_s, on_tick)
             port_taken = "address already in use" in result.stderr_tail.lower() and not result.failed_ranks
             if not port_taken or attempt == PORT_ATTEMPTS - 1:
                 return result
     raise AssertionError("unreachable")
 
 
-def _launch_once(nproc_per_node, module, module_args, timeout_s, env, stall_timeout_s) -> LaunchResult:
+def _launch_once(nproc_per_node, module, module_args, timeout_s, env, stall_timeout_s, on_tick) -> LaunchResult:
     launch_id = uuid.uuid4().hex
     child_env = {**os.environ, **(env or {}), LAUNCH_ID_VARIABLE: launch_id}
     with temp_folder("launch") as tmp:
@@ -342,9 +345,7 @@ def _launch_once(nproc_per_node, module, module_args, timeout_s, env, stall_time
             launcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=stderr, cwd=_REPO, env=child_env,
                                         start_new_session=True)  # Ctrl-C in the terminal reaches us, not the ranks
             try:
-                launcher.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                timed_out = not _wait(launcher, timeout_s, on_tick)
             finally:  # a normal exit, the timeout, Ctrl-C, SIGTERM or any other exception: nothing of it survives
                 _end_launch(launcher, launch_id)
         return LaunchResult(
@@ -353,6 +354,19 @@ def _launch_once(nproc_per_node, module, module_args, timeout_s, env, stall_time
             failed_ranks=_failed_ranks(failures_path, log_dir),
             stderr_tail=_tail(stderr_path, STDERR_TAIL_LINES),
         )
+
+
+def _wait(launcher: subprocess.Popen, timeout_s: float, on_tick) -> bool:
+    """Wait for the launcher to exit, at most `timeout_s`, calling `on_tick()` meanwhile; whether it exited."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            launcher.wait(timeout=min(left, TICK_S) if on_tick else left)
+            return True
+        except subprocess.TimeoutExpired:
+            if on_tick:
+                on_tick()
+    return launcher.poll() is not None
 
 
 def _end_orphaned_launch(parent: int) -> None:
