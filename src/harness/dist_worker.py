@@ -21,8 +21,8 @@ from src.spec import RunSpec
 # The collective timeout when --collective_timeout_s is not given: the longest a healthy rank may wait for a peer,
 # which is the skew between ranks, at most a few steps. A step is estimated from its FLOPs and gradient bytes at
 # rates well below any real device (this loaded 2-core CI host ran tiny at 1.9e9 FLOP/s, small at 8.8e9; the
-# slowest GPU in hardware.py peaks at 15.7e12 fp32), so the estimate errs long; tiny on CPU gets ~35 s, not gloo's
-# 300 s, and 2.7B on a GPU ~50 s.
+# slowest GPU in hardware.py peaks at 15.7e12 fp32), so the estimate errs long; tiny on CPU at context 128 gets 55 s,
+# not gloo's 300 s, and 2.7B on a GPU 54 s.
 TIMEOUT_FLOOR_S = 30.0  # a busy host, the first step's allocations
 STEPS_OF_SLACK = 10
 SLOW_FLOP_S = {"cpu": 1e9, "cuda": 1e13}

@@ -1,5 +1,6 @@
 """The torchrun launcher on CPU: real 2-rank gloo groups that succeed, raise, are SIGKILLed, hang, or lose their parent."""
 
+import json
 import os
 import signal
 import subprocess
@@ -165,3 +166,18 @@ def test_init_distributed_outside_torchrun_says_what_is_missing(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match="torchrun's environment"):
         init_distributed("gloo", timeout_s=5)
+
+
+def test_the_rank_that_stopped_answering_comes_before_the_rank_that_timed_out_waiting(tmp_path):
+    from src.harness.launch import _failed_ranks
+
+    timed_out = {"message": "RankFailed: error: RuntimeError: [gloo] Timed out waiting 3000ms for recv operation"}
+    failures = {"0": {"local_rank": 0, "exitcode": 1, "message": timed_out, "timestamp": 10},
+                "1": {"local_rank": 1, "exitcode": -9, "message": "", "timestamp": 12}}
+    path = tmp_path / "failures.json"
+    path.write_text(json.dumps(failures))
+    assert list(_failed_ranks(str(path), str(tmp_path))) == [1, 0]  # killed later, but its peer only waited for it
+    failures["1"]["stalled"] = "stopped answering: its process was stopped (state T ...)"
+    path.write_text(json.dumps(failures))
+    ranks = _failed_ranks(str(path), str(tmp_path))
+    assert list(ranks) == [1, 0] and ranks[1] == failures["1"]["stalled"]
