@@ -10,6 +10,7 @@ import time
 import pytest
 
 from src.harness.launch import LaunchResult, free_port, run_torchrun, torchrun_argv, under_torchrun
+from tests.harness.processes import processes_naming as _processes_naming, running as _alive
 
 TARGET = "tests.harness.launch_target"
 SLEEPER = "tests.harness.sleeper"
@@ -19,28 +20,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _pids(out_dir) -> list[int]:
     return [int((out_dir / name).read_text()) for name in sorted(os.listdir(out_dir)) if name.startswith("pid")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended; only its parent's wait is missing
-    except OSError:
-        return False
-
-
-def _processes_naming(text: str) -> list[int]:
-    """Pids whose command line mentions `text` (a test's unique directory: torchrun and its ranks both carry it)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if text.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return [pid for pid in found if _alive(pid)]
 
 
 def test_torchrun_argv_names_the_port_and_the_module():

@@ -8,6 +8,7 @@ import sys
 import time
 
 from src.harness.lifetime import TEMP_PREFIX, remove_folders_of, remove_orphaned_folders
+from tests.harness.processes import running as _running
 
 
 def _children(pid: int) -> list[int]:
@@ -16,14 +17,6 @@ def _children(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except FileNotFoundError:
         return []
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 def test_killing_the_parent_ends_its_worker_and_leaves_no_temporary_folder(tmp_path):

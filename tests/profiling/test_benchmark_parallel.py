@@ -11,7 +11,7 @@ import pytest
 
 from src.distributed.cost import communication_per_step
 from src.harness.dist_worker import collective_timeout_s
-from src.harness.lifetime import EXIT_TERMINATED, TEMP_PREFIX
+from src.harness.lifetime import EXIT_TERMINATED
 from src.harness.results import read_records
 from tests.harness.processes import kill_naming, processes_naming, rank_of, wait_for
 from src.profiling.benchmark import main
