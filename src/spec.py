@@ -98,6 +98,7 @@ class RunSpec:
     nproc_per_node: int = 1  # ranks on this host, launched through torchrun by the sweep
     bucket_mb: float = 25.0  # ddp_bucketed's bucket size (MiB)
     dist_backend: str = ""  # see DIST_BACKENDS
+    collective_timeout_s: float = 0.0  # a rank's longest wait on its peers; 0 = estimated (harness/dist_worker.py)
     # The model beyond our presets: a config shipped under configs/ or a path to a config.json (the hf family;
     # d_model .. num_layers then only describe it, read from the config); "" is our model (cs336) of the fields.
     model: str = ""
@@ -284,6 +285,8 @@ def _check_parallel(spec: RunSpec) -> None:
         raise ValueError(f"nproc_per_node: must be a positive integer, got {spec.nproc_per_node!r}")
     if not spec.bucket_mb > 0:
         raise ValueError(f"bucket_mb: must be positive, got {spec.bucket_mb!r}")
+    if not 0 <= spec.collective_timeout_s < float("inf"):
+        raise ValueError(f"collective_timeout_s: must be a positive number (0: estimated), got {spec.collective_timeout_s!r}")
     if spec.dist_backend not in DIST_BACKENDS:
         raise ValueError(f"dist_backend: must be nccl or gloo, got {spec.dist_backend!r}")
     if spec.dist_backend == "nccl" and spec.device != "cuda":

@@ -2,51 +2,26 @@
 
 A child that dies (segfault, abort, killed) becomes a record with status "crash: ..." and the last line it wrote
 to stderr; the sweep goes on. Ctrl-C kills the running child and propagates, after every finished record was
-already handed to `on_record` (which appends it to the results file). Each child works in a temporary folder
-named after this process (lmbench-<pid>-*); a child whose parent dies removes it and ends (worker.py), and a
-sweep removes the folders that dead sweeps left behind.
+already handed to `on_record` (which appends it to the results file); SIGTERM does the same and exits 143
+(lifetime.sigterm_ends_children). Each child works in a temporary folder named after this process
+(lifetime.temp_folder); a child whose parent dies removes it and ends (worker.py, launch.py), and a sweep removes
+the folders that dead sweeps left behind.
 """
 
 import contextlib
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
+from src.harness.lifetime import remove_orphaned_folders, sigterm_ends_children, temp_folder
 from src.harness.progress import PROGRESS_FD_VARIABLE, wanted
 from src.harness.record import Record, new_record, with_fields
 from src.harness.runner import derive_figures, run_spec_with_environment
 from src.spec import RunSpec
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEMP_PREFIX = "lmbench-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def remove_orphaned_folders(folder: str | None = None) -> list[str]:
-    """Remove the lmbench-<pid>-* temporary folders whose sweep process no longer exists; return their paths."""
-    folder = folder or tempfile.gettempdir()
-    removed = []
-    for name in os.listdir(folder):
-        match = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-\w+", name)
-        path = os.path.join(folder, name)
-        if match and os.path.isdir(path) and not _alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
 
 
 def _describe_exit(code: int) -> str:
@@ -72,7 +47,7 @@ def _progress_fd():
 
 
 def run_in_child(spec: RunSpec) -> dict:
-    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
+    with temp_folder() as tmp:
         result_path, stderr_path = os.path.join(tmp, "record.json"), os.path.join(tmp, "stderr.txt")
         with open(stderr_path, "w+") as stderr, _progress_fd() as progress:
             env = dict(os.environ, **({PROGRESS_FD_VARIABLE: str(progress)} if progress is not None else {}))
@@ -81,7 +56,7 @@ def run_in_child(spec: RunSpec) -> dict:
                                      pass_fds=() if progress is None else (progress,))
             try:
                 child.communicate(json.dumps(spec.to_dict()))
-            except BaseException:  # Ctrl-C or anything else: never leave the child running
+            except BaseException:  # Ctrl-C, SIGTERM or anything else: never leave the child running
                 child.kill()
                 child.wait()
                 raise
@@ -109,15 +84,17 @@ LAUNCH_TIMEOUT_S = 3600  # one configuration's whole process group, start to end
 
 def run_in_torchrun(spec: RunSpec) -> dict:
     """A configuration with a parallel strategy: nproc_per_node ranks under torchrun (src/harness/dist_worker.py);
-    a failed launch becomes a record whose status names the rank that failed first and its cause."""
+    a failed launch becomes a record whose status names the rank that failed first and its cause (a rank stopped
+    for longer than the collective timeout is killed by the launcher and named as the cause)."""
+    from src.harness.dist_worker import collective_timeout_s
     from src.harness.launch import run_torchrun
 
-    with tempfile.TemporaryDirectory(prefix="lmbench-") as tmp:
+    with temp_folder() as tmp:
         spec_path, result_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "record.json")
         with open(spec_path, "w") as f:
             json.dump(spec.to_dict(), f)
         result = run_torchrun(spec.nproc_per_node, "src.harness.dist_worker", [spec_path, result_path],
-                              LAUNCH_TIMEOUT_S)
+                              LAUNCH_TIMEOUT_S, stall_timeout_s=collective_timeout_s(spec))
         if result.ok and os.path.exists(result_path):
             with open(result_path) as f:
                 return json.load(f)
@@ -135,15 +112,18 @@ def run_sweep(specs: list[RunSpec], on_record) -> None:
     there); otherwise a strategy runs through torchrun, and anything else as before."""
     from src.harness.launch import under_torchrun
 
-    if any(spec.isolate == "process" for spec in specs):
+    if any(spec.isolate == "process" or spec.parallel != "none" for spec in specs):
         remove_orphaned_folders()
-    for index, spec in enumerate(specs):
-        if spec.parallel != "none" and not under_torchrun():
-            record = run_in_torchrun(spec)
-        elif spec.isolate == "process" and not under_torchrun():
-            record = run_in_child(spec)
-        else:
-            record = run_spec_with_environment(spec)
-            if under_torchrun() and record["status"] != "ok":  # the group cannot go on: let torchrun end it
-                raise RuntimeError(f"{spec.label}: {record['status']}")
-        on_record(index, record)
+    # SIGTERM: the running child or process group is ended and its folders removed. Not under a user's torchrun,
+    # whose agent ends its ranks with SIGTERM: there the default action must kill a rank blocked in a collective.
+    with contextlib.nullcontext() if under_torchrun() else sigterm_ends_children():
+        for index, spec in enumerate(specs):
+            if spec.parallel != "none" and not under_torchrun():
+                record = run_in_torchrun(spec)
+            elif spec.isolate == "process" and not under_torchrun():
+                record = run_in_child(spec)
+            else:
+                record = run_spec_with_environment(spec)
+                if under_torchrun() and record["status"] != "ok":  # the group cannot go on: let torchrun end it
+                    raise RuntimeError(f"{spec.label}: {record['status']}")
+            on_record(index, record)

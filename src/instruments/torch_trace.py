@@ -12,12 +12,17 @@ measured overlap of computation and communication (overlap.py: HolisticTraceAnal
 DIR/<config>_overlap.md, once every rank's trace is written (each rank leaves a `.done` marker after its export;
 rank 0 waits for them at most OTHER_RANKS_WAIT_S, so a rank that died costs a bounded wait, not a hang).
 
+A trace that cannot be written (a full disk) costs the trace, not the measurement: the row keeps its status and
+says so in its warnings, and no partial file is left (the export goes to a `.partial` name, renamed when whole). A
+rank whose trace failed leaves the reason in its `.done` marker, so rank 0 reports it instead of waiting.
+
 The profiled steps are slower than unprofiled ones (the profiler's own cost per op), and the table compares
 the trace with the harness's times for those same steps, so both sides carry the overhead. Use
 --profile_steps to keep the rest of the measured steps clean.
 """
 
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -54,6 +59,7 @@ class TorchTrace:
         self.done_path = self.trace_path + ".done"
         self.steps_done = 0
         self.exported = False  # a file of the same name may be an earlier run's: only this flag says it is ours
+        self.write_error = ""  # why the trace could not be written, if it could not
         self._profiler = None
         self._module_ranges = None
         self._step_range = None
@@ -116,29 +122,50 @@ class TorchTrace:
         profiler.stop()  # synchronises the device first, so the last step's kernels are in
         if os.path.exists(self.done_path):
             os.remove(self.done_path)  # an earlier run's marker must not vouch for this trace
-        profiler.export_chrome_trace(self.trace_path)
-        self.exported = True
+        partial = self.trace_path[:-len(".json.gz")] + ".partial.json.gz"  # export_chrome_trace gzips a .gz name
+        try:
+            profiler.export_chrome_trace(partial)
+            os.replace(partial, self.trace_path)
+            self.exported = True
+        except OSError as error:  # ENOSPC, EDQUOT, EIO: the trace is lost, the measurement is not
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            self.write_error = f"could not write {self.trace_path}: {_why(error)}"
+            print(f"trace: {self.write_error}", file=sys.stderr)
         if self.world_size > 1:
-            open(self.done_path, "w").close()  # rank 0 reads this rank's trace only once it is whole
+            with contextlib.suppress(OSError):  # rank 0 reads this rank's trace only once it is whole
+                with open(self.done_path, "w") as f:
+                    f.write(self.write_error)  # empty: written; else why not
 
     def report(self, status: str, phase_times: dict[str, list[float]], peak_memory_bytes: int | None) -> dict:
         """The record's `trace_summary` and warnings, once the run's phase times are known; {} without a trace."""
+        if self.write_error:  # with several ranks, no overlap figures either: they need every rank's trace
+            return {"warnings": [f"trace: {self.write_error}"]}
         if not self.exported:
             print(f"trace: none written for {self.spec.label} (the run failed before its measured steps)",
                   file=sys.stderr)
             return {}
         n = self.steps_done
         measured = {phase: sum(phase_times.get(phase, [])[:n]) for phase in PHASES}
-        summary = summarise_trace(load_trace(self.trace_path), self.spec.device, measured, n)
+        try:
+            events = load_trace(self.trace_path)
+        except (OSError, EOFError, ValueError) as error:  # the profiler's own JSON, cut short where its disk filled
+            with contextlib.suppress(OSError):
+                os.remove(self.trace_path)
+            return {"warnings": [f"trace: {self.trace_path} was not written whole ({type(error).__name__}: "
+                                 f"{str(error)[:100]}); removed"]}
+        summary = summarise_trace(events, self.spec.device, measured, n)
         text = summary.markdown(f"Where the time went: {self.spec.label}")
         text += f"\ntrace: {self.trace_path} (open at https://ui.perfetto.dev or chrome://tracing)\n"
         if status != "ok":
             text += f"the run ended with status {status!r}; the trace holds the steps before it\n"
-        with open(self.table_path, "w") as f:
-            f.write(text)
+        warnings = [f"trace: {note}" for note in summary.warnings()]
+        table = _write_text(self.table_path, text)
+        if not table:
+            warnings.append(f"trace: could not write {self.table_path}; the table is in trace_summary")
         print(text, file=sys.stderr)
-        fields = {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": self.table_path},
-                  "warnings": [f"trace: {note}" for note in summary.warnings()]}
+        fields = {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": table},
+                  "warnings": warnings}
         if self.world_size > 1 and self.rank == 0:
             fields = self._with_overlap(fields, n)
         return fields
@@ -154,8 +181,38 @@ class TorchTrace:
         if missing:
             return {**fields, "warnings": fields["warnings"] + [f"trace: no overlap figures: rank(s) {missing} wrote "
                                                                 f"no trace within {OTHER_RANKS_WAIT_S:.0f} s"]}
+        failed = {r: _read_text(p + ".done") for r, p in enumerate(self.rank_paths)}
+        failed = {r: why for r, why in failed.items() if why}
+        if failed:
+            return {**fields, "warnings": fields["warnings"] + [
+                f"trace: no overlap figures: rank {r} {why}" for r, why in failed.items() if r != self.rank]}
         overlap, table = overlap_from_files(self.rank_paths, steps, f"Computation and communication: {self.spec.label}")
-        with open(self.overlap_path, "w") as f:
-            f.write(table)
         print(table, file=sys.stderr)
+        if not _write_text(self.overlap_path, table):
+            return {**fields, **overlap, "warnings": fields["warnings"] + [
+                f"trace: could not write {self.overlap_path}; the overlap figures are in the row"]}
         return {**fields, **overlap, "overlap_table": self.overlap_path}
+
+
+def _why(error: OSError) -> str:
+    return "no space left on the device" if error.errno == errno.ENOSPC else f"{type(error).__name__}: {error}"
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as error:
+        return f"left an unreadable marker ({_why(error)})"
+
+
+def _write_text(path: str, text: str) -> str:
+    """Write `text` to `path` whole or not at all; the path, or "" when it could not be written."""
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        return ""

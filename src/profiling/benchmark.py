@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--bucket_mb", type=positive_float, nargs="+", default=[25.0],
                      help="ddp_bucketed's bucket size and torch_ddp's bucket_cap_mb, in MiB")
     par.add_argument("--dist_backend", choices=DIST_BACKENDS[1:], help="default: nccl on CUDA, gloo on CPU")
+    par.add_argument("--collective_timeout_s", type=positive_float,
+                     help="how long a rank waits for its peers, and may stay stopped, before the group fails "
+                          "(default: estimated from the step, see the README)")
     how = p.add_argument_group("measurement")
     how.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     how.add_argument("--timer", choices=TIMERS, help="events: CUDA events (default on CUDA); sync: synchronise + wall clock")
@@ -209,6 +212,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
                 memory_snapshot=args.memory_snapshot or "", parallel=strategy,
                 nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
+                collective_timeout_s=args.collective_timeout_s or 0.0,
                 activation_checkpointing=checkpointing, optimizer=optimizer,
             )
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
@@ -269,10 +273,10 @@ def _join_users_torchrun(specs: list[RunSpec]) -> bool:
 
     if not under_torchrun() or not specs:
         return True
-    from src.harness.dist_worker import COLLECTIVE_TIMEOUT_S
+    from src.harness.dist_worker import collective_timeout_s
     from src.harness.launch import init_distributed
 
-    rank, _, local_rank = init_distributed(specs[0].distributed_backend, COLLECTIVE_TIMEOUT_S)
+    rank, _, local_rank = init_distributed(specs[0].distributed_backend, max(map(collective_timeout_s, specs)))
     if specs[0].device == "cuda":  # also under gloo: each rank's tensors on its own GPU
         import torch
 

@@ -1,5 +1,6 @@
 """The torchrun launcher on CPU: real 2-rank gloo groups that succeed, raise, are SIGKILLed, hang, or lose their parent."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from src.harness.launch import LaunchResult, free_port, run_torchrun, torchrun_argv, under_torchrun
+from tests.harness.processes import processes_naming as _processes_naming, running as _alive
 
 TARGET = "tests.harness.launch_target"
 SLEEPER = "tests.harness.sleeper"
@@ -18,28 +20,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _pids(out_dir) -> list[int]:
     return [int((out_dir / name).read_text()) for name in sorted(os.listdir(out_dir)) if name.startswith("pid")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended; only its parent's wait is missing
-    except OSError:
-        return False
-
-
-def _processes_naming(text: str) -> list[int]:
-    """Pids whose command line mentions `text` (a test's unique directory: torchrun and its ranks both carry it)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if text.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return [pid for pid in found if _alive(pid)]
 
 
 def test_torchrun_argv_names_the_port_and_the_module():
@@ -165,3 +145,18 @@ def test_init_distributed_outside_torchrun_says_what_is_missing(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match="torchrun's environment"):
         init_distributed("gloo", timeout_s=5)
+
+
+def test_the_rank_that_stopped_answering_comes_before_the_rank_that_timed_out_waiting(tmp_path):
+    from src.harness.launch import _failed_ranks
+
+    timed_out = {"message": "RankFailed: error: RuntimeError: [gloo] Timed out waiting 3000ms for recv operation"}
+    failures = {"0": {"local_rank": 0, "exitcode": 1, "message": timed_out, "timestamp": 10},
+                "1": {"local_rank": 1, "exitcode": -9, "message": "", "timestamp": 12}}
+    path = tmp_path / "failures.json"
+    path.write_text(json.dumps(failures))
+    assert list(_failed_ranks(str(path), str(tmp_path))) == [1, 0]  # killed later, but its peer only waited for it
+    failures["1"]["stalled"] = "stopped answering: its process was stopped (state T ...)"
+    path.write_text(json.dumps(failures))
+    ranks = _failed_ranks(str(path), str(tmp_path))
+    assert list(ranks) == [1, 0] and ranks[1] == failures["1"]["stalled"]

@@ -1,4 +1,5 @@
-"""The sweep's child processes: a killed parent takes its worker and its temporary folder with it."""
+"""The sweep's child processes: a killed parent takes its worker and its temporary folder with it; later sweeps
+remove the folders of sweeps that are gone, of every kind."""
 
 import os
 import signal
@@ -6,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from src.harness.sweep import TEMP_PREFIX, remove_orphaned_folders
+from src.harness.lifetime import TEMP_PREFIX, remove_folders_of, remove_orphaned_folders
+from tests.harness.processes import running as _running
 
 
 def _children(pid: int) -> list[int]:
@@ -15,14 +17,6 @@ def _children(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except FileNotFoundError:
         return []
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 def test_killing_the_parent_ends_its_worker_and_leaves_no_temporary_folder(tmp_path):
@@ -54,11 +48,12 @@ def test_killing_the_parent_ends_its_worker_and_leaves_no_temporary_folder(tmp_p
 def test_a_sweep_removes_only_the_folders_of_sweeps_that_are_gone(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    orphan = tmp_path / f"{TEMP_PREFIX}{gone.pid}-abc123"
-    ours = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-def456"
+    orphans = [tmp_path / f"{TEMP_PREFIX}{kind}{gone.pid}-abc123" for kind in ("", "launch-", "collectives-")]
+    ours = tmp_path / f"{TEMP_PREFIX}launch-{os.getpid()}-def456"
     unrelated = tmp_path / "lmbench-notes"
-    for folder in (orphan, ours, unrelated):
+    for folder in (*orphans, ours, unrelated):
         folder.mkdir()
         (folder / "record.json").write_text("{}")
-    assert remove_orphaned_folders(str(tmp_path)) == [str(orphan)]
-    assert not orphan.exists() and ours.exists() and unrelated.exists()
+    assert sorted(remove_orphaned_folders(str(tmp_path))) == sorted(map(str, orphans))
+    assert not any(o.exists() for o in orphans) and ours.exists() and unrelated.exists()
+    assert remove_folders_of(os.getpid(), str(tmp_path)) == [str(ours)] and unrelated.exists()

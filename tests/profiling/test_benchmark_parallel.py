@@ -1,17 +1,93 @@
 """--parallel through the benchmark command on CPU: each strategy's configuration runs on 2 gloo ranks under
-torchrun, its row carries the group's figures; a rank that dies becomes a row naming it; bad input exits 2."""
+torchrun, its row carries the group's figures; a rank that dies becomes a row naming it, a stopped rank too, within
+the collective timeout; a killed sweep leaves no process and no folder; bad input exits 2."""
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from src.distributed.cost import communication_per_step
+from src.harness.dist_worker import collective_timeout_s
+from src.harness.lifetime import EXIT_TERMINATED
 from src.harness.results import read_records
+from tests.harness.processes import kill_naming, processes_naming, rank_of, wait_for
 from src.profiling.benchmark import main
 from src.spec import RunSpec
 
 TINY_2 = ["--sizes", "tiny", "--device", "cpu", "--warmup_steps", "1", "--benchmark_steps", "2", "--mode", "train",
           "--context_length", "16", "--nproc_per_node", "2"]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+START_TIMEOUT_S = 120  # both ranks of a tiny configuration run within ~10 s on the loaded 2-core CI machine
+ENDED_WITHIN_S = 10  # the README's promise after the sweep's SIGTERM or SIGKILL: nothing of the launch is left then
+LONG = ["--benchmark_steps", "1000000", "--warmup_steps", "0"]  # runs until the test ends it
+
+
+def _sweep(tmp_path, *args) -> tuple[subprocess.Popen, str]:
+    """The benchmark command with its temporary folders in a folder of the test's own, which every process of the
+    launch names on its command line (the launcher its logs, the ranks their spec)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    cmd = [sys.executable, "-m", "src.profiling.benchmark", *TINY_2, "--parallel", "ddp_flat", *args]
+    with open(tmp_path / "stderr.txt", "w") as stderr:  # a file, not a pipe: the ranks inherit it and may outlive us
+        parent = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, TMPDIR=str(temp)), stdout=subprocess.DEVNULL,
+                                  stderr=stderr, start_new_session=True)
+    return parent, str(temp)
+
+
+def _ranks(temp: str) -> dict[int, int]:
+    return {rank_of(pid): pid for pid in processes_naming(temp) if rank_of(pid) is not None}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_sweep_leaves_no_launcher_rank_or_folder(tmp_path, sig):
+    parent, temp = _sweep(tmp_path, *LONG)
+    try:
+        assert wait_for(lambda: len(_ranks(temp)) == 2, START_TIMEOUT_S), "the ranks never started"
+        assert len(processes_naming(temp)) == 3  # the launcher (torchrun's agent) and the two ranks
+        parent.send_signal(sig)
+        parent.wait(timeout=START_TIMEOUT_S)
+        assert parent.returncode == (EXIT_TERMINATED if sig == signal.SIGTERM else -signal.SIGKILL)
+        assert wait_for(lambda: not processes_naming(temp) and not os.listdir(temp), ENDED_WITHIN_S), \
+            (processes_naming(temp), os.listdir(temp))
+    finally:
+        parent.kill()
+        kill_naming(temp)
+
+
+def test_a_stopped_rank_is_named_as_the_cause_within_the_collective_timeout(tmp_path):
+    output = tmp_path / "rows.jsonl"
+    parent, temp = _sweep(tmp_path, *LONG, "--collective_timeout_s", "3", "--output", str(output))
+    try:
+        assert wait_for(lambda: len(_ranks(temp)) == 2, START_TIMEOUT_S), "the ranks never started"
+        os.kill(_ranks(temp)[1], signal.SIGSTOP)
+        parent.wait(timeout=START_TIMEOUT_S)  # without the watch: gloo's 300 s and torchrun's 30 s
+    finally:
+        parent.kill()
+        kill_naming(temp)
+    assert parent.returncode == 1, (tmp_path / "stderr.txt").read_text()[-2000:]
+    (row,), _ = read_records(str(output))
+    assert row["status"].startswith("crash: rank 1: stopped answering: its process was stopped (state T"), row["status"]
+    assert "past the collective timeout of 3 s" in row["status"]
+    assert row["config"]["collective_timeout_s"] == 3
+    assert not processes_naming(temp) and not os.listdir(temp)
+
+
+def test_the_collective_timeout_fits_the_step_and_the_users_choice_wins():
+    base = RunSpec(size="tiny", d_model=64, d_ff=256, num_heads=4, num_layers=2, device="cpu", parallel="ddp_flat",
+                   nproc_per_node=2, context_length=16)
+    bigger = RunSpec(**{**base.to_dict(), "size": "small", "d_model": 768, "d_ff": 3072, "num_heads": 12,
+                        "num_layers": 12})
+    assert collective_timeout_s(base) < 300 / 2  # gloo's default is 300 s; tiny steps take milliseconds
+    assert collective_timeout_s(base) < collective_timeout_s(bigger)
+    assert collective_timeout_s(RunSpec(**{**base.to_dict(), "compile": True})) > collective_timeout_s(base)
+    assert collective_timeout_s(RunSpec(**{**base.to_dict(), "collective_timeout_s": 7.0})) == 7.0
+    with pytest.raises(ValueError, match="collective_timeout_s"):
+        RunSpec(**{**base.to_dict(), "collective_timeout_s": -1.0})
 
 
 def _dist_workers_alive() -> list[int]:

@@ -1,6 +1,9 @@
-"""`python -m src.profiling.collectives` on CPU: a real 2-rank gloo run that writes checked rows; bad input; a failed group."""
+"""`python -m src.profiling.collectives` on CPU: a real 2-rank gloo run that writes checked rows; bad input; a failed
+group; the run without arguments, its progress and its Ctrl-C."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -116,3 +119,37 @@ def test_under_the_users_own_torchrun_rank_0_writes_and_prints(tmp_path):
 
     rows, _ = read_records(str(out))
     assert [(r["op"], r["size_bytes"], r["status"]) for r in rows] == [("all_reduce", 4096, "ok"), ("broadcast", 4096, "ok")]
+
+
+def test_with_no_arguments_on_cpu_it_shows_progress_and_ctrl_c_gives_one_line_and_the_table(tmp_path):
+    """The command as a new user types it, without a GPU: 2 gloo ranks up to 16 MB, a line per finished row on
+    stderr; Ctrl-C gives one line, the table of the rows that finished and exit 130, and leaves no process."""
+    from tests.harness.processes import kill_naming, processes_naming, wait_for
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "src.profiling.collectives"], stdout=subprocess.PIPE,
+                                stderr=err, text=True, cwd=collectives.__file__.rsplit("/src/", 1)[0],
+                                env=dict(os.environ, TMPDIR=str(temp)))
+    try:
+        assert wait_for(lambda: "[2/32]" in err_path.read_text() or proc.poll() is not None, 120), \
+            err_path.read_text()[-2000:]
+        head = err_path.read_text()
+        assert "world size 2 (gloo): 4 op(s) x 1 dtype(s) x 8 size(s), 1 KB .. 16 MB" in head
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        kill_naming(str(temp))
+    stderr = err_path.read_text()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    tail = stderr[len(head):].strip().splitlines()
+    assert [line for line in tail if "interrupted" in line] == [tail[-1]], tail
+    assert "measurement(s) finished" in tail[-1]
+    finished = int(tail[-1].split("interrupted: ")[1].split()[0])
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert finished >= 2 and len(table) == 2 + finished  # header, rule, one line per finished measurement
+    assert not processes_naming(str(temp)) and os.listdir(temp) == []
