@@ -18,6 +18,7 @@ from src import nvtx
 from src.model import TransformerLM
 from src.model.transformer import Linear
 from src.spec import RunSpec
+from src.train.quiet import quiet_cpu_compile_logs
 
 
 class phase:
@@ -148,6 +149,7 @@ class TrainStep:
         self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
         self.loss = LanguageModelLoss(model)
         if spec.compiled:
+            quiet_cpu_compile_logs()
             self.loss = torch.compile(self.loss)
         self.graphs = None
 
