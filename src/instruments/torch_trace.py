@@ -76,7 +76,9 @@ class TorchTrace:
         if self.spec.device == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
             torch.cuda.synchronize()  # warm-up kernels still queued would land in the trace with no step to own them
-        self._profiler = torch.profiler.profile(activities=activities)
+        # acc_events: one profiling cycle here, so keeping events across cycles changes nothing, and without it
+        # torch warns on stderr that the "Profiler clears events at the end of each cycle" (a user took it for ours)
+        self._profiler = torch.profiler.profile(activities=activities, acc_events=True)
         self._profiler.start()
         # Module hooks added after torch.compile (--compile, --recipe) would be traced into, or guard, the graph.
         self._module_ranges = contextlib.nullcontext() if self.spec.compiled else module_ranges()

@@ -26,6 +26,7 @@ from src.harness.cli import (EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, OneL
 from src.harness.environment import collect_environment
 from src.harness.results import append_record, check_writable
 from src.harness.timing import bench_ms
+from src.reports.anomalies import part_longer_than_whole
 
 IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -174,6 +175,10 @@ def measure(c: dict, device: str) -> dict:
     result["backward_tflops"] = 2.5 * flops / result["backward_ms"] / 1e9
     result["forward_backward_tflops"] = 3.5 * flops / result["forward_backward_ms"] / 1e9
     result["tiles"] = _tiles(c)
+    # three separate timings: on a busy host the forward alone has read slower than forward+backward (issue 21)
+    result["warnings"] = part_longer_than_whole(
+        {p: result[f"{p}_ms"] / 1e3 for p in ("forward", "backward")}, "forward+backward",
+        result["forward_backward_ms"] / 1e3)
     return result
 
 
@@ -288,6 +293,8 @@ def main(argv=None) -> int:
                    else f"{result['status']}: {result.get('error', '')}")
         print(f"[{index}/{len(configs)}] {c['implementation']} T={c['seq_len']} d={c['head_dim']} {c['dtype']} "
               f"causal={c['causal']}: {summary}", file=sys.stderr, flush=True)
+        for warning in result.get("warnings", []):
+            print(f"  warning: {warning}", file=sys.stderr)
     print(format_table(records))
     comparison = format_comparison(records)
     if comparison:

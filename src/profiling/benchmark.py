@@ -34,7 +34,7 @@ from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
 from src.reports.anomalies import anomalies, forward_slower_than_backward
 from src.reports.labels import config_label, varying_fields
-from src.reports.table import format_table, progress_line
+from src.reports.table import COLUMN_VIEWS, format_table, progress_line
 
 CPU_SIZES = ("tiny", "small")
 FAST_ATTENTION = "sdpa"  # the recipe's attention: see docs/results/attention_h100_2026-11-24.md
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--peak_tflops", type=positive_float, help="the device's peak for MFU, overriding our GPU table")
     how.add_argument("--output", help="append one row per configuration: CSV, or JSON lines if the name ends in .jsonl; "
                                       "/dev/null measures and prints but keeps nothing")
+    how.add_argument("--columns", choices=COLUMN_VIEWS, default="default", help="the printed table: every column, "
+                     "the original's first (default), or compact: a dozen that fit a terminal")
     how.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                      help="a bar of finished steps on stderr for configurations longer than "
                           f"{PROGRESS_DELAY_S:g} s (auto: when stderr is a terminal)")
@@ -352,17 +354,17 @@ def main(argv=None) -> int:
         print(f"\ninterrupted: {len(records)} of {len(specs)} configurations finished"
               + (f"; their rows are in {args.output}" if args.output and records else ""), file=sys.stderr)
         if records:
-            print(format_table(records))
+            print(format_table(records, args.columns))
         return EXIT_INTERRUPTED
     except RowNotWritten as error:  # stop: the next row would fail too, and its measurement would be lost
         print(f"\nbenchmark: could not write row {len(records)} of {len(specs)} to {args.output}: {error}\n"
               f"{args.output} is as it was before that row (the {len(records) - 1} earlier rows of this run are in "
               f"it, whole); the table of all {len(records)} measured rows follows", file=sys.stderr)
-        print(format_table(records))
+        print(format_table(records, args.columns))
         return EXIT_OUTPUT
     if not writer:  # a rank other than 0 under a user's torchrun: rank 0 reports
         return 0
-    print(format_table(records))
+    print(format_table(records, args.columns))
     print_anomalies(records)
     if records and records[0].get("peak_note"):
         print(f"\nMFU: {records[0]['peak_note']}", file=sys.stderr)

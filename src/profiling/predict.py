@@ -28,7 +28,8 @@ from src.harness.results import append_record, check_writable, read_records
 from src.reports.predict import Workload, compute_from_flops, compute_from_record, predict_scaling, single_gpu_record
 from src.reports.predict_plots import plot_paths, plot_scaling
 from src.reports.predict_report import (
-    backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, prediction_record,
+    backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, pick_summary,
+    prediction_record,
 )
 
 DEFAULT_WORLD_SIZES = [2**k for k in range(11)]  # 1 .. 1024
@@ -209,6 +210,8 @@ def main(argv=None) -> int:
               + f"; {r['gpu'].name} with {r['memory'] / 1e9:g} GB\n")
         flat = [p for rows in predictions.values() for p in rows]
         print(format_table(flat))
+        if pick_summary(flat):
+            print(f"\n{pick_summary(flat)}")
         print(f"\n{MEMORY_NOTE}")
         if any((p.scaling_efficiency or 0) > 1.001 for p in flat):
             print(EFFICIENCY_NOTE)

@@ -1,18 +1,21 @@
 """Print the benchmark's table for a results file, with the environment it was measured in.
 
-    python -m src.profiling.table RESULTS
+    python -m src.profiling.table RESULTS [--columns compact]
 """
 
 import sys
 
 from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError
 from src.harness.results import read_records
-from src.reports.table import environment_lines, format_table
+from src.reports.table import COLUMN_VIEWS, environment_lines, format_table
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m src.profiling.table", description=__doc__.split("\n")[0])
     parser.add_argument("results", metavar="RESULTS", help="a results file (.csv, or .jsonl) written by --output")
+    parser.add_argument("--columns", choices=COLUMN_VIEWS, default="default",
+                        help="default: every column, the original benchmark's first; compact: a dozen that fit a "
+                             "terminal")
     return parser
 
 
@@ -33,7 +36,7 @@ def main(argv=None) -> int:
         print(f"table: error: {args.results} has no rows", file=sys.stderr)
         return EXIT_USAGE
     print("Environment: " + "; ".join(environment_lines(records)) + "\n")
-    print(format_table(records))
+    print(format_table(records, args.columns))
     return 0
 
 

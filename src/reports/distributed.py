@@ -9,6 +9,9 @@ Which rows feed which figure, by the fields they carry:
              step, src/instruments/overlap.py): stacked compute only / overlapped / exposed communication.
 - bandwidth: collective rows (`kind` == "collective", python -m src.profiling.collectives): bus bandwidth against
              size, one line per operation x world size, the link's peak dashed when given.
+- pick:      per world size (and whatever else varies), the fastest strategy that ran ok, its margin over the
+             next, and the ones that ran out of memory (src/reports/pick.py).
+A scaling efficiency above anomalies.EFFICIENCY_CEILING is flagged under the table: it cannot be a real speed-up.
 A CSV file keeps unknown config fields as plain columns, so every field is looked up in `config`, then the row.
 """
 
@@ -17,8 +20,10 @@ import os
 import numpy as np
 from tabulate import tabulate
 
-from src.reports.compare import gpu_label, normalized
-from src.reports.labels import field_label, is_ok, sort_key
+from src.reports.anomalies import efficiency_above_one
+from src.reports.compare import SINGLE_RUN_NOISE, gpu_label, normalized
+from src.reports.labels import field_label, is_ok, short_status, sort_key
+from src.reports.pick import Choice, describe, pick
 from src.reports.plots import SERIES_COLORS, legend_below, panel_grid, save
 
 OVERLAP_FIELDS = ("compute_time_s", "comm_time_s", "overlap_time_s", "exposed_comm_time_s")
@@ -121,6 +126,33 @@ def scaling_markdown(records: list[dict]) -> str:
             for label, n, per_gpu, eff in scaling_table(records)]
     return tabulate(rows, ["configuration", "world size", "tokens/s per GPU", "scaling efficiency"],
                     tablefmt="github", disable_numparse=True)
+
+
+def scaling_warnings(records: list[dict]) -> list[str]:
+    """A line per scaling-table row whose efficiency is too high to be real (src/reports/anomalies.py)."""
+    return [f"- {label}, n={n}: {warning}" for label, n, _, eff in scaling_table(records)
+            if (warning := efficiency_above_one(eff))]
+
+
+# ---- which strategy to pick ----------------------------------------------------------------------------------
+
+def pick_lines(records: list[dict]) -> list[str]:
+    """Per world size (and other varying settings) with two strategies or more: the fastest that ran ok, by its
+    tokens/s per GPU, its margin over the next, and those that ran out of memory. Failed rows are not options."""
+    rows = [r for r in records if value(r, "parallel") is not None and not is_collective(r)
+            and (is_ok(r) and tokens_per_gpu(r) or short_status(r) == "OOM")]
+    other = [f for f in _series_fields(rows) if f not in ("parallel", "dist_backend")]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((world_size(r), tuple(str(value(r, f)) for f in other)), []).append(r)
+    lines = []
+    for (n, _), group in sorted(groups.items(), key=lambda item: sort_key((item[0][0], *item[0][1]))):
+        if len({str(value(r, "parallel")) for r in group}) < 2:
+            continue
+        choices = [Choice(str(value(r, "parallel")), tokens_per_gpu(r) if is_ok(r) else None, is_ok(r)) for r in group]
+        where = ", ".join([f"n={n}", *(field_label(f, value(group[0], f)) for f in other)])
+        lines.append(f"- {where}: {describe(pick(choices), SINGLE_RUN_NOISE, choices)}")
+    return lines
 
 
 # ---- overlap -------------------------------------------------------------------------------------------------
@@ -252,7 +284,14 @@ def distributed_sections(records: list[dict], out: str, link_peak_gbps: float | 
     lines = []
     if len({world_size(r) for r in scaling_records(records)}) > 1:
         plot_scaling(records, os.path.join(out, "scaling.png"))
-        lines += ["## Scaling", "", scaling_markdown(records), "", "![scaling](scaling.png)", ""]
+        lines += ["## Scaling", "", scaling_markdown(records), ""]
+        warnings = scaling_warnings(records)
+        if warnings:
+            lines += ["Rows that look wrong (measure again, on an idle host):", "", *warnings, ""]
+        lines += ["![scaling](scaling.png)", ""]
+    picks = pick_lines(records)
+    if picks:
+        lines += ["## Which strategy to pick (the fastest that fits in memory)", "", *picks, ""]
     if overlap_records(records):
         plot_overlap(records, os.path.join(out, "overlap.png"))
         lines += ["## Communication overlap (per step, averaged over ranks)", "", overlap_markdown(records), "",

@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 
 from src.harness.record import PHASES as STEP_PHASES, measured_step_times, phase_field
-from src.reports.compare import FASTER, SLOWER, RatioEstimate
+from src.reports.compare import FASTER, SAME, SLOWER, RatioEstimate
 from src.reports.labels import (config_label, distinct, field_label, find, is_ok, short_status, size_order,
                                 subtitle, varying_fields)
 from src.reports.steady_state import steady_band, step_curve, steady_start
@@ -296,7 +296,7 @@ def plot_ratios(rows: list[tuple[str, RatioEstimate]], min_effect: float, title:
     ax.grid(axis="x", alpha=0.3)
     handles = [plt.Line2D([], [], color=PHASE_STYLES["optimizer"][0], marker="o", linestyle="none", label="B faster"),
                plt.Line2D([], [], color=FAILED_COLOR, marker="o", linestyle="none", label="B slower"),
-               plt.Line2D([], [], color="gray", marker="o", linestyle="none", label="no significant difference"),
+               plt.Line2D([], [], color="gray", marker="o", linestyle="none", label=SAME),
                Patch(color="gray", alpha=0.15, label=f"within +-{min_effect:.0%}: too small to report")]
     legend_below(fig, handles)
     return save(fig, path)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from src.distributed.alpha_beta import Network
 from src.harness.hardware import device_memory_gb, find_gpu_spec
+from src.reports.pick import Choice, describe, pick
 from src.spec import RunSpec
 from src.reports.predict import (
     ComputeTime, Prediction, Workload, compute_from_flops, compute_from_record, predict,
@@ -45,6 +46,19 @@ def table_rows(predictions: list[Prediction]) -> list[dict]:
 def format_table(predictions: list[Prediction]) -> str:
     frame = pd.DataFrame(table_rows(predictions))
     return frame.map(_fmt).to_markdown(index=False)
+
+
+def pick_summary(predictions: list[Prediction]) -> str:
+    """Per world size with two strategies or more: the fastest predicted strategy whose memory fits the GPU, its
+    margin over the next, and those that do not fit (src/reports/pick.py). A prediction has no run-to-run noise;
+    its error is what `--check` measures."""
+    by_size: dict[int, list[Choice]] = {}
+    for p in predictions:
+        if p.status == "ok":
+            by_size.setdefault(p.world_size, []).append(Choice(p.strategy, p.tokens_per_s_per_gpu, p.fits))
+    lines = [f"- {n} GPU{'s' if n > 1 else ''}: {describe(pick(choices), choices=choices)}"
+             for n, choices in sorted(by_size.items()) if len(choices) > 1]
+    return "\n".join(["Which strategy to pick (the fastest that fits in memory):", *lines]) if lines else ""
 
 
 def prediction_record(p: Prediction, workload: Workload, network: Network, compute: ComputeTime, extra: dict) -> dict:

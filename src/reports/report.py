@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from src.reports import compare, distributed, labels, plots
 from src.harness.results import CONFIG_FIELDS, check_writable, read_records
-from src.reports.anomalies import anomalies
+from src.reports.anomalies import anomalies, host_busy
 from src.harness.record import measured_step_times
 from src.reports.steady_state import step_curve, steady_start
 
@@ -227,7 +227,10 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
               f"Method: ratio of median step time (forward + backward + optimizer per measured step) B/A; "
               f"{compare.CONFIDENCE:.0%} percentile bootstrap CI ({compare.N_BOOTSTRAP} resamples, seed "
               f"{compare.SEED}). A row is faster or slower only if the CI excludes 1 and the change is at least "
-              f"{min_effect:.0%}: steps of one run are correlated, so smaller changes are within run-to-run noise.",
+              f"{min_effect:.0%} and beyond the run-to-run noise (column `noise`): the spread of a configuration's "
+              f"repeated runs when both files repeat it, else {compare.SINGLE_RUN_NOISE:.0%}, as two processes of the "
+              "same code differed; no verdict for a row measured on a busy host. Run the same command again into "
+              "the same file to resolve smaller changes (src/reports/compare.py).",
               "", "## Environment", ""]
     differ, same = compare.environment_differences(records_a, records_b, ignored)
     if differ:
@@ -242,7 +245,7 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
             continue
         runs_a, runs_b = sweep_a.runs_of(a), sweep_b.runs_of(b)
         try:
-            est = compare.compare_samples(runs_a, runs_b, min_effect)
+            est = compare.compare_samples(runs_a, runs_b, min_effect, busy_host=bool(host_busy(a) or host_busy(b)))
         except ValueError as e:
             skipped.append(f"- {label}: {e}")
             continue
@@ -250,9 +253,9 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
         plotted.append((label, est))
         pooled_a, pooled_b = np.concatenate(runs_a), np.concatenate(runs_b)
         rows.append([label, fmt(np.median(pooled_a), 1e3, 2), fmt(np.median(pooled_b), 1e3, 2), f"{est.ratio:.3f}",
-                     f"{est.low:.3f}-{est.high:.3f}", est.verdict])
+                     f"{est.low:.3f}-{est.high:.3f}", est.noise, est.verdict])
     if rows:
-        lines += [tabulate(rows, ["configuration", "A step ms", "B step ms", "B/A", "95% CI", "verdict"],
+        lines += [tabulate(rows, ["configuration", "A step ms", "B step ms", "B/A", "95% CI", "noise", "verdict"],
                            tablefmt="github", disable_numparse=True), "",
                   "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
         title = (f"Median step time, B against A\nA: {os.path.basename(paths[0])} ({gpu_a})   "

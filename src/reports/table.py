@@ -1,8 +1,10 @@
-"""The printed table: the original benchmark's columns first, exactly as it printed them, then the new ones."""
+"""The printed table: the original benchmark's columns first, exactly as it printed them, then the new ones; or a
+compact view of a dozen columns that fits a terminal (`--columns compact`)."""
 
 import pandas as pd
 
 from src.harness.record import PHASES, config_of, stat_field
+from src.reports.compare import env_value
 from src.spec import RunSpec
 
 ORIGINAL_COLUMNS = [
@@ -22,6 +24,20 @@ DISTRIBUTED_COLUMNS = [
     "slowest_rank", "tokens_per_second_per_gpu", "comm_bytes_all_reduce", "comm_bytes_all_gather",
     "comm_bytes_reduce_scatter", "comm_bytes_broadcast",
 ]
+# The compact view: what tells rows apart and what they measured, times in ms; about 130 characters wide for the
+# seed's sizes (the default view is 34-45 columns, ~870 characters). Columns empty in every row (MFU and peak memory
+# on CPU, the optimizer outside train mode, the strategy columns without --parallel) are left out.
+COMPACT_COLUMNS = [
+    ("size", "size"), ("context_length", "ctx"), ("batch_size", "batch"), ("precision", "prec"), ("mode", "mode"),
+    ("attention", "attn"), ("parallel", "parallel"), ("world_size", "n"),
+    ("median_time_forward", "fwd ms"), ("median_time_backward", "bwd ms"), ("median_time_optimizer", "opt ms"),
+    ("median_time_step", "step ms"), ("tokens_per_second", "tokens/s"), ("tflops", "TFLOP/s"), ("mfu", "MFU"),
+    ("peak_memory_gb", "peak GB"), ("status", "status"),
+]
+MILLISECONDS = {"median_time_forward", "median_time_backward", "median_time_optimizer", "median_time_step"}
+COMPACT_STATUS_CHARS = 40  # a crash row's status runs to 400 characters; the results file keeps all of it
+COLUMN_VIEWS = ("default", "compact")
+
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
                   "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel",
                   "activation_checkpointing", "optimizer"}
@@ -50,7 +66,45 @@ def table_row(record: dict) -> dict:
     return row
 
 
-def format_table(records: list[dict]) -> str:
+def _other_varying(records: list[dict]) -> list[str]:
+    """Table fields of the configuration that vary across `records` but have no compact column (warm-up steps in
+    the seed's sweep, a recipe, an optimizer): the compact view shows them in one column, `other`."""
+    shown = {column for column, _ in COMPACT_COLUMNS} | {"d_model", "d_ff", "num_heads", "num_layers"}
+    fields = [c for c in ORIGINAL_COLUMNS + NEW_COLUMNS if c in CONFIG_COLUMNS and c not in shown]
+    return [f for f in fields if len({str(config_of(r).get(f)) for r in records}) > 1]
+
+
+def compact_row(record: dict, other: list[str] = ()) -> dict:
+    config = config_of(record)
+    row = {}
+    for column, title in COMPACT_COLUMNS:
+        value = config.get(column) if column in CONFIG_COLUMNS else record.get(column)
+        if column in MILLISECONDS and isinstance(value, (int, float)):
+            value *= 1e3
+        elif column == "status" and isinstance(value, str) and len(value) > COMPACT_STATUS_CHARS:
+            value = value[:COMPACT_STATUS_CHARS - 3] + "..."
+        row[title] = value
+        if column == "world_size" and other:
+            row["other"] = ", ".join(f"{f} {config.get(f)}" for f in other)
+    return row
+
+
+def format_table(records: list[dict], columns: str = "default") -> str:
+    """The markdown table of `records`: every column (`default`, the seed's first), or the `compact` view."""
+    if columns == "compact":
+        other = _other_varying(records)
+        titles = [title for _, title in COMPACT_COLUMNS]
+        if other:
+            titles.insert(titles.index("n") + 1, "other")
+        frame = pd.DataFrame([compact_row(r, other) for r in records], columns=titles)
+        if not any(config_of(r).get("parallel", "none") != "none" for r in records):
+            frame = frame.drop(columns=["parallel", "n"])
+        frame = frame.dropna(axis="columns", how="all")
+        settings = [title for column, title in COMPACT_COLUMNS if column in CONFIG_COLUMNS and column != "size"]
+        same = [t for t in settings if t in frame and len(records) > 1 and frame[t].astype(str).nunique() == 1]
+        line = ", ".join(f"{t} {_format(frame[t].iloc[0])}" for t in same)
+        table = frame.drop(columns=same).map(_format).to_markdown(index=False)
+        return (f"every row: {line}\n\n" if line else "") + table
     columns = ORIGINAL_COLUMNS + NEW_COLUMNS
     if any(r.get("config", {}).get("parallel", "none") != "none" for r in records):
         columns = columns[:-1] + DISTRIBUTED_COLUMNS + columns[-1:]  # status stays last
@@ -75,7 +129,7 @@ def environment_lines(records: list[dict]) -> list[str]:
     for record in records:
         env = record.get("env") or {}
         line = (f"GPU {env.get('gpu_name') or 'none (' + str(env.get('cpu')) + ')'}, driver {env.get('driver_version') or '-'}, "
-                f"CUDA {env.get('cuda_version') or '-'}, torch {env.get('torch_version')}, "
+                f"CUDA {env_value(record, 'cuda_version') or '-'}, torch {env.get('torch_version')}, "
                 f"triton {env.get('triton_version') or '-'}, commit {env.get('git_commit') or '-'}, "
                 f"host {env.get('hostname')}, {str(env.get('timestamp', ''))[:10]}")
         if line not in seen:

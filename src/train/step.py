@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from src import nvtx
 from src.spec import RunSpec
+from src.train.quiet import quiet_cpu_compile_logs
 
 
 class phase:
@@ -147,6 +148,7 @@ class TrainStep:
         self.grad_mode = torch.no_grad if spec.mode == "forward" else contextlib.nullcontext
         self.loss = LanguageModelLoss(model)
         if spec.compiled:
+            quiet_cpu_compile_logs()
             self.loss = torch.compile(self.loss)
         self.graphs = None
 

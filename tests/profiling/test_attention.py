@@ -84,3 +84,24 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
 def test_standard_case_needs_cuda(capsys):
     assert attention.main(["--standard_case"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_a_forward_timed_longer_than_forward_and_backward_is_flagged_in_the_row(monkeypatch, capsys, tmp_path):
+    """Issue 21: on a busy host the forward alone read slower than its own forward+backward. The three timings are
+    separate, so the benchmark cannot prevent it; it must say so in the row and on stderr."""
+    times = iter([5.0, 2.0, 4.0])  # forward, backward, forward+backward (ms) as do_bench would return them
+    monkeypatch.setattr(attention, "bench_ms", lambda fn, device, warm, rep: (t := next(times), t, t))
+    output = tmp_path / "a.jsonl"
+    assert attention.main([*FAST, "--implementations", "naive", "--seq_lens", "8", "--head_dims", "16",
+                           "--causal", "true", "--output", str(output)]) == 0
+    (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(record["warnings"]) == 1 and record["warnings"][0].startswith("forward (5 ms) took longer than")
+    assert "warning: forward (5 ms)" in capsys.readouterr().err
+
+
+def test_consistent_timings_carry_no_warning(monkeypatch):
+    times = iter([1.0, 2.0, 3.0])
+    monkeypatch.setattr(attention, "bench_ms", lambda fn, device, warm, rep: (t := next(times), t, t))
+    c = dict(implementation="naive", batch_size=1, num_heads=1, seq_len=8, head_dim=16, dtype="fp32", causal=True,
+             warmup_ms=1, rep_ms=1)
+    assert attention.measure(c, "cpu")["warnings"] == []

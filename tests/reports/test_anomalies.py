@@ -1,9 +1,11 @@
-"""Rows that look wrong, on synthetic rows shaped like the issue's H200 runs: the report and the benchmark say so."""
+"""Rows that look wrong, on synthetic rows shaped like the issues' runs (14: H200; 21: a busy CPU host): the report
+and the benchmark say so."""
 
 from src.profiling.benchmark import print_anomalies
 from src.profiling.report import main as report_main
 from src.harness.results import append_record
-from src.reports.anomalies import THROUGHPUT_DIP, anomalies, forward_slower_than_backward, throughput_dips
+from src.reports.anomalies import (EFFICIENCY_CEILING, THROUGHPUT_DIP, anomalies, efficiency_above_one,
+                                   forward_slower_than_backward, host_busy, part_longer_than_whole, throughput_dips)
 
 PARAMETERS = {"small": 128_625_408, "medium": 423_183_360, "large": 969_411_840, "xl": 1_998_235_200}
 
@@ -75,3 +77,43 @@ def test_the_report_summary_lists_them(tmp_path, capsys):
     section = text[text.index("## Rows that look wrong"):].split("\n## ")[0]
     listed = [line for line in section.splitlines() if line.startswith("- ")]
     assert len(listed) == 2 and all(line.startswith("- large") for line in listed)
+
+
+# ---- issue 21: readings on a busy host, and figures that cannot be ------------------------------------------
+
+def busy(record, others, load, needed=2, cpus=2, device="cpu"):
+    record["env"] = {"device": device, "cpu_count": cpus, "cores_needed": needed, "load_average_1m": load,
+                     "other_cpu_cores": others, "busiest_processes": "4242 python 95%"}
+    return record
+
+
+def test_a_row_measured_on_a_busy_host_is_flagged_and_an_idle_or_old_one_is_not():
+    # the issue's host: load 1.5-5 on 2 cores, a CPU run using both
+    warning = host_busy(busy(row("medium", 332, 10, 20), others=1.9, load=4.0))
+    assert warning and "4242 python 95%" in warning and "load 4" in warning and "every phase on the CPU" in warning
+    assert host_busy(busy(row("medium", 332, 10, 20), others=0.05, load=2.0)) is None  # load 2 = the run itself
+    assert host_busy(busy(row("medium", 332, 10, 20), others=0.0, load=5.0)) is not None  # load past the run's own
+    # a CUDA run needs one core for its launching thread: 60 busy cores of 64 leave it room
+    assert host_busy(busy(row("medium", 332, 10, 20), others=60, load=61, needed=1, cpus=64, device="cuda")) is None
+    assert "host-bound" in host_busy(busy(row("medium", 332, 10, 20), others=63.9, load=65, needed=1, cpus=64,
+                                          device="cuda"))
+    assert host_busy(row("medium", 332, 10, 20)) is None  # rows before the load was recorded
+
+
+def test_the_report_lists_a_busy_host_row():
+    found = anomalies([row("medium", 332, 10, 20), busy(row("large", 330, 20, 40), others=1.9, load=4.0)])
+    assert [(r["config"]["size"], "host was busy" in w) for r, w in found] == [("large", True)]
+
+
+def test_a_part_longer_than_its_whole_is_flagged():
+    # the attention benchmark on the busy host: forward alone slower than forward+backward
+    (warning,) = part_longer_than_whole({"forward": 0.012, "backward": 0.010}, "forward+backward", 0.011)
+    assert warning.startswith("forward (12 ms) took longer than forward+backward (11 ms)")
+    assert part_longer_than_whole({"forward": 0.004, "backward": 0.007}, "forward+backward", 0.011) == []
+    assert part_longer_than_whole({"forward": 0.004}, "forward+backward", None) == []
+
+
+def test_a_scaling_efficiency_well_above_one_is_flagged():
+    assert "268%" in efficiency_above_one(2.68)
+    assert efficiency_above_one(EFFICIENCY_CEILING) is None and efficiency_above_one(1.12) is None  # sharded AdamW
+    assert efficiency_above_one(None) is None

@@ -111,3 +111,29 @@ def test_ab_comparison_refuses_a_collectives_only_file(tmp_path, capsys):
     b = write(tmp_path / "b.jsonl", scaling_rows())
     assert main([a, b, "--out", str(tmp_path / "ab")]) == 2
     assert "only collectives rows" in capsys.readouterr().err
+
+
+# ---- issue 21: impossible scaling, and which strategy to pick ------------------------------------------------
+
+def test_an_efficiency_well_above_one_is_flagged_in_the_report(tmp_path):
+    # the issue's 268%: a world-size-1 row measured while the host was busy, against a fair 2-rank row
+    rows = [distributed_record("ddp_overlap", 1, 1000.0), distributed_record("ddp_overlap", 2, 5360.0)]
+    assert distributed.scaling_warnings(rows) == [
+        f"- parallel ddp_overlap, n=2: {distributed.efficiency_above_one(2.68)}"]
+    assert distributed.scaling_warnings(scaling_rows()) == []  # 90% and 80% are fine
+    out = tmp_path / "report"
+    assert main([write(tmp_path / "rows.jsonl", rows), "--out", str(out)]) == 0
+    assert "268% is above 150%" in (out / "report.md").read_text()
+
+
+def test_the_report_names_the_fastest_strategy_that_fits_with_its_margin(tmp_path):
+    rows = scaling_rows() + [distributed_record("zero1", 2, 0.0)]
+    rows[-1]["status"], rows[-1]["tokens_per_second"] = "OOM: rank 1: CUDA out of memory", None
+    lines = distributed.pick_lines(rows)
+    # n=1: none and ddp_overlap tie at 1000 (the first listed wins); n=2: ddp_overlap 900/GPU against fsdp's 750
+    assert lines[1] == ("- n=2: ddp_overlap: 900 tokens/s per GPU, 20% ahead of fsdp (750) (within the 25% run-to-run "
+                        "noise of one run each: measure both again); does not fit: zero1")
+    assert len(lines) == 2  # n=4 has one strategy: nothing to choose
+    out = tmp_path / "report"
+    assert main([write(tmp_path / "rows.jsonl", rows), "--out", str(out)]) == 0
+    assert "## Which strategy to pick" in (out / "report.md").read_text()
