@@ -37,12 +37,11 @@ def collective_timeout_s(spec: RunSpec) -> float:
     if spec.collective_timeout_s:
         return spec.collective_timeout_s
     from src.distributed.cost import communication_per_step
-    from src.model.flops import step_flops
 
-    config = spec.model_config()
-    flops = step_flops(config, spec.batch_size, spec.context_length, spec.mode)
+    model = spec.model_spec()
+    flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
     nbytes = 0 if spec.mode == "forward" or spec.parallel == "none" else sum(communication_per_step(
-        config, spec.parallel, spec.nproc_per_node, 2 if spec.precision in ("bf16", "fp16") else 4,
+        model, spec.parallel, spec.nproc_per_node, 2 if spec.precision in ("bf16", "fp16") else 4,
         bucket_mb=spec.bucket_mb).values())
     step_s = flops / SLOW_FLOP_S[spec.device] + nbytes / SLOW_LINK_BYTES_S[spec.distributed_backend]
     timeout = TIMEOUT_FLOOR_S + STEPS_OF_SLACK * step_s

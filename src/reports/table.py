@@ -40,7 +40,7 @@ COLUMN_VIEWS = ("default", "compact")
 
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
                   "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel",
-                  "activation_checkpointing", "optimizer"}
+                  "activation_checkpointing", "optimizer", "backend", "num_kv_heads", "tie_embeddings"}
 
 
 def _format(value):
@@ -70,7 +70,8 @@ def _other_varying(records: list[dict]) -> list[str]:
     """Table fields of the configuration that vary across `records` but have no compact column (warm-up steps in
     the seed's sweep, a recipe, an optimizer): the compact view shows them in one column, `other`."""
     shown = {column for column, _ in COMPACT_COLUMNS} | {"d_model", "d_ff", "num_heads", "num_layers"}
-    fields = [c for c in ORIGINAL_COLUMNS + NEW_COLUMNS if c in CONFIG_COLUMNS and c not in shown]
+    fields = [c for c in ORIGINAL_COLUMNS + NEW_COLUMNS + ["backend", "num_kv_heads", "tie_embeddings"]
+              if c in CONFIG_COLUMNS and c not in shown]
     return [f for f in fields if len({str(config_of(r).get(f)) for r in records}) > 1]
 
 
@@ -85,8 +86,20 @@ def compact_row(record: dict, other: list[str] = ()) -> dict:
             value = value[:COMPACT_STATUS_CHARS - 3] + "..."
         row[title] = value
         if column == "world_size" and other:
-            row["other"] = ", ".join(f"{f} {config.get(f)}" for f in other)
+            row["other"] = ", ".join(_setting(f, config.get(f)) for f in other
+                                     if not (config.get(f) is False or config.get(f) is None or config.get(f) == ""))
     return row
+
+
+SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": ""}  # "fast", "adamw fused", "hf_llama"
+
+
+def _setting(field: str, value) -> str:
+    """One varying setting, as short as it stays clear: "compile" for True, "fast", "adamw fused", "warmup_steps 0"."""
+    if value is True:
+        return field
+    name = SHORT_NAMES.get(field, field)
+    return f"{name} {value}" if name else str(value)
 
 
 def format_table(records: list[dict], columns: str = "default") -> str:
@@ -101,7 +114,7 @@ def format_table(records: list[dict], columns: str = "default") -> str:
             frame = frame.drop(columns=["parallel", "n"])
         frame = frame.dropna(axis="columns", how="all")
         settings = [title for column, title in COMPACT_COLUMNS if column in CONFIG_COLUMNS and column != "size"]
-        same = [t for t in settings if t in frame and len(records) > 1 and frame[t].astype(str).nunique() == 1]
+        same = [t for t in settings if t in frame and frame[t].astype(str).nunique() == 1]  # one row: all of them
         line = ", ".join(f"{t} {_format(frame[t].iloc[0])}" for t in same)
         table = frame.drop(columns=same).map(_format).to_markdown(index=False)
         return (f"every row: {line}\n\n" if line else "") + table

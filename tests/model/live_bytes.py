@@ -60,3 +60,12 @@ def saved_bytes(model, tokens, precision: str) -> int:
         F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
     saved[logits.untyped_storage().data_ptr()] = logits.untyped_storage().nbytes()
     return sum(saved.values())
+
+
+def cpu_autocast_softmax_bytes(architecture, batch: int, seq: int, precision: str) -> int:
+    """The estimates are CUDA's: under CUDA's autocast the naive attention's softmax runs in fp32 and its fp32
+    output is kept beside the bf16 copy P @ V keeps; CPU's autocast keeps the softmax in bf16 (measured: only the
+    bf16 (B, nh, T, T) tensor is saved). What to add to a CPU measurement to compare it with the estimate."""
+    if architecture.attention != "naive" or precision == "fp32":
+        return 0
+    return architecture.num_layers * batch * architecture.num_heads * seq * seq * 4

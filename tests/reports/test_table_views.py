@@ -46,5 +46,7 @@ def test_the_benchmark_prints_the_compact_view_when_asked(capsys):
             "16"]
     assert benchmark_main(tiny + ["--columns", "compact"]) == 0
     out = capsys.readouterr().out
-    assert header(out[out.index("|"):])[:3] == ["size", "ctx", "batch"] and "mean_time_forward" not in out
+    # one row: its settings go to the line above the table, which then starts with the measurements
+    assert "every row: ctx 16, batch 4, prec fp32" in out
+    assert header(out[out.index("|"):])[:2] == ["size", "fwd ms"] and "mean_time_forward" not in out
     assert benchmark_main(tiny + ["--columns", "wide"]) == 2

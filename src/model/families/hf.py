@@ -11,6 +11,7 @@ architecture (src/model/architecture.py) is read from transformers' own config o
 takes the model class's default, as transformers itself would.
 """
 
+import copy
 import functools
 import json
 import os
@@ -153,7 +154,9 @@ class HfModel(ModelSpec):
         return HfModel(f"{self.name} ({num_layers} layers)", json.dumps(config, sort_keys=True), self.source)
 
     def transformers_config(self):
-        return _transformers_config(self.config_json)
+        """A fresh copy each time: from_config writes the attention and experts implementation into the config it
+        is given, and one build must not change what the next one gets."""
+        return copy.deepcopy(_transformers_config(self.config_json))
 
     @property
     def architecture(self) -> Architecture:
