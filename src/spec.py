@@ -16,7 +16,9 @@ from src.model.config import ModelConfig
 
 MODES = ("forward", "forward_backward", "train")
 PHASES = ("forward", "backward", "sync", "optimizer")  # a step's timed phases; sync: --parallel's gradient-sync wait
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: torchao's float8 linears, the rest under bf16 autocast
+LOW_PRECISIONS = ("bf16", "fp16", "fp8")  # autocast runs the step's activations in 2 bytes
+FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")  # torchao's Float8LinearRecipeName values
 RECIPES = ("fast",)
 BACKENDS = ("ours", "hf_llama")
 TIMERS = ("events", "sync")  # see src/harness/timing.py
@@ -98,6 +100,7 @@ class RunSpec:
     nproc_per_node: int = 1  # ranks on this host, launched through torchrun by the sweep
     bucket_mb: float = 25.0  # ddp_bucketed's bucket size (MiB)
     dist_backend: str = ""  # see DIST_BACKENDS
+    fp8_recipe: str = ""  # with precision fp8: one of FP8_RECIPES ("" = tensorwise, torchao's default)
     collective_timeout_s: float = 0.0  # a rank's longest wait on its peers; 0 = estimated (harness/dist_worker.py)
     # The model beyond our presets: a config shipped under configs/ or a path to a config.json (the hf family;
     # d_model .. num_layers then only describe it, read from the config); "" is our model (cs336) of the fields.
@@ -110,6 +113,8 @@ class RunSpec:
         return self.dist_backend or ("nccl" if self.device == "cuda" else "gloo")
 
     def __post_init__(self):
+        if self.precision == "fp8" and not self.fp8_recipe:  # frozen: normalised so the row tells the truth
+            object.__setattr__(self, "fp8_recipe", FP8_RECIPES[0])
         _check_choices(self)
         _check_numbers(self)
         _check_model(self)
@@ -117,7 +122,8 @@ class RunSpec:
         _check_memory_and_optimizer(self)
         _check_parallel(self)
         if self.recipe == "fast" and not self.compile:
-            object.__setattr__(self, "compile", True)  # frozen: the one normalisation, so the row tells the truth
+            object.__setattr__(self, "compile", True)  # frozen: the normalisations, so the row tells the truth
+
 
     def model_config(self) -> ModelConfig:
         """Our model's config of this shape (the cs336 family, and the shape --backend hf_llama copies)."""
@@ -156,7 +162,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         return (f"{self.size} ctx={self.context_length} bs={self.batch_size} {self.mode} {self.precision} "
-                f"{self.attention}{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
+                f"{self.attention}{' ' + self.fp8_recipe if self.precision == 'fp8' and self.fp8_recipe else ''}"
+                f"{' compile' if self.compile else ''}{' ' + self.recipe if self.recipe else ''}"
                 f"{'' if self.backend == 'ours' else ' ' + self.backend} "
                 f"{'' if self.activation_checkpointing == 'none' else 'checkpoint=' + self.activation_checkpointing + ' '}"
                 f"{'adamw=' + self.optimizer + ' ' if self.optimizer and self.mode == 'train' else ''}warmup={self.warmup_steps}"
@@ -268,8 +275,19 @@ def _check_combinations(spec: RunSpec) -> None:
             raise ValueError("memory_snapshot: records the CUDA caching allocator and needs a CUDA device")
         if spec.nvtx:
             raise ValueError("nvtx: NVTX ranges are for Nsight Systems on CUDA; there is nothing to annotate on CPU")
+    if spec.precision == "fp8":
+        if spec.device != "cuda":
+            raise ValueError("precision: fp8 needs a GPU with fp8 tensor cores (Hopper, Ada, Blackwell); on CPU the "
+                             "tests use torchao's emulation directly")
+        if spec.fp8_recipe not in FP8_RECIPES:
+            raise ValueError(f"fp8_recipe: must be one of {', '.join(FP8_RECIPES)}, got {spec.fp8_recipe!r}")
+        if spec.optimizer == "ours":
+            raise ValueError("optimizer: ours keeps bf16 weights, which torchao's float8 linears are not tested on; "
+                             "use fused")
+    elif spec.fp8_recipe:
+        raise ValueError(f"fp8_recipe: applies to precision fp8 only, not {spec.precision}")
     if spec.recipe == "fast":
-        if spec.precision != "bf16":
+        if spec.precision not in ("bf16", "fp8"):
             raise ValueError(f"precision: the fast recipe trains in bf16 autocast with fp32 master weights, "
                              f"not {spec.precision}")
         if spec.attention not in FUSED_ATTENTION:

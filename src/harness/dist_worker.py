@@ -16,7 +16,7 @@ from torch.distributed.elastic.multiprocessing.errors import record as record_er
 
 from src.harness.launch import init_distributed
 from src.harness.lifetime import watch_parent
-from src.spec import RunSpec
+from src.spec import LOW_PRECISIONS, RunSpec
 
 # The collective timeout when --collective_timeout_s is not given: the longest a healthy rank may wait for a peer,
 # which is the skew between ranks, at most a few steps. A step is estimated from its FLOPs and gradient bytes at
@@ -41,7 +41,7 @@ def collective_timeout_s(spec: RunSpec) -> float:
     model = spec.model_spec()
     flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
     nbytes = 0 if spec.mode == "forward" or spec.parallel == "none" else sum(communication_per_step(
-        model, spec.parallel, spec.nproc_per_node, 2 if spec.precision in ("bf16", "fp16") else 4,
+        model, spec.parallel, spec.nproc_per_node, 2 if spec.precision in LOW_PRECISIONS else 4,
         bucket_mb=spec.bucket_mb).values())
     step_s = flops / SLOW_FLOP_S[spec.device] + nbytes / SLOW_LINK_BYTES_S[spec.distributed_backend]
     timeout = TIMEOUT_FLOOR_S + STEPS_OF_SLACK * step_s

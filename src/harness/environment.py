@@ -56,6 +56,15 @@ def gpu_supports_bf16() -> bool | None:
         return None
 
 
+def gpu_supports_fp8() -> bool | None:
+    """fp8 tensor cores need compute capability 8.9 (Ada) or later (Hopper 9.0, Blackwell 10.0); None when
+    nvidia-smi cannot say."""
+    try:
+        return float(nvidia_smi("compute_cap")) >= 8.9
+    except ValueError:
+        return None
+
+
 def visible_gpu_count() -> int | None:
     """GPUs this process may use (CUDA_VISIBLE_DEVICES respected), asked of nvidia-smi: no CUDA context. None
     when nvidia-smi cannot say."""

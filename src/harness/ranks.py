@@ -14,7 +14,7 @@ import numpy as np
 import torch.distributed as dist
 
 from src.distributed.common import world  # the one process-level (rank, world size)
-from src.spec import PHASES, RunSpec
+from src.spec import LOW_PRECISIONS, PHASES, RunSpec
 
 
 def world_size() -> int:
@@ -70,7 +70,7 @@ def strategy_estimates(spec: RunSpec, record: dict) -> dict:
 
     n = record.get("world_size") or 1
     model = spec.model_spec()
-    compute_dtype_bytes = 2 if spec.precision in ("bf16", "fp16") else 4
+    compute_dtype_bytes = 2 if spec.precision in LOW_PRECISIONS else 4
     fields = {}
     if spec.mode == "forward":  # no gradients: only FSDP's forward gathers would move, and no row needs them
         return fields

@@ -57,6 +57,12 @@ FIELDS: dict[str, Any] = {
     "flops_method": str,  # "analytic" (src/model/flops.py) or "counted" (FlopCounterMode on fake tensors)
     "parameters": int,
     "flops_per_step": int,
+    # --precision fp8 (src/train/fp8.py): the linears torchao converted, the FLOPs they ran in fp8, and the MFU on
+    # the bf16 rows' scale (mfu itself is against the GPU's dense fp8 peak)
+    "fp8_linears": list[str],
+    "fp8_flops_per_step": int,
+    "fp8_flops_fraction": float,
+    "mfu_bf16_equivalent": float | None,
     "tokens_per_second": float | None,
     "tflops": float | None,
     "device_peak_tflops": float | None,

@@ -96,6 +96,11 @@ def _measure(spec: RunSpec, instruments) -> dict:
     step = TrainStep(spec, model)
     progress = StepProgress(steps, spec.label)
     measured = {"status": "ok", "warnings": []}
+    if spec.precision == "fp8":  # which matmuls ran in fp8, for the row and the MFU against the fp8 peak
+        from src.train.fp8 import fp8_matmul_flops
+
+        measured["fp8_linears"] = step.fp8_linears
+        measured["fp8_flops_per_step"] = fp8_matmul_flops(model, B * T, "forward" if spec.mode == "forward" else "train")
     first = 0
     losses = []
     if spec.compiled:
@@ -227,6 +232,11 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
         if spec.mode == "train":
             sol_time = sol_time + parameters * ADAMW_BYTES_PER_PARAMETER / (peak.bandwidth_tb_s * 1e12) if peak.bandwidth_tb_s else None
     peak_bytes = record.get("peak_memory_bytes")
+    if spec.precision == "fp8" and record.get("fp8_flops_per_step") is not None:
+        # MFU above is against the fp8 peak; the bf16-equivalent figure puts the row on the bf16 rows' scale
+        bf16 = device_peak(gpu_name, "bf16", None).tflops
+        figures["fp8_flops_fraction"] = record["fp8_flops_per_step"] / flops
+        figures["mfu_bf16_equivalent"] = tflops / bf16 if tflops and bf16 else None
     figures.update(
         **model.row_fields(),
         parameters=parameters,

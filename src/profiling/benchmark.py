@@ -26,10 +26,10 @@ from src.model.families.hf import shipped_configs
 from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STATUSES, OneLineParser, UsageError,
                              non_negative_int, parse_and_resolve, positive_float, positive_int, resolve_device,
                              sweep_exit_status)
-from src.harness.environment import gpu_supports_bf16, visible_gpu_count
+from src.harness.environment import gpu_supports_bf16, gpu_supports_fp8, visible_gpu_count
 from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.spec import BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
+from src.spec import FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
 from src.reports.anomalies import anomalies, forward_slower_than_backward
@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"measured steps (default 10; {CPU_BENCHMARK_STEPS} on CPU)")
     run.add_argument("--mode", nargs="+", choices=MODES, default=["forward_backward"],
                      help="train adds AdamW's step, timed as a third phase")
-    run.add_argument("--precision", nargs="+", choices=PRECISIONS, help="bf16/fp16 via torch.autocast (default fp32)")
+    run.add_argument("--precision", nargs="+", choices=PRECISIONS,
+                     help="bf16/fp16 via torch.autocast (default fp32); fp8: torchao's float8 linears (the head kept "
+                          "in bf16), the rest under bf16 autocast, on GPUs with fp8 tensor cores")
+    run.add_argument("--fp8_recipe", nargs="+", choices=FP8_RECIPES,
+                     help="with --precision fp8: torchao's scaling (default tensorwise)")
     run.add_argument("--mixed_precision", action="store_true", help="the original's flag: same as --precision bf16")
     run.add_argument("--attention", nargs="+", choices=ATTENTION_IMPLEMENTATIONS,
                      help="naive (default) is the original model's softmax(QK^T)V")
@@ -185,6 +189,10 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
         notes.append("--nvtx on: NVTX ranges are for Nsight Systems on CUDA; nothing is annotated on CPU")
     if (args.backend == "hf_llama" or hf_models) and importlib.util.find_spec("transformers") is None:
         raise UsageError("Hugging Face models (--model CONFIG, --backend hf_llama) need the transformers package")
+    if args.fp8_recipe and "fp8" not in precisions:
+        raise UsageError("--fp8_recipe applies to --precision fp8")
+    if "fp8" in precisions and device == "cuda" and gpu_supports_fp8() is False:
+        raise UsageError("--precision fp8: this GPU (compute capability below 8.9) has no fp8 tensor cores")
     if "bf16" in precisions and device == "cuda" and gpu_supports_bf16() is False:
         raise UsageError("--precision bf16: this GPU (compute capability below 8.0) does not support bfloat16")
     timer = args.timer or ("events" if device == "cuda" else "sync")
@@ -196,8 +204,10 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     # given: None below stands for "the preset's default", so every size keeps its own.
     # the bucket size is an axis only for the strategies that bucket
     parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
-    for warmup, steps, mode, precision, attention, optimizer, checkpointing, batch, context, (strategy, bucket_mb), \
-            (name, model, source) in itertools.product(args.warmup_steps, benchmark_steps, args.mode, precisions, attentions,
+    precision_recipes = [(p, r) for p in precisions for r in ((args.fp8_recipe or [""]) if p == "fp8" else [""])]
+    for warmup, steps, mode, (precision, fp8_recipe), attention, optimizer, checkpointing, batch, context, \
+            (strategy, bucket_mb), (name, model, source) in itertools.product(
+                args.warmup_steps, benchmark_steps, args.mode, precision_recipes, attentions,
                                                args.optimizer or [""], args.activation_checkpointing,
                                                args.batch_size or [None], args.context_length or [None], parallel,
                                                models):
@@ -208,7 +218,8 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 num_kv_heads=model.num_kv_heads if not source else 0, tie_embeddings=model.tie_embeddings and not source,
                 context_length=context or model.context_length,
                 batch_size=batch or PRESET_BATCH_SIZES.get(name, DEFAULT_BATCH_SIZE),
-                warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, attention=attention,
+                warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, fp8_recipe=fp8_recipe,
+                attention=attention,
                 compile=args.compile, recipe=args.recipe or "", backend=args.backend, timer=timer, device=device,
                 seed=args.seed, isolate=isolate, nvtx=args.nvtx != "off" and device == "cuda",
                 peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
