@@ -215,7 +215,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
             spec = RunSpec(
                 size=name, d_model=model.d_model, d_ff=model.d_ff, num_heads=model.num_heads,
                 num_layers=model.num_layers, vocab_size=args.vocab_size or model.vocab_size, model=source,
-                num_kv_heads=model.num_kv_heads if not source else 0, tie_embeddings=model.tie_embeddings and not source,
+                num_kv_heads=model.num_kv_heads, tie_embeddings=model.tie_embeddings and not source,
                 context_length=context or model.context_length,
                 batch_size=batch or PRESET_BATCH_SIZES.get(name, DEFAULT_BATCH_SIZE),
                 warmup_steps=warmup, benchmark_steps=steps, mode=mode, precision=precision, fp8_recipe=fp8_recipe,
