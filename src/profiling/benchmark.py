@@ -153,10 +153,11 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     if args.explain_precision and args.output:
         raise UsageError("--explain_precision prints the dtypes and exits without measuring; --output would stay "
                          "empty (redirect stdout to keep the explanation)")
-    sizes = list(args.sizes or []) + [m for m in args.model or [] if m in PRESETS]
+    sizes = list(args.sizes or [])
     hf_models = [m for m in args.model or [] if m not in PRESETS]
+    chosen = sizes + list(args.model or [])  # --model's presets and configs, in the order given, after --sizes
     benchmark_steps = args.benchmark_steps
-    if not sizes and custom[0] is None and not hf_models:
+    if not chosen and custom[0] is None:
         if device == "cuda":
             sizes = list(ORIGINAL_SIZES)
         else:
@@ -176,7 +177,11 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
         raise UsageError(str(error)) from None
     if hf_models and (args.num_kv_heads or args.tie_embeddings):
         raise UsageError("--num_kv_heads and --tie_embeddings shape our model; a config.json says its own")
-    models += [_hf_model(source, args) for source in hf_models]
+    try:
+        models += [(name, PRESETS[name].with_(**ours), "") if name in PRESETS else _hf_model(name, args)
+                   for name in args.model or []]
+    except ValueError as error:  # a preset's ModelConfig with --num_kv_heads that does not divide its heads
+        raise UsageError(str(error)) from None
     precisions = args.precision or (["bf16"] if args.mixed_precision or args.recipe == "fast" else ["fp32"])
     attentions = args.attention or [FAST_ATTENTION if args.recipe == "fast" or args.backend == "hf_llama" else "naive"]
     if hf_models and not args.attention:
