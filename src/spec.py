@@ -50,11 +50,13 @@ PARALLEL_REFUSALS = (
                                             "hooks; not built or tested"),
     (PARALLEL[1:], "optimizer ours", "bf16 weights with fp32 masters in the optimizer are single-process"),
     (("zero1", "torch_zero1"), "optimizer fused", "the sharded optimizers wrap torch's default AdamW"),
+    (PARALLEL[1:], "optimizer in_backward", "every strategy synchronises gradients after the hook that steps them"),
 )
 # AdamW: torch's default (foreach, what plain user code gets), torch's fused=True, or ours (src/kernels/
 # master_adamw.py: bf16 weights with fp32 masters; CUDA and bf16 only). "" = the recipe's choice (see
 # src/train/step.py chosen_optimizer), torch's default without a recipe.
-OPTIMIZERS = ("default", "fused", "ours")
+# in_backward: AdamW run inside the backward as each gradient is ready (src/train/optimizer_in_backward.py)
+OPTIMIZERS = ("default", "fused", "ours", "in_backward")
 
 
 def checkpoint_group(activation_checkpointing: str) -> int:
@@ -314,7 +316,8 @@ def _check_parallel(spec: RunSpec) -> None:
     chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
               "memory_snapshot": bool(spec.memory_snapshot),
               "activation_checkpointing": spec.activation_checkpointing != "none",
-              "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused"}
+              "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused",
+              "optimizer in_backward": spec.optimizer == "in_backward"}
     for strategies, option, reason in PARALLEL_REFUSALS:
         if spec.parallel in strategies and chosen[option]:
             raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")
@@ -326,6 +329,9 @@ def _check_memory_and_optimizer(spec: RunSpec) -> None:
     checkpoint_group(spec.activation_checkpointing)
     if spec.optimizer not in ("", *OPTIMIZERS):
         raise ValueError(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {spec.optimizer!r}")
+    if spec.optimizer == "in_backward" and spec.precision == "fp16":
+        raise ValueError("optimizer: in_backward steps each parameter from its gradient hook, before GradScaler "
+                         "could unscale and check all of them; use bf16")
     if spec.optimizer == "ours" and (spec.device, spec.precision) != ("cuda", "bf16"):
         raise ValueError("optimizer: ours (bf16 weights with fp32 masters, a Triton kernel) needs CUDA and bf16; "
                          f"got {spec.device}, {spec.precision}")

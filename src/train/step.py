@@ -113,7 +113,8 @@ class TrainStep:
         parameters = sum(p.numel() for p in model.parameters())
         self.optimizer_name = chosen_optimizer(spec, parameters)
         if cuda_graphs is None:
-            cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name != "ours"
+            # neither ours nor in_backward's per-parameter steps inside the backward are captured (not tried)
+            cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name not in ("ours", "in_backward")
         self.cuda_graphs = cuda_graphs
         self.bf16_weights = self.optimizer_name == "ours" if bf16_weights is None else bf16_weights
         if self.bf16_weights and self.cuda_graphs:
@@ -136,6 +137,12 @@ class TrainStep:
             masters = bf16_with_masters(m.weight for m in model.modules()
                                         if isinstance(m, linear) and id(m.weight) not in embeddings)
             self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
+        elif spec.mode == "train" and self.optimizer_name == "in_backward":
+            # Each parameter's AdamW step runs from its post-accumulate-grad hook and frees the gradient: the
+            # optimizer phase's time moves into backward, and no whole set of gradients is ever alive.
+            from src.train.optimizer_in_backward import OptimizerInBackward
+
+            self.optimizer = OptimizerInBackward(model.parameters(), lr=lr, fused=spec.device == "cuda" or None)
         elif spec.mode == "train" and self.parallel and self.parallel.make_optimizer:
             self.optimizer = self.parallel.make_optimizer(model.parameters(), lr)  # zero1, torch_zero1: sharded
         elif spec.mode == "train":

@@ -54,6 +54,8 @@ def test_chosen_optimizer_on_cuda(recipe, optimizer, parameters, expected):
     (dict(optimizer="ours"), "needs CUDA"),
     (dict(optimizer="ours", device="cuda", precision="fp32"), "needs CUDA and bf16"),
     (dict(optimizer="lion"), "optimizer: must be one of"),
+    (dict(optimizer="in_backward", device="cuda", precision="fp16"), "before GradScaler could unscale"),
+    (dict(optimizer="in_backward", parallel="ddp_overlap", nproc_per_node=2), "does not run with optimizer in_backward"),
     (dict(activation_checkpointing="blocks:x"), "blocks:N"),
     # transformers checkpoints decoder layers one by one: groups of N > 1 are ours alone
     (dict(activation_checkpointing="blocks:2", backend="hf_llama", attention="sdpa"), "use blocks:1"),
