@@ -184,9 +184,9 @@ class RunSpec:
 
 @functools.lru_cache(maxsize=64)
 def _hf_model(model: str, vocab_size: int, num_layers: int):
-    from src.model.families.hf import HfModel
+    from src.model.catalog import resolve_model
 
-    return HfModel.from_source(model, vocab_size=vocab_size, num_layers=num_layers)
+    return resolve_model(model, vocab_size=vocab_size, num_layers=num_layers)
 
 
 @functools.lru_cache(maxsize=64)

@@ -222,17 +222,21 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
             warnings.append(f"{name}: std/mean = {std / mean:.0%} over {len(values)} steps; the mean is noisy")
     model = spec.model_spec()
     parameters = model.parameter_count().total
-    flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
+    try:
+        flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
+    except Exception as error:  # counted on fake tensors, an unknown architecture can fail (data-dependent routing)
+        flops = None
+        warnings.append(f"FLOPs not counted ({model.flops_method}): {_one_line(error)}; TFLOP/s and MFU left empty")
     peak = device_peak(gpu_name, spec.precision, spec.peak_tflops)
     median = group_step_time(record) or figures[stat_field("median", STEP)]  # with several ranks: the slowest's
-    tflops = flops / median / 1e12 if median else None  # per GPU: flops are one rank's
+    tflops = flops / median / 1e12 if median and flops else None  # per GPU: flops are one rank's
     sol_time = None
-    if peak.tflops:
+    if peak.tflops and flops:
         sol_time = flops / (peak.tflops * 1e12)
         if spec.mode == "train":
             sol_time = sol_time + parameters * ADAMW_BYTES_PER_PARAMETER / (peak.bandwidth_tb_s * 1e12) if peak.bandwidth_tb_s else None
     peak_bytes = record.get("peak_memory_bytes")
-    if spec.precision == "fp8" and record.get("fp8_flops_per_step") is not None:
+    if spec.precision == "fp8" and record.get("fp8_flops_per_step") is not None and flops:
         # MFU above is against the fp8 peak; the bf16-equivalent figure puts the row on the bf16 rows' scale
         bf16 = device_peak(gpu_name, "bf16", None).tflops
         figures["fp8_flops_fraction"] = record["fp8_flops_per_step"] / flops

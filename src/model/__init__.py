@@ -1,4 +1,9 @@
-"""The CS336 Transformer LM, its presets, and analytic FLOP and memory counts.
+"""The models, and the one interface every layer above asks of them (interface.py: ModelSpec).
+
+families/: cs336 (our TransformerLM, transformer.py, from a ModelConfig and its presets, config.py) and hf (any
+transformers causal LM from its config.json); catalog.py resolves what --model names. architecture.py is the shape
+every analytic count reads; flops.py and memory.py are those counts; counted.py counts on fake tensors what the
+formulas do not know.
 
 The model (TransformerLM, count_parameters) is imported on first use, not with the package: the presets, RunSpec
 and the results files need no torch, so a command that only reads results starts in 0.2 s instead of 2.4 s (the

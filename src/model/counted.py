@@ -13,13 +13,16 @@ import contextlib
 import functools
 
 
-def _fake_forward(spec, batch_size: int, seq_len: int, precision: str, checkpoint_group: int, mode):
+def _fake_forward(spec, batch_size: int, seq_len: int, precision: str, mode, reference: bool = False):
+    """A forward and its loss on fake tensors, inside the context `mode(model)` makes. reference=True builds the
+    model the FLOP counter fully sees (eager attention, experts one by one: SDPA on CPU and transformers'
+    grouped experts have no FLOP formula and would count as 0)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode(allow_non_fake_inputs=True):
         with torch.device("cpu"):
-            model = spec.build(checkpoint_group)
+            model = spec.build_reference() if reference else spec.build()
         tokens = torch.zeros(batch_size, seq_len, dtype=torch.long)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision != "fp32" else contextlib.nullcontext()
         with mode(model), autocast:
@@ -33,14 +36,23 @@ def counted_forward_flops(spec, batch_size: int, seq_len: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    _fake_forward(spec, batch_size, seq_len, "fp32", 0, lambda model: counter)
+    _fake_forward(spec, batch_size, seq_len, "fp32", lambda model: counter, reference=True)
     return counter.get_total_flops()
 
 
 @functools.lru_cache(maxsize=64)
 def counted_activation_bytes(spec, batch_size: int, seq_len: int, precision: str, checkpoint_group: int = 0) -> int:
-    """The storages the forward saves for backward (with checkpointing: what it keeps, plus the largest block's
-    saved tensors, which its recomputation makes again), and the kept logits."""
+    """The storages the forward saves for backward, and the kept logits. With checkpointing in groups of N blocks
+    (saved-tensor hooks do not see inside a checkpoint): one block's saved bytes and what lies outside the blocks
+    are counted on the same model with 2 and 1 layers, then put together as src/model/memory.py puts its analytic
+    figures: each group's fp32 input and the outside kept, one group re-made."""
+    if checkpoint_group:
+        two, one = (counted_activation_bytes(spec.with_layers(n), batch_size, seq_len, precision) for n in (2, 1))
+        block, outside = two - one, 2 * one - two
+        a = spec.architecture
+        group_input = 4 * batch_size * seq_len * a.d_model
+        groups, n = -(-a.num_layers // checkpoint_group), min(checkpoint_group, a.num_layers)
+        return groups * group_input + outside + n * block - group_input
     import torch
     from torch.multiprocessing.reductions import StorageWeakRef
 
@@ -59,10 +71,5 @@ def counted_activation_bytes(spec, batch_size: int, seq_len: int, precision: str
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             yield
 
-    logits = _fake_forward(spec, batch_size, seq_len, precision, checkpoint_group, saving)
-    kept = sum(saved.values()) + logits.untyped_storage().nbytes()
-    if not checkpoint_group:
-        return kept
-    one_block = counted_activation_bytes(spec.with_layers(2), batch_size, seq_len, precision) - \
-        counted_activation_bytes(spec.with_layers(1), batch_size, seq_len, precision)
-    return kept + checkpoint_group * one_block
+    logits = _fake_forward(spec, batch_size, seq_len, precision, saving)
+    return sum(saved.values()) + logits.untyped_storage().nbytes()

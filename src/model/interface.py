@@ -73,6 +73,15 @@ class ModelSpec(ABC):
     def linear_types(self) -> tuple:
         """Module types whose `.weight` is a matmul operand (bf16 weights with fp32 masters, float8)."""
 
+    def build_reference(self):
+        """The model as torch.utils.flop_counter sees every matmul of it (the counted FLOPs, the tests' reference);
+        by default the model itself."""
+        return self.build()
+
+    def with_layers(self, num_layers: int) -> "ModelSpec":
+        """The same model with `num_layers` blocks (how one block's figures are counted apart)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change its depth")
+
     def check_checkpoint_group(self, group: int) -> None:
         """Raise ValueError when this family cannot checkpoint in groups of `group` blocks (0: off)."""
 

@@ -255,10 +255,10 @@ DEFAULT_HF_CONTEXT = 128  # a config's max_position_embeddings (131072 for Llama
 
 def _hf_model(source: str, args: argparse.Namespace):
     """(name, the shape fields a RunSpec shows, source) of a Hugging Face config; UsageError if it is bad."""
-    from src.model.families.hf import HfModel
+    from src.model.catalog import resolve_model
 
     try:
-        spec = HfModel.from_source(source, vocab_size=args.vocab_size, num_layers=args.num_layers)
+        spec = resolve_model(source, vocab_size=args.vocab_size, num_layers=args.num_layers)
     except ValueError as error:
         raise UsageError(f"--model: {error}") from None
     a = spec.architecture

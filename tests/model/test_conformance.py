@@ -12,6 +12,8 @@ tiny width of the same architecture (tests/model/tiny_configs.py):
 - parameters counted on the meta device equal the model's own count.
 """
 
+import json
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,24 +39,11 @@ def tokens(vocab: int) -> torch.Tensor:
     return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(0))
 
 
-def reference(spec):
-    """The model built so that FlopCounterMode sees every matmul (see the module docstring)."""
-    if isinstance(spec, Cs336Model):
-        return Cs336Model(spec.name, spec.config.with_(attention="naive")).build()
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(spec.transformers_config(), attn_implementation="eager",
-                                             dtype=torch.float32)
-    if spec.architecture.moe:
-        model.set_experts_implementation("eager")
-    return lambda ids: model(input_ids=ids, use_cache=False).logits
-
-
 @pytest.mark.parametrize("name", SPECS)
 def test_step_flops_match_the_counter_over_a_run_it_fully_sees(name):
     spec = SPECS[name]
     torch.manual_seed(0)
-    model, ids = reference(spec), tokens(spec.architecture.vocab_size)
+    model, ids = spec.build_reference(), tokens(spec.architecture.vocab_size)
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
     assert spec.flops_method == "analytic"
@@ -90,16 +79,10 @@ def test_with_checkpointing_what_the_forward_keeps_and_one_block_remakes_match(n
     assert loss.requires_grad
     estimate = checkpointed_activation_bytes(a, B, T, precision, 1)
     assert estimate.kept == pytest.approx(kept, rel=0.10)
-    two, one = (_with_layers(spec, n) for n in (2, 1))
+    two, one = (spec.with_layers(n) for n in (2, 1))
     one_block = saved_bytes(two.build(), ids, precision) - saved_bytes(one.build(), ids, precision)
     group_input = 4 * B * T * a.d_model  # kept, not re-made
     assert estimate.re_made == pytest.approx(one_block - group_input, rel=0.10)
-
-
-def _with_layers(spec, n):
-    if isinstance(spec, Cs336Model):
-        return Cs336Model(spec.name, spec.config.with_(num_layers=n))
-    return spec.with_layers(n)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -138,3 +121,34 @@ def test_ours_with_gqa_and_a_tied_head_counts_what_it_builds():
     assert model.lm_head.weight is model.token_embeddings.weight
     assert model.layers[0].attn.k_proj.weight.shape == (2 * 16, 64)  # 2 KV heads of 16
     assert spec.parameter_count().total == sum(p.numel() for p in model.parameters())
+
+
+# ---- architectures the formulas do not know: counted on fake tensors --------------------------------------------
+
+NEOX = HfModel("gpt-neox tiny", json.dumps(dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=2,
+                                                num_attention_heads=4, intermediate_size=128, vocab_size=256,
+                                                max_position_embeddings=128), sort_keys=True))
+
+
+@pytest.mark.parametrize("name", ["cs336-gqa-tied", "llama-3.2-1b", "qwen2.5-0.5b", "gpt2"])
+def test_counting_on_fake_tensors_agrees_with_the_formula_where_it_knows(name):
+    from src.model.counted import counted_activation_bytes, counted_forward_flops
+
+    spec = SPECS[name]
+    assert counted_forward_flops(spec, B, T) == pytest.approx(spec.forward_flops(B, T), rel=0.01)
+    for precision, group in (("fp32", 0), ("bf16", 0), ("fp32", 1), ("bf16", 1)):
+        counted = counted_activation_bytes(spec, B, T, precision, group)
+        assert counted == pytest.approx(spec.activation_bytes(B, T, precision, group), rel=0.10), (precision, group)
+
+
+def test_an_architecture_the_formulas_do_not_know_is_counted_and_says_so():
+    """GPT-NeoX (parallel residual, partial rotary): not in src/model/architecture.py's KNOWN_MODEL_TYPES."""
+    assert NEOX.flops_method == "counted" and NEOX.row_fields()["flops_method"] == "counted"
+    torch.manual_seed(0)
+    ids = tokens(256)
+    with FlopCounterMode(display=False) as counter:
+        NEOX.build_reference()(ids).sum().backward()
+    assert NEOX.step_flops(B, T, "train") == pytest.approx(counter.get_total_flops(), rel=0.01)
+    for precision in ("fp32", "bf16"):
+        measured = saved_bytes(NEOX.build(), ids, precision)
+        assert NEOX.activation_bytes(B, T, precision) == pytest.approx(measured, rel=0.10), precision

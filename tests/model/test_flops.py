@@ -10,7 +10,7 @@ from src.model.families.cs336 import Cs336Model
 from src.model.flops import forward_flops, step_flops
 from src.model.memory import forward_logits_bytes, saved_activation_bytes
 from src.train.step import LanguageModelLoss
-from tests.model.live_bytes import LiveBytes, cpu_autocast_softmax_bytes, owned_storages
+from tests.model.live_bytes import LiveBytes, cpu_autocast_softmax_bytes, owned_storages, saved_bytes
 
 SHAPES = [  # (config, batch, seq): a preset-like one, odd sizes, a long sequence where attention dominates
     (ModelConfig(d_model=64, d_ff=256, num_layers=2, num_heads=4), 2, 16),
@@ -45,23 +45,8 @@ def test_train_step_flops_agree_with_flop_counter(config, batch, seq):
 
 def measured_saved_bytes(config, batch, seq, precision):
     """Bytes of the distinct tensors autograd saves for backward (parameters excluded), plus the kept logits."""
-    model = TransformerLM(config)
     tokens = torch.randint(0, config.vocab_size, (batch, seq))
-    owned = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in owned:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        logits = model(tokens)
-        F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-    saved[logits.untyped_storage().data_ptr()] = logits.untyped_storage().nbytes()
-    return sum(saved.values())
+    return saved_bytes(TransformerLM(config), tokens, precision)
 
 
 @pytest.mark.parametrize("attention", ["naive", "sdpa"])

@@ -22,6 +22,15 @@ class Cs336Model(ModelSpec):
 
         return TransformerLM(self.config, checkpoint_group=checkpoint_group)
 
+    def build_reference(self):
+        """Naive attention: plain matmuls the FLOP counter sees (SDPA on CPU has no FLOP formula)."""
+        from src.model.transformer import TransformerLM
+
+        return TransformerLM(self.config.with_(attention="naive"))
+
+    def with_layers(self, num_layers: int) -> "Cs336Model":
+        return Cs336Model(f"{self.name} ({num_layers} layers)", self.config.with_(num_layers=num_layers))
+
     def blocks(self, model) -> list:
         return list(model.layers)
 

@@ -174,6 +174,19 @@ class HfModel(ModelSpec):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return _wrapper_class()(model)
 
+    def build_reference(self):
+        """The model as the FLOP counter fully sees it: eager attention (matmuls and a softmax) and, in a mixture
+        of experts, experts one by one over the tokens routed to them (SDPA on CPU and transformers' grouped_mm
+        experts have no FLOP formula: FlopCounterMode counts them as 0)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(self.transformers_config(), attn_implementation="eager",
+                                                 dtype=torch.float32)
+        if self.architecture.moe:
+            model.set_experts_implementation("eager")
+        return _wrapper_class()(model)
+
     def check_checkpoint_group(self, group: int) -> None:
         if group > 1:
             raise ValueError(f"blocks:{group}: transformers checkpoints each decoder layer on its own; use blocks:1")
