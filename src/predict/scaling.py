@@ -5,7 +5,7 @@
       stated MFU and the optimizer's memory traffic at the GPU's bandwidth), forward and backward divided by the
       tensor-parallel degree, the optimizer by how many ranks share its state; checkpointing adds one forward
       of the blocks to backward.
-    communication: src.distributed.cost's collectives per step, each timed by src.distributed.alpha_beta.
+    communication: src.predict.cost's collectives per step, each timed by src.predict.alpha_beta.
     exposed: collectives issued during a phase hide behind that phase's compute except what exceeds it and the one
       call at the phase's edge (`edge_bytes`: the first gather, the last gradient); the rest is fully exposed.
     tokens/s per GPU = batch x context x data-parallel degree / world size / step; scaling efficiency = that over
@@ -14,15 +14,25 @@
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
-from src.distributed.alpha_beta import Network, collective_time
-from src.distributed.cost import collectives_per_step, memory_per_rank
+from src.predict.alpha_beta import Network, collective_time
+from src.predict.cost import collectives_per_step, memory_per_rank
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, blocks_share_of_forward
 from src.model.interface import ModelSpec
-from src.harness.hardware import GpuSpec
 from src.spec import RunSpec, checkpoint_group
 
 SHARDS_OPTIMIZER = ("zero1", "torch_zero1", "fsdp", "fsdp2", "fsdp_tp")
+
+
+class GpuPeaks(Protocol):
+    """What the compute time reads of a GPU: src/harness/hardware.py's GpuSpec, named here only by its fields
+    (the harness is above this package)."""
+
+    name: str
+    fp32: float  # TFLOP/s, dense
+    bf16: float  # TFLOP/s, dense tensor cores
+    bandwidth_tb_s: float
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class ComputeTime:
     source: str
 
 
-def compute_from_flops(workload: Workload, gpu: GpuSpec, mfu: float) -> ComputeTime:
+def compute_from_flops(workload: Workload, gpu: GpuPeaks, mfu: float) -> ComputeTime:
     """Forward and backward at `mfu` of the GPU's dense peak (bf16 tensor cores, or plain fp32 for fp32 runs:
     torch's default float32_matmul_precision 'highest' uses no tf32), AdamW at the GPU's memory bandwidth
     (flops.ADAMW_BYTES_PER_PARAMETER bytes per parameter: an ideal fused kernel; measured unfused AdamW on 2.7B
