@@ -25,7 +25,8 @@ from src.spec import checkpoint_group
 from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
 from src.harness.hardware import find_gpu_spec
 from src.harness.results import append_record, check_writable, read_records
-from src.predict.scaling import Workload, compute_from_flops, compute_from_record, predict_scaling, single_gpu_record
+from src.predict.scaling import Workload, compute_from_flops, predict_scaling
+from src.reports.predict_rows import compute_from_record, single_gpu_record
 from src.reports.predict_plots import plot_paths, plot_scaling
 from src.reports.predict_report import (
     backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, pick_summary,
