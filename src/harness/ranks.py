@@ -31,7 +31,7 @@ def gather_ranks(record: dict) -> dict:
     }
     everyone = [None] * world_size()
     dist.all_gather_object(everyone, mine)
-    if dist.get_rank() != 0:
+    if world()[0] != 0:
         return {}
     fields = {f"rank_median_time_{phase}": [r[phase] for r in everyone] for phase in PHASES}
     steps = [sum(r[p] or 0.0 for p in PHASES) for r in everyone]
