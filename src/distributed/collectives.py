@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from src import nvtx
+from src.distributed.common import world
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 DTYPES = {
@@ -186,7 +187,7 @@ def measure(op: str, size_bytes: int, dtype: torch.dtype, iters: int, warmup: in
     Timed calls reuse the checked buffers (an all-reduce keeps summing into its result, growing it; nothing of
     the time depends on the values), so the check stays outside the timing and no second copy is held.
     """
-    rank, world_size = dist.get_rank(), dist.get_world_size()
+    rank, world_size = world()
     count = element_count(size_bytes, dtype, world_size)
     if count == 0:
         raise ValueError(f"{size_bytes} bytes hold no {dtype} element for each of {world_size} ranks")

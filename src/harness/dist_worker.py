@@ -36,7 +36,7 @@ def collective_timeout_s(spec: RunSpec) -> float:
     group fails, and how long a rank may stay stopped before the launcher kills it and names it."""
     if spec.collective_timeout_s:
         return spec.collective_timeout_s
-    from src.distributed.cost import communication_per_step
+    from src.predict.cost import communication_per_step
 
     model = spec.model_spec()
     flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)

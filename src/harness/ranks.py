@@ -1,5 +1,5 @@
 """A multi-process row: every rank's phase times and peak memory gathered to rank 0, and the strategy's analytic
-memory and communication (src/distributed/cost.py) beside them.
+memory and communication (src/predict/cost.py) beside them.
 
 Fields added to a row with world size > 1 (rank 0's record; the other ranks' records are not written):
   rank_median_time_<phase>    per rank, the median over measured steps (phases: forward, backward, sync, optimizer)
@@ -31,7 +31,7 @@ def gather_ranks(record: dict) -> dict:
     }
     everyone = [None] * world_size()
     dist.all_gather_object(everyone, mine)
-    if dist.get_rank() != 0:
+    if world()[0] != 0:
         return {}
     fields = {f"rank_median_time_{phase}": [r[phase] for r in everyone] for phase in PHASES}
     steps = [sum(r[p] or 0.0 for p in PHASES) for r in everyone]
@@ -54,9 +54,9 @@ def group_step_time(record: dict) -> float | None:
 def estimated_memory(spec: RunSpec, world_size: int) -> dict:
     """The one memory estimate of a configuration, as a row records it: the model's single-process estimate
     (ModelSpec.memory_estimate, checkpointing included) divided as the strategy divides it on `world_size` ranks
-    (src/distributed/cost.py; at world size 1, or without a strategy, the single-process estimate itself). The
+    (src/predict/cost.py; at world size 1, or without a strategy, the single-process estimate itself). The
     guard that refuses configurations far above the device's memory reads this same figure."""
-    from src.distributed.cost import memory_per_rank
+    from src.predict.cost import memory_per_rank
 
     memory = memory_per_rank(spec.model_spec(), spec.parallel, world_size, spec.batch_size, spec.context_length,
                              spec.precision, spec.mode, checkpointing=spec.activation_checkpointing,
@@ -66,7 +66,7 @@ def estimated_memory(spec: RunSpec, world_size: int) -> dict:
 
 def strategy_estimates(spec: RunSpec, record: dict) -> dict:
     """Bytes per step by collective, as the cost model counts them for this strategy."""
-    from src.distributed.cost import communication_per_step
+    from src.predict.cost import communication_per_step
 
     n = record.get("world_size") or 1
     model = spec.model_spec()

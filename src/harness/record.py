@@ -181,6 +181,18 @@ def config_of(record: dict) -> dict:
     return record.get("config") or {}
 
 
+def world_size_of(record: dict) -> int:
+    """How many ranks measured a row: its `world_size` (a multi-process benchmark row's field, a collectives
+    row's config), else the configuration's `nproc_per_node`, else 1. Each is looked up in the row, then its
+    config: a CSV file keeps fields it does not know as plain columns and reads an absent one back as ""."""
+    config = config_of(record)
+    for name in ("world_size", "nproc_per_node"):
+        for value in (record.get(name), config.get(name)):
+            if value not in (None, ""):
+                return int(value)
+    return 1
+
+
 def phase_times(record: dict) -> dict[str, list[float]]:
     """Seconds per measured step of each phase ({} entries are empty lists for phases that did not run)."""
     return {p: list(record.get(phase_field(p)) or []) for p in PHASES}

@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from src.distributed.common import world  # the one process-level (rank, world size)
 from src.instruments.module_ranges import module_ranges
 from src.spec import RunSpec
 from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace, summarise_trace
@@ -36,19 +37,11 @@ from src.instruments.trace_summary import PHASES, STEP_RANGE_PREFIX, load_trace,
 OTHER_RANKS_WAIT_S = 120.0  # rank 0's wait for the other ranks' traces: their exports take seconds, not minutes
 
 
-def _rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class TorchTrace:
     def __init__(self, spec: RunSpec):
         self.spec = spec
         self.steps = spec.profiled_steps
-        self.rank, self.world_size = _rank_and_world()
+        self.rank, self.world_size = world()
         name = spec.artifact_name
         self.rank_paths = [os.path.join(spec.trace, f"{name}_rank{r}.json.gz") for r in range(self.world_size)]
         self.overlap_path = os.path.join(spec.trace, name + "_overlap.md")

@@ -30,7 +30,7 @@ class ParameterCount:
 
 @dataclass(frozen=True)
 class Parameter:
-    """One trainable parameter as the strategies see it (src/distributed/cost.py counts their traffic)."""
+    """One trainable parameter as the strategies see it (src/predict/cost.py counts their traffic)."""
     name: str
     numel: int
     dim0: int  # FSDP2 chunks every parameter on dim 0

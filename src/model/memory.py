@@ -3,7 +3,7 @@
 Every place that needs it asks the model interface (src/model/interface.py, `ModelSpec.memory_estimate`), which
 calls `estimate_memory` here with its exact parameter count: the guard that refuses configurations far above the
 device's memory, the row's estimate, the allocator-snapshot report, and the cost model at world size 1 (which
-shards these same parts; src/distributed/cost.py).
+shards these same parts; src/predict/cost.py).
 
 Activations are what autograd keeps for backward, by the tensors each op saves (a test counts them with
 saved-tensor hooks for ours and for every shipped Hugging Face config at a tiny width, tests/model/):

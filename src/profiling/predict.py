@@ -7,8 +7,8 @@
     python -m src.profiling.predict --check docs/results/side_by_side_h100_2026-11-24.jsonl
 
 Compute per GPU comes from a measured single-GPU row of the same configuration (--results) or from FLOPs at
---mfu of --gpu's peak; communication from src.distributed.cost, timed by the alpha-beta model of
-src.distributed.alpha_beta on --link inside a node and --inter_link between nodes, or by the bus bandwidth
+--mfu of --gpu's peak; communication from src.predict.cost, timed by the alpha-beta model of
+src.predict.alpha_beta on --link inside a node and --inter_link between nodes, or by the bus bandwidth
 measured in a --collectives file. --check compares predictions with measured rows instead.
 """
 
@@ -16,8 +16,8 @@ import argparse
 import os
 import sys
 
-from src.distributed.alpha_beta import LINKS, Network
-from src.distributed.cost import ALL_STRATEGIES
+from src.predict.alpha_beta import LINKS, Network
+from src.predict.cost import ALL_STRATEGIES
 from src.model.catalog import resolve_model
 from src.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS, ModelConfig
 from src.model.families.cs336 import Cs336Model
@@ -25,7 +25,8 @@ from src.spec import checkpoint_group
 from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_resolve, positive_float, positive_int
 from src.harness.hardware import find_gpu_spec
 from src.harness.results import append_record, check_writable, read_records
-from src.reports.predict import Workload, compute_from_flops, compute_from_record, predict_scaling, single_gpu_record
+from src.predict.scaling import Workload, compute_from_flops, predict_scaling
+from src.reports.predict_rows import compute_from_record, single_gpu_record
 from src.reports.predict_plots import plot_paths, plot_scaling
 from src.reports.predict_report import (
     backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, pick_summary,

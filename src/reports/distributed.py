@@ -20,6 +20,7 @@ import os
 import numpy as np
 from tabulate import tabulate
 
+from src.harness.record import world_size_of
 from src.reports.anomalies import efficiency_above_one
 from src.reports.compare import SINGLE_RUN_NOISE, gpu_label, normalized
 from src.reports.labels import field_label, is_ok, short_status, sort_key
@@ -48,16 +49,12 @@ def is_collective(record: dict) -> bool:
     return value(record, "kind") == "collective"
 
 
-def world_size(record: dict) -> int:
-    return int(value(record, "world_size") or value(record, "nproc_per_node") or 1)
-
-
 def tokens_per_gpu(record: dict) -> float | None:
     per_gpu = value(record, "tokens_per_second_per_gpu")
     if per_gpu is not None:
         return float(per_gpu)
     group = value(record, "tokens_per_second")
-    return float(group) / world_size(record) if group is not None else None
+    return float(group) / world_size_of(record) if group is not None else None
 
 
 def _varying(records: list[dict], leave_out=()) -> list[str]:
@@ -80,7 +77,7 @@ def _series_fields(records: list[dict]) -> list[str]:
     """The strategy, then what else varies; the backend only where it varies among multi-process rows (a
     single process has none, which must not split it from its own scaling line)."""
     fields = ["parallel"] + _varying(records, leave_out=("parallel", "dist_backend", *WORLD_FIELDS))
-    backend_varies = "dist_backend" in _varying([r for r in records if world_size(r) > 1])
+    backend_varies = "dist_backend" in _varying([r for r in records if world_size_of(r) > 1])
     return fields + (["dist_backend"] if backend_varies else [])
 
 
@@ -91,14 +88,14 @@ def scaling_table(records: list[dict]) -> list[tuple[str, int, float, float | No
     other = [f for f in fields if f not in ("parallel", "dist_backend")]
     single = {}  # (series without the strategy, strategy) -> tokens/s per GPU at world size 1
     for r in rows:
-        if world_size(r) == 1:
+        if world_size_of(r) == 1:
             single[(tuple(str(value(r, f)) for f in other), str(value(r, "parallel")))] = tokens_per_gpu(r)
     out = []
     for r in rows:
         key = tuple(str(value(r, f)) for f in other)
         base = single.get((key, str(value(r, "parallel")))) or single.get((key, "none"))
         per_gpu = tokens_per_gpu(r)
-        out.append((_label(r, fields), world_size(r), per_gpu, per_gpu / base if base else None))
+        out.append((_label(r, fields), world_size_of(r), per_gpu, per_gpu / base if base else None))
     return sorted(out, key=lambda row: sort_key((row[0], row[1])))
 
 
@@ -144,7 +141,7 @@ def pick_lines(records: list[dict]) -> list[str]:
     other = [f for f in _series_fields(rows) if f not in ("parallel", "dist_backend")]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((world_size(r), tuple(str(value(r, f)) for f in other)), []).append(r)
+        groups.setdefault((world_size_of(r), tuple(str(value(r, f)) for f in other)), []).append(r)
     lines = []
     for (n, _), group in sorted(groups.items(), key=lambda item: sort_key((item[0][0], *item[0][1]))):
         if len({str(value(r, "parallel")) for r in group}) < 2:
@@ -168,7 +165,7 @@ def overlap_table(records: list[dict]) -> list[tuple[str, float, float, float, f
     out = []
     for r in rows:
         compute, comm, both, exposed = (float(value(r, f)) for f in OVERLAP_FIELDS)
-        label = f"{_label(r, fields)}, n={world_size(r)}"
+        label = f"{_label(r, fields)}, n={world_size_of(r)}"
         out.append((label, compute - both, both, exposed, both / comm if comm else None))
     return out
 
@@ -223,7 +220,7 @@ def _bandwidth_series(records: list[dict]) -> dict[tuple, list[dict]]:
     series: dict[tuple, list[dict]] = {}
     for r in ok:
         panel = _label(r, panel_fields) if panel_fields else ""
-        line = f"{value(r, 'op')}, n={world_size(r)}"
+        line = f"{value(r, 'op')}, n={world_size_of(r)}"
         series.setdefault((panel, line), []).append(r)
     for rows in series.values():
         rows.sort(key=lambda r: value(r, "size_bytes"))
@@ -275,14 +272,14 @@ def bandwidth_markdown(records: list[dict], link_peak_gbps: float | None = None)
 
 
 def collectives_failed(records: list[dict]) -> list[str]:
-    return [f"- {value(r, 'op')}, n={world_size(r)}, {format_bytes(value(r, 'size_bytes') or 0)}: {r.get('status')}"
+    return [f"- {value(r, 'op')}, n={world_size_of(r)}, {format_bytes(value(r, 'size_bytes') or 0)}: {r.get('status')}"
             for r in records if is_collective(r) and not is_ok(r)]
 
 
 def distributed_sections(records: list[dict], out: str, link_peak_gbps: float | None = None) -> list[str]:
     """The report's markdown lines and PNGs for whichever of the three kinds of rows `records` holds."""
     lines = []
-    if len({world_size(r) for r in scaling_records(records)}) > 1:
+    if len({world_size_of(r) for r in scaling_records(records)}) > 1:
         plot_scaling(records, os.path.join(out, "scaling.png"))
         lines += ["## Scaling", "", scaling_markdown(records), ""]
         warnings = scaling_warnings(records)

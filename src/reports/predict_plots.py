@@ -6,7 +6,7 @@ import os
 
 import matplotlib
 
-from src.reports.predict import Prediction
+from src.predict.scaling import Prediction
 
 matplotlib.use("Agg")  # headless machines; choose the backend before pyplot loads
 import matplotlib.pyplot as plt  # noqa: E402

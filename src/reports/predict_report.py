@@ -7,14 +7,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from src.distributed.alpha_beta import Network
+from src.predict.alpha_beta import Network
 from src.harness.hardware import device_memory_gb, find_gpu_spec
 from src.reports.pick import Choice, describe, pick
 from src.spec import RunSpec
-from src.reports.predict import (
-    ComputeTime, Prediction, Workload, compute_from_flops, compute_from_record, predict,
-    single_gpu_record, strategy_of, world_size_of,
-)
+from src.harness.record import world_size_of
+from src.predict.scaling import ComputeTime, Prediction, Workload, compute_from_flops, predict
+from src.reports.predict_rows import compute_from_record, single_gpu_record, strategy_of
 
 GB = 1e9
 COLLECTIVE_FIELDS = ("op", "world_size", "size_bytes", "busbw_gbps")  # rows of python -m src.profiling.collectives

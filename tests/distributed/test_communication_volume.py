@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from tests.distributed.multiprocess import run_on_ranks
 from src.model.families.cs336 import Cs336Model
-from src.distributed.cost import collectives_per_step
+from src.predict.cost import collectives_per_step
 from tests.distributed.single_process import (
     BUCKET_MB,
     CS336_TINY,
@@ -100,7 +100,7 @@ def test_fsdp_gathers_twice_and_reduce_scatters_once_in_the_compute_dtype():
 
 
 def _against_cost_model(rank: int, world_size: int) -> None:
-    """The analytic model (src/distributed/cost.py) predicts the bytes and the number of calls of each collective."""
+    """The analytic model (src/predict/cost.py) predicts the bytes and the number of calls of each collective."""
     cases = [(name, name, 4, {}) for name in ("ddp_naive", "ddp_flat", "ddp_overlap", "zero1")]
     cases += [("ddp_bucketed", "ddp_bucketed", 4, {"bucket_mb": BUCKET_MB}),
               ("ddp_bucketed_tiny", "ddp_bucketed", 4, {"bucket_mb": TINY_BUCKET_MB}),

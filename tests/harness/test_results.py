@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from src.harness.record import new_record, with_fields
+from src.harness.record import new_record, with_fields, world_size_of
 from src.harness.results import append_record, check_writable, read_records
 from tests.specs import tiny_spec
 
@@ -28,6 +28,25 @@ def test_round_trip(tmp_path, name):
     assert warnings == []
     assert [r["config"]["seed"] for r in records] == [0, 1, 2]
     assert records[2]["time_forward"] == [0.2, 0.2] and records[2]["env"]["gpu_name"] == "X"
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.jsonl"])
+def test_world_size_of_a_row_read_back_from_either_format(tmp_path, name):
+    """The one record-level world size, as the reports and the predictor read it: the row's field, else the
+    configuration's ranks, else 1, whichever file format wrote the row."""
+    path = str(tmp_path / name)
+    append_record(path, record(0))
+    append_record(path, with_fields(new_record(tiny_spec(seed=1, parallel="ddp_flat", nproc_per_node=2)),
+                                    {"world_size": 2}))
+    append_record(path, new_record(tiny_spec(seed=2, parallel="ddp_flat", nproc_per_node=3)))  # no world_size field
+    records, _ = read_records(path)
+    assert [world_size_of(r) for r in records] == [1, 2, 3]
+
+
+def test_world_size_of_a_collectives_row_and_of_an_empty_csv_cell():
+    assert world_size_of({"kind": "collective", "config": {"op": "all_reduce", "world_size": 8}}) == 8
+    assert world_size_of({"world_size": "", "config": {"nproc_per_node": 4}}) == 4
+    assert world_size_of({}) == 1
 
 
 def _append_many(path: str, worker: int, count: int) -> None:

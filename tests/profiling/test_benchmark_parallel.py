@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from src.distributed.cost import communication_per_step
+from src.predict.cost import communication_per_step
 from src.harness.dist_worker import collective_timeout_s
 from src.harness.lifetime import EXIT_TERMINATED
 from src.harness.results import read_records

@@ -1,9 +1,9 @@
 """Which strategy to pick: the fastest that fits in memory with its margin, for measured rows and for predictions."""
 
 from src.reports.pick import Choice, describe, pick
-from src.reports.predict import predict_scaling
+from src.predict.scaling import predict_scaling
 from src.reports.predict_report import pick_summary
-from src.reports.predict import compute_from_flops
+from src.predict.scaling import compute_from_flops
 from tests.reports.test_predict import H100, NET, SMALL
 
 

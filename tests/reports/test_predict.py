@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from src.distributed.alpha_beta import LINKS, Network, collective_time
-from src.distributed.cost import collectives_per_step, memory_per_rank
+from src.predict.alpha_beta import LINKS, Network, collective_time
+from src.predict.cost import collectives_per_step, memory_per_rank
 from src.model.config import PRESETS
 from src.model.families.cs336 import Cs336Model
 from src.harness.hardware import find_gpu_spec
 from src.profiling.predict import main
-from src.reports.predict import ComputeTime, Workload, compute_from_flops, predict, predict_scaling
+from src.predict.scaling import ComputeTime, Workload, compute_from_flops, predict, predict_scaling
 from src.reports.predict_report import check, device_memory_bytes, measured_busbw
 
 NET = Network(LINKS["nvlink4"], LINKS["ib_ndr"], gpus_per_node=8)

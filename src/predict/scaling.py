@@ -1,11 +1,11 @@
 """Scaling prediction: step time, tokens/s per GPU, scaling efficiency and memory per rank at any world size.
 
     step = compute per rank + exposed communication
-    compute per rank: the single-GPU step's forward, backward and optimizer times (a measured row, or FLOPs at a
-      stated MFU and the optimizer's memory traffic at the GPU's bandwidth), forward and backward divided by the
-      tensor-parallel degree, the optimizer by how many ranks share its state; checkpointing adds one forward
-      of the blocks to backward.
-    communication: src.distributed.cost's collectives per step, each timed by src.distributed.alpha_beta.
+    compute per rank: the single-GPU step's forward, backward and optimizer times (a measured row, read by
+      src/reports/predict_rows.py, or FLOPs at a stated MFU and the optimizer's memory traffic at the GPU's
+      bandwidth), forward and backward divided by the tensor-parallel degree, the optimizer by how many ranks
+      share its state; checkpointing adds one forward of the blocks to backward.
+    communication: src.predict.cost's collectives per step, each timed by src.predict.alpha_beta.
     exposed: collectives issued during a phase hide behind that phase's compute except what exceeds it and the one
       call at the phase's edge (`edge_bytes`: the first gather, the last gradient); the rest is fully exposed.
     tokens/s per GPU = batch x context x data-parallel degree / world size / step; scaling efficiency = that over
@@ -14,15 +14,25 @@
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
-from src.distributed.alpha_beta import Network, collective_time
-from src.distributed.cost import collectives_per_step, memory_per_rank
+from src.predict.alpha_beta import Network, collective_time
+from src.predict.cost import collectives_per_step, memory_per_rank
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, blocks_share_of_forward
 from src.model.interface import ModelSpec
-from src.harness.hardware import GpuSpec
-from src.spec import RunSpec, checkpoint_group
+from src.spec import checkpoint_group
 
 SHARDS_OPTIMIZER = ("zero1", "torch_zero1", "fsdp", "fsdp2", "fsdp_tp")
+
+
+class GpuPeaks(Protocol):
+    """What the compute time reads of a GPU: src/harness/hardware.py's GpuSpec, named here only by its fields
+    (the harness is above this package)."""
+
+    name: str
+    fp32: float  # TFLOP/s, dense
+    bf16: float  # TFLOP/s, dense tensor cores
+    bandwidth_tb_s: float
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class ComputeTime:
     source: str
 
 
-def compute_from_flops(workload: Workload, gpu: GpuSpec, mfu: float) -> ComputeTime:
+def compute_from_flops(workload: Workload, gpu: GpuPeaks, mfu: float) -> ComputeTime:
     """Forward and backward at `mfu` of the GPU's dense peak (bf16 tensor cores, or plain fp32 for fp32 runs:
     torch's default float32_matmul_precision 'highest' uses no tf32), AdamW at the GPU's memory bandwidth
     (flops.ADAMW_BYTES_PER_PARAMETER bytes per parameter: an ideal fused kernel; measured unfused AdamW on 2.7B
@@ -62,68 +72,6 @@ def compute_from_flops(workload: Workload, gpu: GpuSpec, mfu: float) -> ComputeT
     parameters = workload.model.parameter_count().total
     optimizer = parameters * ADAMW_BYTES_PER_PARAMETER / (gpu.bandwidth_tb_s * 1e12)
     return ComputeTime(forward, 2 * forward, optimizer, f"FLOPs at {mfu:.0%} MFU of {gpu.name}")
-
-
-def _median(values: list[float]) -> float | None:
-    values = sorted(v for v in values or [] if v is not None)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
-def compute_from_record(record: dict, where: str = "") -> ComputeTime:
-    """A measured single-GPU train row's median phase times (its median step where phases are missing)."""
-    forward, backward = _median(record.get("time_forward")), _median(record.get("time_backward"))
-    optimizer = _median(record.get("time_optimizer")) or 0.0
-    if forward is None or backward is None:
-        step = record.get("median_time_step")
-        if not step:
-            raise ValueError(f"row {where} has no step time")
-        forward, backward, optimizer = step / 3, 2 * step / 3, 0.0
-    return ComputeTime(forward, backward, optimizer, f"measured row {where}".strip())
-
-
-def world_size_of(record: dict) -> int:
-    config = record.get("config", {})
-    for value in (record.get("world_size"), config.get("world_size"), config.get("nproc_per_node")):
-        if value:
-            return int(value)
-    return 1
-
-
-def strategy_of(record: dict) -> str:
-    return record.get("config", {}).get("parallel") or "none"
-
-
-def architecture_of(record: dict):
-    """The Architecture a results row measured (through its RunSpec and the model interface), or None."""
-    try:
-        return RunSpec.from_dict(record.get("config") or {}).model_spec().architecture
-    except (TypeError, ValueError):  # an old or foreign row that is no configuration of ours
-        return None
-
-
-def matches(record: dict, workload: Workload) -> bool:
-    """A record measured the same single replica: model (its architecture), batch, context, precision, train."""
-    c = record.get("config", {})
-    same = (
-        architecture_of(record) == workload.model.architecture and c.get("batch_size") == workload.batch_size
-        and c.get("context_length") == workload.context_length and c.get("mode") == "train"
-        and (c.get("precision") or "fp32") == workload.precision
-        and (c.get("activation_checkpointing") or "none") == workload.checkpointing
-    )
-    return same and record.get("status") == "ok"
-
-
-def single_gpu_record(records: list[dict], workload: Workload) -> dict | None:
-    """The newest ok world-size-1 train row of the same configuration without compile or a recipe."""
-    found = [
-        r for r in records
-        if matches(r, workload) and world_size_of(r) == 1 and strategy_of(r) == "none"
-        and not r["config"].get("compile") and not r["config"].get("recipe")
-    ]
-    return found[-1] if found else None
 
 
 @dataclass

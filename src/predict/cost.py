@@ -2,7 +2,7 @@
 
 Nothing here runs torch.distributed: sizes come from the model interface's parameter table (counted on the meta
 device, src/model/interface.py), so the 8B model costs nothing to describe, whatever its family.
-`communication_per_step` is what the strategies in this package must put on the wire (a test counts their real
+`communication_per_step` is what the strategies in src/distributed/ must put on the wire (a test counts their real
 collectives against it); `memory_per_rank` extends the model's single-process estimate (ModelSpec.memory_estimate,
 the one estimate) to parameters, gradients and AdamW state divided as each strategy divides them.
 

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from src.distributed.alpha_beta import (
+from src.predict.alpha_beta import (
     BASE_LATENCY_US, HOP_LATENCY_US, LINKS, Link, Network, bus_bytes, collective_time, link_busbw,
 )
-from src.distributed.cost import (
+from src.predict.cost import (
     ALL_STRATEGIES, STRATEGIES, buckets_within_cap, collectives_per_step, communication_per_step, greedy_buckets,
     memory_per_rank, owner_loads, parameters_of,
 )
