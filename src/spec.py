@@ -25,7 +25,7 @@ TIMERS = ("events", "sync")  # see src/harness/timing.py
 DEVICES = ("cpu", "cuda")
 ISOLATIONS = ("none", "process")
 FUSED_ATTENTION = ("sdpa", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
-# The one strategy registry, read by this spec, the cost model (src/distributed/cost.py) and the predictor:
+# The one strategy registry, read by this spec, the cost model (src/predict/cost.py) and the predictor:
 # name -> how it divides the work. "ddp": replicas, gradients all-reduced; "zero1": replicas with the optimizer
 # state sharded; "fsdp": parameters, gradients and state sharded; "tp", "fsdp_tp": tensor parallelism alone and
 # on a 2-D mesh (on paper only: the predictor models them, the benchmark does not run them yet).
