@@ -35,8 +35,12 @@ def test_every_strategy_matches_single_process_on_4_ranks():
 
 
 def _pytorch_engines(rank: int, world_size: int, config_path: str) -> None:
-    """torch_ddp and fsdp2 as the benchmark applies them (src/train/parallel.py, through the model interface's
-    blocks), on the Hugging Face Llama with GQA and a tied head, against single-process training."""
+    """torch_ddp, torch_zero1 and fsdp2 as the benchmark wraps the model (src/train/parallel.py, through the model
+    interface's blocks), on the Hugging Face Llama with GQA and a tied head, against single-process training.
+    torch_zero1's ZeroRedundancyOptimizer wraps SGD with momentum here, as the reference's optimizer (the
+    benchmark's wraps AdamW)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
     from src.spec import RunSpec
     from src.train.parallel import parallelize
     from tests.distributed.single_process import sgd
@@ -44,13 +48,15 @@ def _pytorch_engines(rank: int, world_size: int, config_path: str) -> None:
     name = "hf-llama-gqa-tied"
     expected = reference_params(name)
     local_batches = [rank_slice(tokens, rank, world_size) for tokens in batches()]
-    for strategy in ("torch_ddp", "fsdp2"):
+    for strategy in ("torch_ddp", "torch_zero1", "fsdp2"):
         spec = RunSpec(size=name, d_model=32, d_ff=64, num_heads=4, num_layers=2, vocab_size=64, context_length=16,
                        model=config_path, attention="sdpa", mode="train", parallel=strategy,
                        nproc_per_node=world_size)
         # Same seed on every rank: fully_shard shards what each rank holds (DDP would broadcast rank 0's anyway)
         wrapped = parallelize(spec, build(name, seed=0)).model
-        train(wrapped, sgd(wrapped.parameters()), local_batches)
+        optimizer = (ZeroRedundancyOptimizer(wrapped.parameters(), optimizer_class=torch.optim.SGD, lr=0.1,
+                                             momentum=0.9) if strategy == "torch_zero1" else sgd(wrapped.parameters()))
+        train(wrapped, optimizer, local_batches)
         module = getattr(wrapped, "module", wrapped)
         got = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach() for n, p in module.named_parameters()}
         assert list(got) == list(expected), f"{strategy}: parameter names {list(got)}"

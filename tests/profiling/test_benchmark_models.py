@@ -61,3 +61,10 @@ def test_an_unknown_model_name_is_refused_naming_what_there_is(capsys):
     assert main(QUICK + ["--model", "llama-99b"]) == 2
     err = capsys.readouterr().err
     assert "'llama-99b' is neither a preset" in err and "llama-3.2-1b" in err and len(err.strip().splitlines()) == 1
+
+
+def test_explain_precision_works_on_a_hugging_face_model(capsys):
+    assert main(["--device", "cpu", "--model", LLAMA, "--precision", "bf16", "--explain_precision"]) == 0
+    out = capsys.readouterr().out
+    assert "| hf.model.layers.*.input_layernorm | LlamaRMSNorm | float32 |" in out
+    assert "| hf.model.layers.*.self_attn.k_proj | Linear | bfloat16 |" in out
