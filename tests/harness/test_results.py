@@ -455,3 +455,10 @@ def test_a_jsonl_suffix_in_any_case_is_json_lines(tmp_path, name):
     append_record(path, record(1))
     assert json.loads(open(path).readline())["config"]["seed"] == 1
     assert read_records(path)[0][0]["config"]["seed"] == 1
+
+
+def test_a_file_whose_first_line_is_empty_is_not_taken_for_a_csv_results_file(tmp_path):
+    """os.urandom's bytes start with a newline one time in 256: the check above then saw an empty header."""
+    path = _write(tmp_path / "r.csv", b"\n" + bytes(range(1, 256)))
+    with pytest.raises(ValueError, match="not a CSV results file"):
+        check_writable(path)
