@@ -5,6 +5,7 @@
 #   bash scripts/attention_h200.sh OUT_DIR
 set -uo pipefail
 out=${1:?usage: scripts/attention_h200.sh OUT_DIR}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/attention_h200.sh
 mkdir -p "$out" /tmp/attention_tune
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"

@@ -4,6 +4,7 @@
 #   bash scripts/gpu_fast_path.sh OUT_DIR [SIZES...]      (default sizes: small 2.7B)
 set -euo pipefail
 out=${1:?usage: scripts/gpu_fast_path.sh OUT_DIR [SIZES...]}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_fast_path.sh
 shift
 sizes=("${@:-small 2.7B}")
 mkdir -p "$out"

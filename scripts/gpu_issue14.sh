@@ -21,6 +21,7 @@
 # Exits 1 if any part failed or ran out of time (its finished rows stay in its file); OOM rows are results.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_issue14.sh OUT_DIR [PART ...]}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_issue14.sh
 shift
 selected=" ${*:-a b c d e f g} "
 mkdir -p "$out"

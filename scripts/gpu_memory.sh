@@ -4,6 +4,7 @@
 #   bash scripts/gpu_memory.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: scripts/gpu_memory.sh OUT_DIR}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_memory.sh
 mkdir -p "$out"
 for precision in fp32 bf16; do
     for mode in forward train; do

@@ -4,6 +4,7 @@
 #   bash scripts/gpu_models.sh OUT_DIR [MODELS...]    (default: qwen2.5-0.5b llama-3.2-1b llama-3.2-3b)
 set -euo pipefail
 out=${1:?usage: scripts/gpu_models.sh OUT_DIR [MODELS...]}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_models.sh
 shift
 models=("${@:-qwen2.5-0.5b llama-3.2-1b llama-3.2-3b}")
 mkdir -p "$out"

@@ -6,6 +6,7 @@
 #   bash scripts/gpu_numerics.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: scripts/gpu_numerics.sh OUT_DIR}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_numerics.sh
 mkdir -p "$out/default"
 python3 -m src.profiling.numerics --size small --steps 100 --out "$out/default" --gradients \
     --variants plain plain_repeat plain_rounded_init compiled_cudnn_sdpa compiled fast fast_bf16_weights | tee "$out/default/numerics.md" || true

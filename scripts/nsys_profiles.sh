@@ -5,6 +5,7 @@
 #   bash scripts/nsys_profiles.sh OUT_DIR
 set -euo pipefail
 out=${1:?usage: scripts/nsys_profiles.sh OUT_DIR}
+source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/nsys_profiles.sh nsys
 mkdir -p "$out"
 nsys_flags=(-t cuda,nvtx --sample=none --cpuctxsw=none --force-overwrite true)
 bench=(python3 -m src.profiling.benchmark --sizes large --context_length 512 --warmup_steps 3 --benchmark_steps 5)

@@ -4,6 +4,11 @@ naming modules and scripts that exist (issue 21: `python -m ...` failed outside 
 import importlib.util
 import os
 import re
+import subprocess
+import sys
+
+import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(REPO, "README.md")).read()
@@ -42,3 +47,23 @@ def test_every_module_and_script_named_exists():
 def test_the_readme_says_where_to_run_them():
     setup = README.split("## Set-up")[1].split("\n## ")[0]
     assert "from the repository root" in setup and "No module named 'src'" in setup
+
+
+def test_every_gpu_script_checks_for_cuda_first():
+    for name in sorted(os.listdir(os.path.join(REPO, "scripts"))):
+        if name.endswith(".sh") and name != "need_cuda.sh":
+            text = open(os.path.join(REPO, "scripts", name)).read()
+            assert f"need_cuda scripts/{name}" in text, name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_a_gpu_script_refuses_in_one_line_without_cuda(tmp_path):
+    # before the check, `uv run bash scripts/gpu_fast_path.sh OUT` on a CPU started 2.7B train at context 1024
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "LMBENCH_SKIP_CUDA_CHECK"}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"  # python3 as under `uv run`
+    result = subprocess.run(["bash", "scripts/gpu_fast_path.sh", str(out)], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["scripts/gpu_fast_path.sh: needs a CUDA GPU; torch finds none"]
+    assert not out.exists()

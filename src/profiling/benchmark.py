@@ -278,6 +278,11 @@ def _resolve_processes(args: argparse.Namespace, device: str) -> tuple[int, str]
     # RunSpec refuses nccl without CUDA itself; this one is the command line's: the count would go to no row
     if nproc > 1 and args.parallel == ["none"]:
         raise UsageError(f"--nproc_per_node {nproc} needs --parallel (a strategy); none runs one process")
+    # a count of GPUs on a host with none: `--nproc_per_node 8 --sizes xl` on a 2-core, 25 GB CPU host started xl
+    # (~33 GB of training state a rank) in place of a refusal; ranks on the CPU are asked for by --device cpu
+    if nproc > 1 and args.device == "auto" and device == "cpu":
+        raise UsageError(f"--nproc_per_node {nproc}: no CUDA GPU found; pass --device cpu for {nproc} gloo ranks on "
+                         "the CPU")
     gpus = visible_gpu_count() if device == "cuda" else None  # nvidia-smi: the parent leaves CUDA to its children
     if gpus is not None and nproc > gpus:
         raise UsageError(f"--nproc_per_node {nproc} is more than the {gpus} GPU(s) present")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from src.predict.cost import communication_per_step
 from src.harness.dist_worker import collective_timeout_s
@@ -143,6 +144,14 @@ def test_a_failing_rank_becomes_a_row_naming_it_and_leaves_no_process(tmp_path, 
         assert records[0]["status"] == "OOM"
     assert [r["status"] for r in records[1:]] == ["ok"] * len(goes_on), "the sweep goes on"
     assert _dist_workers_alive() == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the count of GPUs on a host with none")
+def test_ranks_without_a_gpu_are_asked_for_with_device_cpu(capsys):
+    code = main(["--sizes", "tiny", "--parallel", "ddp_flat", "--nproc_per_node", "2"])  # --device auto
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.strip().splitlines() == [
+        "benchmark: error: --nproc_per_node 2: no CUDA GPU found; pass --device cpu for 2 gloo ranks on the CPU"]
 
 
 @pytest.mark.parametrize("args,message", [
