@@ -103,8 +103,6 @@ def test_parameters_counted_on_the_meta_device_are_the_models_own(name):
 
 
 def json_with(spec: HfModel, **changes) -> HfModel:
-    import json
-
     config = json.loads(spec.config_json)
     config.update({k: v for k, v in changes.items() if k in config})
     return HfModel(spec.name + " changed", json.dumps(config, sort_keys=True))
