@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: torchao's float8 linears, t
 LOW_PRECISIONS = ("bf16", "fp16", "fp8")  # autocast runs the step's activations in 2 bytes
 FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")  # torchao's Float8LinearRecipeName values
 RECIPES = ("fast",)
-BACKENDS = ("ours", "hf_llama")
+BACKENDS = ("ours", "hf_llama", "torchtitan")
 TIMERS = ("events", "sync")  # see src/harness/timing.py
 DEVICES = ("cpu", "cuda")
 ISOLATIONS = ("none", "process")
@@ -86,7 +86,7 @@ class RunSpec:
     attention: str = "naive"
     compile: bool = False  # True for every fast-recipe row: the recipe compiles, and its rows say so
     recipe: str = ""  # "" or "fast" (see src/train/step.py)
-    backend: str = "ours"  # or "hf_llama": transformers' Llama of the same shape, for comparison
+    backend: str = "ours"  # or "hf_llama" / "torchtitan": transformers' / torchtitan's Llama of the same shape
     timer: str = "sync"
     device: str = "cpu"
     seed: int = 0
@@ -193,9 +193,12 @@ def _hf_model(model: str, vocab_size: int, num_layers: int):
 def _model_spec(backend: str, size: str, config: ModelConfig):
     from src.model.families.cs336 import Cs336Model
     from src.model.families.hf import HfModel
+    from src.model.families.torchtitan import TorchtitanLlama
 
     if backend == "hf_llama":
         return HfModel.llama_of(config, size)
+    if backend == "torchtitan":
+        return TorchtitanLlama(size, config)
     return Cs336Model(size, config)
 
 
@@ -211,8 +214,8 @@ def _check_model(spec: RunSpec) -> None:
             model = spec.model_spec()
         except ValueError as error:
             raise ValueError(f"model: {error}") from None
-    if model.family == "hf" and spec.attention != "sdpa":
-        raise ValueError(f"attention: Hugging Face models run with SDPA attention here, not {spec.attention}")
+    if model.family in ("hf", "torchtitan") and spec.attention != "sdpa":
+        raise ValueError(f"attention: {model.family} models run with SDPA attention here, not {spec.attention}")
     a = model.architecture
     if a.positions == "learned" and spec.context_length > a.max_positions:
         raise ValueError(f"context_length: {spec.context_length} is more than the {a.max_positions} positions "

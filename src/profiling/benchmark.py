@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "recipe picks ours or fused; given, it replaces the recipe's pick (ours turns its CUDA "
                           "graphs off)")
     run.add_argument("--backend", choices=BACKENDS, default="ours",
-                     help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers)")
+                     help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers); "
+                          "torchtitan: torchtitan's Llama 3 model of the same shape (needs torchtitan)")
     run.add_argument("--seed", type=int, default=0)
     par = p.add_argument_group("several processes (torch.distributed; launched through torchrun, or under yours)")
     par.add_argument("--parallel", nargs="+", choices=PARALLEL, default=["none"],
@@ -183,7 +184,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     except ValueError as error:  # a preset's ModelConfig with --num_kv_heads that does not divide its heads
         raise UsageError(str(error)) from None
     precisions = args.precision or (["bf16"] if args.mixed_precision or args.recipe == "fast" else ["fp32"])
-    attentions = args.attention or [FAST_ATTENTION if args.recipe == "fast" or args.backend == "hf_llama" else "naive"]
+    attentions = args.attention or [FAST_ATTENTION if args.recipe == "fast" or args.backend != "ours" else "naive"]
     if hf_models and not args.attention:
         attentions = [FAST_ATTENTION]  # transformers' models run SDPA here
     if args.recipe == "fast" and device != "cuda":
@@ -194,6 +195,8 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
         notes.append("--nvtx on: NVTX ranges are for Nsight Systems on CUDA; nothing is annotated on CPU")
     if (args.backend == "hf_llama" or hf_models) and importlib.util.find_spec("transformers") is None:
         raise UsageError("Hugging Face models (--model CONFIG, --backend hf_llama) need the transformers package")
+    if args.backend == "torchtitan" and importlib.util.find_spec("torchtitan") is None:
+        raise UsageError("--backend torchtitan needs the torchtitan package (0.2.2 is the release for torch 2.11)")
     if args.fp8_recipe and "fp8" not in precisions:
         raise UsageError("--fp8_recipe applies to --precision fp8")
     if "fp8" in precisions and device == "cuda" and gpu_supports_fp8() is False:
