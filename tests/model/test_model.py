@@ -5,7 +5,7 @@ import torch
 
 from src.kernels import naive_attention
 from src.model import PRESETS, ModelConfig, TransformerLM, count_parameters
-from src.model.transformer import RMSNorm, RotaryEmbedding
+from src.model.transformer import RMSNorm, RotaryEmbedding, rotate_complex, rotate_halves
 
 TINY = PRESETS["tiny"]
 
@@ -95,10 +95,11 @@ def test_rmsnorm_computes_in_fp32_and_casts_back():
     torch.testing.assert_close(y, expected.to(torch.bfloat16))
 
 
-def test_rope_rotates_interleaved_pairs():
+@pytest.mark.parametrize("rotate", [rotate_complex, rotate_halves], ids=["eager_complex", "compiled_halves"])
+def test_rope_rotates_interleaved_pairs(rotate):
     rope = RotaryEmbedding(head_dim=4, context_length=8, theta=10_000.0)
     x = torch.randn(1, 1, 8, 4)  # (B, nh, T, hs)
-    y = rope(x)
+    y = rotate(x, rope.cos, rope.sin)  # the module picks one by torch.compiler.is_compiling()
     for pos in range(8):
         for k in range(2):  # pair k is (x[2k], x[2k+1]), rotated by pos * theta^(-2k/d)
             angle = pos * 10_000.0 ** (-2 * k / 4)
