@@ -19,6 +19,7 @@ from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, first_paragr
                              parse_and_resolve, positive_float, positive_int, resolve_device)
 from src.harness.results import check_writable
 from src.model.config import PRESETS
+from src.spec import RunSpec
 from src.train.numerics import (LEARNING_RATE, SUCCESSORS, VARIANTS, WARMUP_STEPS, attention_kernels, build_variant,
                                 first_gradients, gradient_errors, markov_tokens, train_losses, variant_context)
 
@@ -50,7 +51,20 @@ def resolve(args: argparse.Namespace) -> str:
         check_writable(args.out, directory=True)
     except ValueError as error:
         raise UsageError(f"--out: {error}") from None
+    for name in args.variants:  # every variant's configuration, before the first one trains (fp8 needs a GPU)
+        try:
+            RunSpec(**{**base_spec(args, device), **VARIANTS[name].spec})
+        except ValueError as error:
+            raise UsageError(f"--variants {name}: {error}") from None
     return device
+
+
+def base_spec(args: argparse.Namespace, device: str) -> dict:
+    """The plain step's RunSpec fields, which each variant changes."""
+    preset = PRESETS[args.size]
+    return dict(size=args.size, d_model=preset.d_model, d_ff=preset.d_ff, num_heads=preset.num_heads,
+                num_layers=preset.num_layers, vocab_size=preset.vocab_size, context_length=args.context_length,
+                batch_size=args.batch_size, mode="train", precision="bf16", attention="sdpa", device=device)
 
 
 def main(argv=None) -> int:
@@ -61,10 +75,7 @@ def main(argv=None) -> int:
     args.device = device
     os.makedirs(args.out, exist_ok=True)
     preset = PRESETS[args.size]
-    base = dict(size=args.size, d_model=preset.d_model, d_ff=preset.d_ff, num_heads=preset.num_heads,
-                num_layers=preset.num_layers, vocab_size=preset.vocab_size, context_length=args.context_length,
-                batch_size=args.batch_size,
-                mode="train", precision="bf16", attention="sdpa", device=args.device)
+    base = base_spec(args, device)
     tokens = markov_tokens(preset.vocab_size, args.steps, args.batch_size, args.context_length, seed=1234)
     if args.gradients:
         _compare_first_gradients(base, args.variants, tokens[0], os.path.join(args.out, "gradients.csv"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from src.kernels import compiled_sdpa_backends
-from src.spec import RunSpec
+from src.spec import FP8_RECIPES, RunSpec
 from src.train.step import TrainStep, build_model
 
 SUCCESSORS = 4
@@ -76,6 +76,10 @@ VARIANTS = {
     "fast": Variant("the fast recipe", spec={"recipe": "fast"}),
     "fast_bf16_weights": Variant("the fast recipe as it runs large models: bf16 weights with fp32 masters, no graphs",
                                  spec={"recipe": "fast"}, step={"cuda_graphs": False, "bf16_weights": True}),
+    # fp8 (GPUs with fp8 tensor cores): compare with "fast" as the reference, the bf16 step they replace
+    **{f"fast_fp8_{recipe}": Variant(f"the fast recipe with torchao's float8 linears, {recipe} scaling",
+                                     spec={"recipe": "fast", "precision": "fp8", "fp8_recipe": recipe})
+       for recipe in FP8_RECIPES},
 }
 
 

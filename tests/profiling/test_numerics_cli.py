@@ -23,3 +23,14 @@ def test_an_out_that_cannot_be_a_directory_is_refused_in_one_line_before_any_wor
         err = capsys.readouterr().err
         assert err.startswith("numerics: error: --out") and err.count("\n") == 1 and message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_variant_the_device_cannot_run_is_refused_before_the_first_trains(tmp_path, capsys):
+    from src.profiling.numerics import main
+
+    out = tmp_path / "numerics"
+    assert main(["--size", "tiny", "--device", "cpu", "--out", str(out),
+                 "--variants", "plain", "fast_fp8_rowwise"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("numerics: error: --variants fast_fp8_rowwise: precision: fp8 needs a GPU")
+    assert err.count("\n") == 1 and not out.exists()  # nothing trained, nothing written
