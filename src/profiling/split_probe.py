@@ -115,14 +115,16 @@ def time_gemm(op: str, m: int, k: int, n: int, dtype, device: str, warmup_ms: fl
 
 
 def time_attention(shape, dtype, device: str, warmup_ms: float, rep_ms: float, g) -> dict[str, tuple]:
-    """SDPA's forward and backward at one rank's heads (GQA through enable_gqa, as torch's kernels take it)."""
-    B, nh, nkv, T, hs = shape.batch_size, shape.num_heads, shape.num_kv_heads, shape.seq_len, shape.head_dim
-    q = torch.randn(B, nh, T, hs, generator=g, device=device, dtype=dtype, requires_grad=True)
-    k, v = (torch.randn(B, nkv, T, hs, generator=g, device=device, dtype=dtype, requires_grad=True) for _ in "kv")
+    """SDPA's forward and backward at one rank's heads, causal. KV heads are repeated to the query heads once,
+    outside the timing, as transformers' repeat_kv does: attention's products are those of full heads either way
+    (grouped-query attention saves K/V memory and projections, not T x T work)."""
+    B, nh, T, hs = shape.batch_size, shape.num_heads, shape.seq_len, shape.head_dim
+    q, k, v = (torch.randn(B, nh, T, hs, generator=g, device=device, dtype=dtype) for _ in "qkv")
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
     dout = torch.randn(B, nh, T, hs, generator=g, device=device, dtype=dtype)
 
     def forward():
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=nh != nkv)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     out = forward()
     return {"forward": bench_ms(forward, device, warmup_ms, rep_ms),
@@ -208,6 +210,7 @@ def measure_overlap(concurrent: str, args) -> OverlapTiming:
     alone, copies = EventTimer("cuda"), EventTimer("cuda")
     for _ in range(args.overlap_repeats):
         _timed(alone, "loop", loop)
+    torch.cuda.synchronize()  # the copies alone start once the loops are done
     with torch.cuda.stream(side):
         for _ in range(args.overlap_repeats):
             _timed(copies, "copy", copy)
