@@ -40,6 +40,7 @@ PROG = "python -m src.profiling.split_probe"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 COLUMNS = ("kind", "status", "tp", "efficiency", "slowdown")  # an existing --output must share two of these
 COPY_MARGIN = 1.5  # copies queued for 1.5x the loop's time alone: they still run when a slowed loop ends
+ESTIMATE_REPEATS = 3  # loops and copies timed alone to size the side stream's queue
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,12 +83,12 @@ def resolve(args: argparse.Namespace) -> dict:
     if args.dtype == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError("--dtype bf16: this GPU has no bf16; use --dtype fp32")
     if args.output:
-        if not is_jsonl(args.output):
-            raise UsageError(f"--output {args.output}: the rows nest their shapes; name a .jsonl file")
         try:
             check_writable(args.output, columns=COLUMNS)
         except ValueError as error:
             raise UsageError(f"--output: {error}") from None
+        if not is_jsonl(args.output):
+            raise UsageError(f"--output {args.output}: the rows nest their shapes; name a .jsonl file")
     config = ProbeConfig(model=args.model, architecture=asdict(model.architecture),
                          batch_size=args.batch_size, context_length=args.context_length, dtype=args.dtype,
                          device=device, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
@@ -207,21 +208,28 @@ def measure_overlap(concurrent: str, args) -> OverlapTiming:
     loop()  # allocate and warm the clocks
     copy()  # compiles the copy kernel
     torch.cuda.synchronize()
-    alone, copies = EventTimer("cuda"), EventTimer("cuda")
-    for _ in range(args.overlap_repeats):
-        _timed(alone, "loop", loop)
+    first_loops, first_copies = EventTimer("cuda"), EventTimer("cuda")
+    for _ in range(ESTIMATE_REPEATS):
+        _timed(first_loops, "loop", loop)
     torch.cuda.synchronize()  # the copies alone start once the loops are done
     with torch.cuda.stream(side):
-        for _ in range(args.overlap_repeats):
-            _timed(copies, "copy", copy)
-    alone_ms, copy_ms = _median_ms(alone, "loop"), _median_ms(copies, "copy")
-    calls = math.ceil(COPY_MARGIN * alone_ms / copy_ms) + 1
-    beside, busy = EventTimer("cuda"), EventTimer("cuda")
-    for _ in range(args.overlap_repeats):
-        torch.cuda.synchronize()  # each loop starts with the side stream's copies just begun
+        for _ in range(ESTIMATE_REPEATS):
+            _timed(first_copies, "copy", copy)
+    calls = math.ceil(COPY_MARGIN * _median_ms(first_loops, "loop") / _median_ms(first_copies, "copy")) + 1
+
+    def copies():
+        for _ in range(calls):
+            copy()
+
+    alone, beside, busy = EventTimer("cuda"), EventTimer("cuda"), EventTimer("cuda")
+    for _ in range(args.overlap_repeats):  # alone and beside alternate: clock drift falls on both alike
+        torch.cuda.synchronize()
+        _timed(alone, "loop", loop)
+        torch.cuda.synchronize()  # each loop beside starts with the side stream's copies just begun
         with torch.cuda.stream(side):
-            _timed(busy, "copy", lambda: [copy() for _ in range(calls)])
+            _timed(busy, "copy", copies)
         _timed(beside, "loop", loop)
+    alone_ms = _median_ms(alone, "loop")
     with_ms = _median_ms(beside, "loop")
     return OverlapTiming(concurrent=concurrent, gemm_size=n, gemms=args.overlap_gemms, copy_bytes=size,
                          ctas=args.ctas if concurrent == NCCL_LIKE else 0, alone_ms=alone_ms, with_copy_ms=with_ms,
