@@ -80,6 +80,8 @@ def resolve(args: argparse.Namespace) -> dict:
             raise UsageError(f"--tp {t}: {error}") from None
     if args.overlap and device != "cuda":
         raise UsageError("--overlap times CUDA streams side by side: it needs --device cuda")
+    if args.copy_mb * 2**20 // 4 >= 2**31:  # the copy kernel's offsets are 32-bit
+        raise UsageError(f"--copy_mb {args.copy_mb}: at most {2**31 * 4 // 2**20 - 1} MiB per copy")
     if args.dtype == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError("--dtype bf16: this GPU has no bf16; use --dtype fp32")
     if args.output:
@@ -188,7 +190,7 @@ def measure_overlap(concurrent: str, args) -> OverlapTiming:
     a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in "ab")
     c = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
     if concurrent == NCCL_LIKE:
-        src, dst = (torch.empty(size, dtype=torch.uint8, device="cuda") for _ in "sd")
+        src, dst = (torch.empty(size // 4, dtype=torch.int32, device="cuda") for _ in "sd")  # 16 KB per CTA step
 
         def copy():
             sm_copy(src, dst, args.ctas)

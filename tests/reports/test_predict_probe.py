@@ -17,6 +17,7 @@ from src.profiling.predict import main
 from src.reports.predict_plots import step_parts, tp_needed
 from src.reports.predict_report import check
 from src.reports.predict_rows import split_probe
+from tests.reports import test_predict  # its measured rows (the module, so pytest collects its tests once)
 
 NET = Network(LINKS["nvlink4"], LINKS["ib_ndr"], gpus_per_node=8)
 SMALL = Workload(Cs336Model("small", PRESETS["small"].with_(attention="sdpa", context_length=256)), "small", 4, 256)
@@ -118,20 +119,10 @@ def test_a_probe_of_another_shape_is_said_and_a_file_without_probe_rows_refused(
     assert len(err.splitlines()) == 1 and "no ok split_summary or overlap rows" in err
 
 
-def measured(world_size: int, step: float, strategy: str) -> dict:
-    c = PRESETS["small"]
-    return {"config": {"size": "small", "d_model": c.d_model, "d_ff": c.d_ff, "num_layers": c.num_layers,
-                       "num_heads": c.num_heads, "vocab_size": c.vocab_size, "context_length": 256, "batch_size": 4,
-                       "mode": "train", "precision": "bf16", "attention": "sdpa", "device": "cuda",
-                       "parallel": strategy, "world_size": world_size},
-            "status": "ok", "median_time_step": step, "time_forward": [step / 3], "time_backward": [2 * step / 3],
-            "time_optimizer": [0.0], "peak_memory_bytes": 1e9, "env": {"gpu_name": "NVIDIA H100 80GB HBM3"}}
-
-
 def test_check_predicts_with_the_probe():
     """Measured TP rows cannot be written yet (the benchmark runs no tp), so the check of an fsdp2 row shows the
     probe's overlap slowdown entering --check as it enters predict."""
-    records = [measured(1, 0.030, "none"), measured(2, 0.040, "fsdp2")]
+    records = [test_predict.row(1, 0.030, 5e9), test_predict.row(2, 0.040, 4e9, "fsdp2")]  # small, batch 4 x 256
     rows = probe_rows(SMALL, {1: 1.0, 2: 0.5}, slowdown=1.5)
     plain = check(records, NET, 0.4, "r.jsonl")[1]
     probed = check(records, NET, 0.4, "r.jsonl", rows, "p.jsonl")[1]
