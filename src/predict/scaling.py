@@ -1,13 +1,18 @@
 """Scaling prediction: step time, tokens/s per GPU, scaling efficiency and memory per rank at any world size.
 
-    step = compute per rank + exposed communication
+    step = compute per rank + exposed communication + what hidden communication slows the compute under it
     compute per rank: the single-GPU step's forward, backward and optimizer times (a measured row, read by
       src/reports/predict_rows.py, or FLOPs at a stated MFU and the optimizer's memory traffic at the GPU's
-      bandwidth), forward and backward divided by the tensor-parallel degree, the optimizer by how many ranks
-      share its state; checkpointing adds one forward of the blocks to backward.
+      bandwidth), forward and backward divided by tp x split efficiency(tp), the optimizer by how many ranks
+      share its state; checkpointing adds one forward of the blocks to backward. Split efficiency comes from the
+      split probe (src/predict/split.py: a rank's matmuls timed at each degree on one GPU); without one it is 1,
+      the old constant-MFU assumption (a quarter of a matrix at the whole one's rate).
     communication: src.predict.cost's collectives per step, each timed by src.predict.alpha_beta.
     exposed: collectives issued during a phase hide behind that phase's compute except what exceeds it and the one
       call at the phase's edge (`edge_bytes`: the first gather, the last gradient); the rest is fully exposed.
+    overlap cost: hidden communication x (slowdown - 1), slowdown being the probe's measured time of compute with
+      an NCCL-like copy kernel beside it over alone; without a probe, 0 (hidden communication free). The slower
+      compute is not taken to hide more communication (second order).
     tokens/s per GPU = batch x context x data-parallel degree / world size / step; scaling efficiency = that over
       the world-size-1 figure (weak scaling: every data-parallel replica keeps its batch).
 """
@@ -18,6 +23,7 @@ from typing import Protocol
 
 from src.predict.alpha_beta import Network, collective_time
 from src.predict.cost import collectives_per_step, memory_per_rank
+from src.predict.split import SplitProbe
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER, blocks_share_of_forward
 from src.model.interface import ModelSpec
 from src.spec import checkpoint_group
@@ -94,6 +100,8 @@ class Prediction:
     algorithms: str = ""
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
+    split_cost_s: float = 0.0  # compute per rank beyond single-GPU compute / tp: the split probe's inefficiency
+    overlap_cost_s: float = 0.0  # hidden communication x (slowdown - 1): the compute it slowed
 
     @property
     def hidden_comm_s(self) -> float:
@@ -124,13 +132,15 @@ def predict(
     device_memory_bytes: float,
     *,
     overlap: float | None = None,
+    probe: SplitProbe | None = None,
     bucket_mb: float = 25.0,
     tp_size: int | None = None,
     compute_dtype_bytes: int | None = None,
     reduce_dtype_bytes: int | None = None,
 ) -> Prediction:
     """One world size under one strategy. overlap: a measured fraction of the hideable communication that hid
-    (replaces the phase model)."""
+    (replaces the phase model). probe: the split probe's efficiency per TP degree and overlap slowdown (None: TP at
+    constant MFU, hidden communication free); a TP degree outside its measured ones raises ValueError."""
     model, n = workload.model, world_size
     c = compute_dtype_bytes or (4 if workload.precision == "fp32" else 2)
     tp = tp_degree(strategy, n, model, network.gpus_per_node, tp_size)
@@ -150,10 +160,15 @@ def predict(
         recompute = compute.forward * blocks_share_of_forward(model.architecture, workload.batch_size,
                                                               workload.context_length)
     shard = n if strategy in SHARDS_OPTIMIZER else tp
+    efficiency, notes = 1.0, []
+    if tp > 1 and probe is not None and probe.efficiency:
+        efficiency, how = probe.efficiency_at(tp)
+        notes.append(f"split efficiency {efficiency:.3g} ({how}, {probe.source})")
     phases = {
-        "forward": compute.forward / tp if n > 1 else compute.forward,
-        "backward": (compute.backward + recompute) / tp if n > 1 else compute.backward + recompute,
+        "forward": compute.forward / (tp * efficiency),
+        "backward": (compute.backward + recompute) / (tp * efficiency),
     }
+    split_cost_s = (phases["forward"] + phases["backward"]) * (1 - efficiency)  # = ideal x (1 / efficiency - 1)
     optimizer = compute.optimizer / shard if n > 1 else compute.optimizer
     compute_s = phases["forward"] + phases["backward"] + optimizer
     # Communication, timed per collective on its group.
@@ -172,19 +187,24 @@ def predict(
             hideable[coll.phase][1] = max(hideable[coll.phase][1], edge)
         else:
             exposed_s += t.seconds
+    hidden_s = 0.0
     for phase, (total, edge) in hideable.items():
-        if overlap is not None:
-            exposed_s += total * (1 - overlap)
-        else:
-            exposed_s += min(total, max(total - phases[phase], edge))
-    step = compute_s + exposed_s
+        exposed = total * (1 - overlap) if overlap is not None else min(total, max(total - phases[phase], edge))
+        exposed_s += exposed
+        hidden_s += total - exposed
+    slowdown = probe.slowdown if probe is not None and probe.slowdown else 1.0
+    overlap_cost_s = hidden_s * (slowdown - 1)
+    if hidden_s and slowdown != 1.0:
+        notes.append(f"hidden communication slows the compute under it {slowdown:.3g}x ({probe.source})")
+    step = compute_s + exposed_s + overlap_cost_s
     tokens = workload.batch_size * workload.context_length * dp / n
     return Prediction(
         strategy=strategy, world_size=n, nodes=network.nodes(n), dp=dp, tp=tp, compute_s=compute_s,
         comm_bytes={k: sum(x.size_bytes for x in collectives if x.op == k) for k in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")},
         comm_s=comm_s, exposed_comm_s=exposed_s, step_s=step, tokens_per_s_per_gpu=tokens / step,
         memory=asdict(memory), memory_total_bytes=memory.total,
-        fits=memory.total <= device_memory_bytes, algorithms=", ".join(sorted(algorithms)),
+        fits=memory.total <= device_memory_bytes, algorithms=", ".join(sorted(algorithms)), notes=notes,
+        split_cost_s=split_cost_s, overlap_cost_s=overlap_cost_s,
     )
 
 
@@ -210,4 +230,4 @@ def predict_scaling(
 def _not_applicable(strategy: str, n: int, network: Network, reason: str) -> Prediction:
     nan = math.nan
     return Prediction(strategy, n, network.nodes(n), 0, 0, nan, {}, nan, nan, nan, nan, {}, 0, False,
-                      status=f"n/a: {reason}")
+                      status=f"n/a: {reason}", split_cost_s=nan, overlap_cost_s=nan)

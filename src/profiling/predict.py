@@ -5,11 +5,15 @@
     python -m src.profiling.predict --sizes 2.7B --results docs/results/side_by_side_h100_2026-11-24.jsonl \\
         --link nvlink4 --inter_link ib_ndr --parallel ddp_overlap fsdp2 --output p.jsonl --plot p.png
     python -m src.profiling.predict --check docs/results/side_by_side_h100_2026-11-24.jsonl
+    python -m src.profiling.predict --sizes 2.7B --parallel tp fsdp_tp fsdp2 --probe probe_2p7b.jsonl
 
 Compute per GPU comes from a measured single-GPU row of the same configuration (--results) or from FLOPs at
 --mfu of --gpu's peak; communication from src.predict.cost, timed by the alpha-beta model of
 src.predict.alpha_beta on --link inside a node and --inter_link between nodes, or by the bus bandwidth
-measured in a --collectives file. --check compares predictions with measured rows instead.
+measured in a --collectives file. With --probe (rows of python -m src.profiling.split_probe), TP's compute per
+rank is divided by the split efficiency measured for its degree and hidden communication slows the compute
+under it by the measured overlap slowdown; without, TP runs at constant MFU and hidden communication is free,
+and the output says so. --check compares predictions with measured rows instead.
 """
 
 import argparse
@@ -26,7 +30,7 @@ from src.harness.cli import EXIT_USAGE, OneLineParser, UsageError, parse_and_res
 from src.harness.hardware import find_gpu_spec
 from src.harness.results import append_record, check_writable, read_records
 from src.predict.scaling import Workload, compute_from_flops, predict_scaling
-from src.reports.predict_rows import compute_from_record, single_gpu_record
+from src.reports.predict_rows import compute_from_record, probe_rows, single_gpu_record, split_probe
 from src.reports.predict_plots import plot_paths, plot_scaling
 from src.reports.predict_report import (
     backends_in, check, check_summary, device_memory_bytes, format_check, format_table, measured_busbw, pick_summary,
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--collectives", help="collectives results file: measured bus bandwidth instead of the link model")
     src.add_argument("--collectives_backend", choices=("nccl", "gloo"), default="nccl",
                      help="which backend's rows of --collectives to use")
+    src.add_argument("--probe", help="split-probe rows (python -m src.profiling.split_probe): TP's split efficiency "
+                                     "per degree and the compute slowdown under hidden communication")
     src.add_argument("--check", metavar="RESULTS", help="compare predictions with the measured rows of RESULTS and stop")
     src.add_argument("--output", help="append one row per prediction: CSV, or JSON lines for .jsonl (any case)")
     src.add_argument("--plot", help="PNG of scaling efficiency and memory per rank against world size; with "
@@ -164,6 +170,10 @@ def resolve(args: argparse.Namespace) -> dict:
                          "--inter_link none describes one node")
     results = _read(args.results, "--results") if args.results else []
     checked = _read(args.check, "--check") if args.check else None
+    probe = _read(args.probe, "--probe") if args.probe else []
+    if args.probe and not probe_rows(probe):
+        raise UsageError(f"--probe {args.probe}: no ok split_summary or overlap rows (python -m "
+                         "src.profiling.split_probe writes them)")
     plots = plot_paths(args.plot, [w.size for w in workloads]) if args.plot and not args.check else {}
     for path, what, replaces in ((args.output, "--output", False), *((p, "--plot", True) for p in plots.values())):
         if path:
@@ -172,7 +182,25 @@ def resolve(args: argparse.Namespace) -> dict:
             except ValueError as error:
                 raise UsageError(f"{what}: {error}") from None
     return {"workloads": workloads, "gpu": gpu, "memory": memory, "network": network, "results": results,
-            "checked": checked, "plots": plots, "strategies": args.parallel or [s for s in ALL_STRATEGIES if s != "none"]}
+            "checked": checked, "probe": probe, "plots": plots, "strategies": args.parallel or [s for s in ALL_STRATEGIES if s != "none"]}
+
+
+def assumptions(probe, path: str | None) -> str:
+    """The line under each size's header: what TP's compute and hidden communication are taken to cost."""
+    if probe is not None and probe.efficiency:
+        rates = ", ".join(f"tp {t} {e:.3g}" for t, e in sorted(probe.efficiency.items()) if t > 1)
+        tp = (f"TP compute per rank: single-GPU compute / tp / split efficiency measured by {probe.source} "
+              f"({rates}; between degrees interpolated in log2 tp, beyond them n/a)")
+    else:
+        tp = ("TP compute per rank: single-GPU compute / tp at constant MFU (" +
+              (f"no split-probe rows of this shape in {path}" if path else "no --probe") + ")")
+    if probe is not None and probe.slowdown:
+        copy = f", {probe.copy_engine_slowdown:.3g}x beside copy-engine copies" if probe.copy_engine_slowdown else ""
+        hidden = (f"hidden communication slows the compute under it {probe.slowdown:.3g}x (an SM copy kernel "
+                  f"beside a GEMM loop{copy})")
+    else:
+        hidden = "hidden communication is free (" + ("no overlap rows in --probe" if path else "no --probe") + ")"
+    return f"{tp}; {hidden}"
 
 
 def main(argv=None) -> int:
@@ -182,7 +210,8 @@ def main(argv=None) -> int:
     args, r = parsed
     network = r["network"]
     if r["checked"] is not None:
-        rows = check(r["checked"], network, args.mfu, os.path.basename(args.check))
+        rows = check(r["checked"], network, args.mfu, os.path.basename(args.check), r["probe"],
+                     os.path.basename(args.probe or ""))
         print(format_check(rows))
         print(f"\n{check_summary(rows)}")
         return 0
@@ -196,8 +225,9 @@ def main(argv=None) -> int:
             if args.results:
                 print(f"note: no single-GPU row of {workload.size} in {args.results}; using FLOPs", file=sys.stderr)
             compute = compute_from_flops(workload, r["gpu"], args.mfu)
+        probe = split_probe(r["probe"], workload, os.path.basename(args.probe)) if args.probe else None
         predictions = {s: predict_scaling(workload, s, args.world_sizes, network, compute, r["memory"], overlap=args.overlap,
-                                          **options) for s in r["strategies"]}
+                                          probe=probe, **options) for s in r["strategies"]}
         a = workload.model.architecture
         experts = f", {a.num_experts} experts ({a.experts_per_token} per token)" if a.moe else ""
         print(f"\n## {workload.size}: {a.model_type}, d_model {a.d_model}, d_ff {a.d_ff or a.expert_d_ff}, "
@@ -208,7 +238,8 @@ def main(argv=None) -> int:
         print(f"compute: {compute.source}; links: {network.intra.name} in nodes of {network.gpus_per_node}"
               + (f", {network.inter.name} between them" if network.inter else "")
               + ("; measured bus bandwidth where --collectives has the world size" if network.measured else "")
-              + f"; {r['gpu'].name} with {r['memory'] / 1e9:g} GB\n")
+              + f"; {r['gpu'].name} with {r['memory'] / 1e9:g} GB")
+        print(f"{assumptions(probe, args.probe)}\n")
         flat = [p for rows in predictions.values() for p in rows]
         print(format_table(flat))
         if pick_summary(flat):
@@ -217,7 +248,8 @@ def main(argv=None) -> int:
         if any((p.scaling_efficiency or 0) > 1.001 for p in flat):
             print(EFFICIENCY_NOTE)
         if args.output:
-            extra = {"gpu": r["gpu"].name, "mfu": args.mfu if "FLOPs" in compute.source else None}
+            extra = {"gpu": r["gpu"].name, "mfu": args.mfu if "FLOPs" in compute.source else None,
+                     "probe": probe.source if probe else ""}
             for rows in predictions.values():
                 for p in rows:
                     append_record(args.output, prediction_record(p, workload, network, compute, extra))

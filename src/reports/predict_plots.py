@@ -1,4 +1,6 @@
-"""The predictor's figure: scaling efficiency and memory per rank against world size, one line per strategy."""
+"""The predictor's figure: scaling efficiency and memory per rank against world size, one line per strategy, and,
+when a tensor-parallel strategy is predicted, where TP becomes necessary (nothing without it fits) and what its
+step is made of (compute at constant MFU, the split probe's extra, exposed communication, overlap slowdown)."""
 
 import itertools
 import math
@@ -27,10 +29,33 @@ def plot_paths(path: str, sizes: list[str]) -> dict[str, str]:
     return {size: f"{stem}_{size}{suffix}" for size in sizes}
 
 
+def tp_needed(predictions: dict[str, list[Prediction]]) -> list[int]:
+    """World sizes where no prediction without tensor parallelism fits in memory and one with it does."""
+    fits: dict[int, list[bool]] = {}  # world size -> [some non-TP row fits, some TP row fits]
+    for rows in predictions.values():
+        for p in rows:
+            if p.status == "ok":
+                fits.setdefault(p.world_size, [False, False])[p.tp > 1] |= p.fits
+    return sorted(n for n, (without, with_tp) in fits.items() if with_tp and not without)
+
+
+def step_parts(p: Prediction) -> dict[str, float]:
+    """A step in ms by what it costs: its parts add up to step_s."""
+    return {"compute at constant MFU": (p.compute_s - p.split_cost_s) * 1e3,
+            "split (probe)": p.split_cost_s * 1e3,
+            "exposed communication": p.exposed_comm_s * 1e3,
+            "overlap slowdown (probe)": p.overlap_cost_s * 1e3}
+
+
 def plot_scaling(predictions: dict[str, list[Prediction]], device_memory_bytes: float, title: str, path: str) -> str:
-    """Two panels side by side, world size on a log2 axis; rows a strategy cannot run (status n/a) are left out,
-    and memory above the device's is drawn but the device's size is a dashed line."""
-    fig, (eff_ax, mem_ax) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
+    """Panels side by side, world size on a log2 axis; rows a strategy cannot run (status n/a) are left out,
+    and memory above the device's is drawn but the device's size is a dashed line. With a TP strategy, a third
+    panel stacks each TP row's step by part beside the fastest step without TP that fits, and the world sizes
+    where only TP fits are shaded on the memory and cost panels."""
+    tp_rows = {s: [p for p in rows if p.status == "ok" and p.tp > 1] for s, rows in predictions.items()}
+    tp_rows = {s: rows for s, rows in tp_rows.items() if rows}
+    fig, axes = plt.subplots(1, 3 if tp_rows else 2, figsize=(18 if tp_rows else 12, 4.8), dpi=100)
+    eff_ax, mem_ax = axes[0], axes[1]
     styles = itertools.cycle(itertools.product(("-", "--", ":"), ("o", "s", "^")))  # tp and fsdp_tp coincide to 8
     colors = itertools.cycle(plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2])  # 20 distinct
     for strategy, rows in predictions.items():
@@ -57,12 +82,53 @@ def plot_scaling(predictions: dict[str, list[Prediction]], device_memory_bytes: 
     mem_ax.yaxis.set_major_formatter(ScalarFormatter())
     mem_ax.axhline(device_memory_bytes / GB, color="black", lw=1, ls="--", label="device memory")
     mem_ax.set(xlabel="GPUs", ylabel="GB per rank (x: does not fit)", title="memory per rank")
-    for ax in (eff_ax, mem_ax):
+    needed = tp_needed(predictions)
+    if tp_rows:
+        _plot_tp_cost(axes[2], predictions, tp_rows)
+    for ax in axes[1:]:
+        for i, n in enumerate(needed):
+            ax.axvspan(n / 2**0.5, n * 2**0.5, color="gold", alpha=0.25, lw=0, zorder=0,
+                       label="only TP fits" if i == 0 and ax is mem_ax else None)
+    for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = mem_ax.get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes[1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08 + 0.04 * math.floor(len(labels) / 7), 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _plot_tp_cost(ax, predictions: dict[str, list[Prediction]], tp_rows: dict[str, list[Prediction]]) -> None:
+    """Stacked bars of each TP strategy's step by part (side by side per world size), and a line of the fastest
+    step without TP that fits."""
+    part_colors = dict(zip(step_parts(next(iter(tp_rows.values()))[0]), plt.get_cmap("Set2").colors))
+    spread = 2 ** 0.35  # bars of a world size sit within a factor 2**0.35 of it on the log2 axis
+    offsets = [spread ** (i - (len(tp_rows) - 1) / 2) for i in range(len(tp_rows))]
+    for (strategy, rows), offset in zip(tp_rows.items(), offsets):
+        x = [p.world_size * offset for p in rows]
+        widths = [p.world_size * offset * (spread - 1) * 0.8 for p in rows]
+        bottom = [0.0] * len(rows)
+        for part, color in part_colors.items():
+            heights = [step_parts(p)[part] for p in rows]
+            ax.bar(x, heights, widths, bottom=bottom, color=color, edgecolor="white", lw=0.5,
+                   label=part if strategy == next(iter(tp_rows)) else None)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        for xi, top in zip(x, bottom):
+            ax.annotate(strategy, (xi, top), fontsize=6, ha="center", va="bottom", rotation=90)
+    best = {}
+    for rows in predictions.values():
+        for p in rows:
+            if p.status == "ok" and p.tp <= 1 and p.fits and p.step_s * 1e3 < best.get(p.world_size, math.inf):
+                best[p.world_size] = p.step_s * 1e3
+    if best:
+        ax.plot(sorted(best), [best[n] for n in sorted(best)], color="black", marker="o", ms=3, lw=1,
+                label="fastest without TP that fits")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="GPUs", ylabel="ms per step", title="what TP costs: its step by part")

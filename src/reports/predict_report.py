@@ -13,7 +13,7 @@ from src.reports.pick import Choice, describe, pick
 from src.spec import RunSpec
 from src.harness.record import world_size_of
 from src.predict.scaling import ComputeTime, Prediction, Workload, compute_from_flops, predict
-from src.reports.predict_rows import compute_from_record, single_gpu_record, strategy_of
+from src.reports.predict_rows import compute_from_record, single_gpu_record, split_probe, strategy_of
 
 GB = 1e9
 COLLECTIVE_FIELDS = ("op", "world_size", "size_bytes", "busbw_gbps")  # rows of python -m src.profiling.collectives
@@ -34,7 +34,8 @@ def table_rows(predictions: list[Prediction]) -> list[dict]:
         rows.append({
             "strategy": p.strategy, "GPUs": p.world_size, "nodes": p.nodes, "dp x tp": f"{p.dp}x{p.tp}" if p.dp else "",
             "compute ms": p.compute_s * 1e3, "comm GB/rank": bytes_moved / GB if bytes_moved is not None else None,
-            "comm ms": p.comm_s * 1e3, "exposed ms": p.exposed_comm_s * 1e3, "step ms": p.step_s * 1e3,
+            "split ms": p.split_cost_s * 1e3, "comm ms": p.comm_s * 1e3, "exposed ms": p.exposed_comm_s * 1e3,
+            "overlap ms": p.overlap_cost_s * 1e3, "step ms": p.step_s * 1e3,
             "tok/s/GPU": p.tokens_per_s_per_gpu, "efficiency": p.scaling_efficiency,
             "mem GB/rank": p.memory_total_bytes / GB if p.memory_total_bytes else None,
             "fits": ("yes" if p.fits else "no") if p.status == "ok" else "", "status": p.status,
@@ -77,6 +78,7 @@ def prediction_record(p: Prediction, workload: Workload, network: Network, compu
         "config": config, "kind": "prediction", "status": p.status, "compute_source": compute.source,
         "nodes": p.nodes, "dp": p.dp, "tp": p.tp, "compute_s": p.compute_s, "comm_bytes": p.comm_bytes,
         "comm_s": p.comm_s, "hidden_comm_s": p.hidden_comm_s, "exposed_comm_s": p.exposed_comm_s,
+        "split_cost_s": p.split_cost_s, "overlap_cost_s": p.overlap_cost_s, "notes": p.notes,
         "median_time_step": p.step_s, "tokens_per_second_per_gpu": p.tokens_per_s_per_gpu,
         "scaling_efficiency": p.scaling_efficiency, "estimated_memory": p.memory,
         "estimated_memory_bytes": p.memory_total_bytes, "fits": p.fits, "algorithms": p.algorithms,
@@ -138,12 +140,14 @@ def workload_of(record: dict) -> Workload:
                     c.get("precision") or "fp32", c.get("activation_checkpointing") or "none")
 
 
-def check(records: list[dict], network: Network, mfu: float, source: str = "") -> list[CheckRow]:
+def check(records: list[dict], network: Network, mfu: float, source: str = "", probe_records: list[dict] = (),
+          probe_source: str = "") -> list[CheckRow]:
     """Each ok train row: its step time and peak memory against the prediction for its strategy and world size.
 
     Compute comes from the world-size-1 row of the same configuration in `records` when one exists and the row
     checked is not that row itself; otherwise from FLOPs at `mfu` of the row's GPU (so world-size-1 rows check
     the FLOPs model and the memory estimate; a CPU row without a world-size-1 partner cannot be predicted).
+    probe_records: split-probe rows; each row's workload takes the probe's findings of its shape (predict's probe).
     """
     result = []
     for index, r in enumerate(records, 1):
@@ -171,7 +175,9 @@ def check(records: list[dict], network: Network, mfu: float, source: str = "") -
             continue
         memory_limit = gpu.memory_gb * GB if gpu else math.inf
         try:
-            p = predict(workload, strategy, n, network, compute, memory_limit, bucket_mb=c.get("bucket_mb") or 25.0)
+            probe = split_probe(list(probe_records), workload, probe_source) if probe_records else None
+            p = predict(workload, strategy, n, network, compute, memory_limit, bucket_mb=c.get("bucket_mb") or 25.0,
+                        probe=probe)
             predicted_step, predicted_memory = p.step_s, p.memory_total_bytes
         except ValueError as error:
             result.append(CheckRow(where, strategy, n, device, r.get("median_time_step"), None,

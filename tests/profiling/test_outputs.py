@@ -4,12 +4,13 @@ import os
 
 import pytest
 
-from src.profiling import attention, benchmark, collectives, predict
+from src.profiling import attention, benchmark, collectives, predict, split_probe
 
 COMMANDS = {"benchmark": (benchmark.main, ["--device", "cpu", "--sizes", "tiny"]),
             "attention": (attention.main, ["--device", "cpu"]),
             "collectives": (collectives.main, []),
-            "predict": (predict.main, [])}
+            "predict": (predict.main, []),
+            "split_probe": (split_probe.main, ["--model", "tiny", "--tp", "2", "--device", "cpu"])}
 
 
 @pytest.mark.parametrize("output,message", [("/proc/x.jsonl", "kernel interface"),
