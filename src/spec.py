@@ -27,15 +27,18 @@ ISOLATIONS = ("none", "process")
 FUSED_ATTENTION = ("sdpa", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
 # The one strategy registry, read by this spec, the cost model (src/predict/cost.py) and the predictor:
 # name -> how it divides the work. "ddp": replicas, gradients all-reduced; "zero1": replicas with the optimizer
-# state sharded; "fsdp": parameters, gradients and state sharded; "tp", "fsdp_tp": tensor parallelism alone and
-# on a 2-D mesh (on paper only: the predictor models them, the benchmark does not run them yet).
+# state sharded; "fsdp": parameters, gradients and state sharded; "tp": tensor parallelism in groups of tp_size
+# ranks, data-parallel replicas across the groups; "fsdp_tp": TP inside, FSDP2 across (src/distributed/
+# tensor_parallel.py).
 STRATEGIES = {
     "none": "single", "ddp_naive": "ddp", "ddp_flat": "ddp", "ddp_overlap": "ddp", "ddp_bucketed": "ddp",
     "zero1": "zero1", "fsdp": "fsdp", "torch_ddp": "ddp", "torch_zero1": "zero1", "fsdp2": "fsdp",
     "tp": "tp", "fsdp_tp": "fsdp_tp",
 }
-PAPER_STRATEGIES = ("tp", "fsdp_tp")
-# --parallel: none (one process), our strategies (src/distributed), PyTorch's engines (torch_ddp, torch_zero1, fsdp2)
+PAPER_STRATEGIES = ()  # modelled by the predictor, not run by the benchmark: none left
+TENSOR_PARALLEL = tuple(name for name, kind in STRATEGIES.items() if kind in ("tp", "fsdp_tp"))  # take --tp_size
+# --parallel: none (one process), our strategies (src/distributed), PyTorch's engines (torch_ddp, torch_zero1,
+# fsdp2), tensor parallelism on DTensor (tp, fsdp_tp)
 PARALLEL = tuple(name for name in STRATEGIES if name not in PAPER_STRATEGIES)
 DIST_BACKENDS = ("", "nccl", "gloo")  # "": nccl on CUDA, gloo on CPU
 # What a strategy cannot run, and why: (strategies, the option, the reason), checked in RunSpec.__post_init__.
@@ -51,6 +54,12 @@ PARALLEL_REFUSALS = (
     (PARALLEL[1:], "optimizer ours", "bf16 weights with fp32 masters in the optimizer are single-process"),
     (("zero1", "torch_zero1"), "optimizer fused", "the sharded optimizers wrap torch's default AdamW"),
     (PARALLEL[1:], "optimizer in_backward", "every strategy synchronises gradients after the hook that steps them"),
+    (TENSOR_PARALLEL, "compile", "torch.compile of DTensor layers with our replicated-input hooks is not built or "
+                                 "tested"),
+    (TENSOR_PARALLEL, "fp16", "GradScaler over DTensor gradients is not wired up; use bf16"),
+    (TENSOR_PARALLEL, "fp8", "torchao's float8 linears under DTensor sharding are not built or tested"),
+    (TENSOR_PARALLEL, "activation_checkpointing", "recomputing a block with DTensor layers is not built or tested"),
+    (TENSOR_PARALLEL, "optimizer fused", "fused AdamW over DTensor parameters is not tested; use default"),
 )
 # AdamW: torch's default (foreach, what plain user code gets), torch's fused=True, or ours (src/kernels/
 # master_adamw.py: bf16 weights with fp32 masters; CUDA and bf16 only). "" = the recipe's choice (see
@@ -109,6 +118,9 @@ class RunSpec:
     model: str = ""
     num_kv_heads: int = 0  # ours: grouped-query attention's k/v heads; 0 = num_heads (the reference)
     tie_embeddings: bool = False  # ours: the LM head reuses the token embedding (the reference: untied)
+    # tp / fsdp_tp: ranks in a tensor-parallel group (consecutive ranks); the nproc_per_node / tp_size groups are
+    # data-parallel replicas (tp) or FSDP2's shards (fsdp_tp). 0: tp over all ranks (tp), or not tensor parallel.
+    tp_size: int = 0
 
     @property
     def distributed_backend(self) -> str:
@@ -117,6 +129,8 @@ class RunSpec:
     def __post_init__(self):
         if self.precision == "fp8" and not self.fp8_recipe:  # frozen: normalised so the row tells the truth
             object.__setattr__(self, "fp8_recipe", FP8_RECIPES[0])
+        if self.parallel == "tp" and self.tp_size == 0:
+            object.__setattr__(self, "tp_size", self.nproc_per_node)
         _check_choices(self)
         _check_numbers(self)
         _check_model(self)
@@ -146,6 +160,11 @@ class RunSpec:
     def from_dict(cls, d: dict) -> "RunSpec":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Ranks (of this host) that see different batches: all of them, but for tensor parallelism one per group."""
+        return self.nproc_per_node // self.tp_size if self.tp_size else self.nproc_per_node
 
     @property
     def compiled(self) -> bool:
@@ -320,10 +339,40 @@ def _check_parallel(spec: RunSpec) -> None:
               "memory_snapshot": bool(spec.memory_snapshot),
               "activation_checkpointing": spec.activation_checkpointing != "none",
               "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused",
-              "optimizer in_backward": spec.optimizer == "in_backward"}
+              "optimizer in_backward": spec.optimizer == "in_backward", "fp8": spec.precision == "fp8"}
     for strategies, option, reason in PARALLEL_REFUSALS:
         if spec.parallel in strategies and chosen[option]:
             raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")
+    _check_tensor_parallel(spec)
+
+
+def _check_tensor_parallel(spec: RunSpec) -> None:
+    """tp_size against the strategy, the ranks and the model: whole heads, KV heads and MLP columns per rank."""
+    if not isinstance(spec.tp_size, int) or isinstance(spec.tp_size, bool) or spec.tp_size < 0:
+        raise ValueError(f"tp_size: must be a non-negative integer, got {spec.tp_size!r}")
+    if spec.parallel not in TENSOR_PARALLEL:
+        if spec.tp_size:
+            raise ValueError(f"tp_size: applies to parallel {' and '.join(TENSOR_PARALLEL)}, not {spec.parallel}")
+        return
+    t, n = spec.tp_size, spec.nproc_per_node
+    if t == 0:
+        raise ValueError(f"tp_size: parallel {spec.parallel} needs the tensor-parallel degree (ranks per group)")
+    if t < 2:
+        raise ValueError(f"tp_size: tensor parallelism needs at least 2 ranks in a group, got {t}")
+    if n % t:
+        raise ValueError(f"tp_size: {t} must divide nproc_per_node {n}")
+    if spec.parallel == "fsdp_tp" and n // t < 2:
+        raise ValueError(f"tp_size: fsdp_tp shards across nproc_per_node / tp_size groups, which is {n // t}; "
+                         "use parallel tp, or more ranks")
+    model = spec.model_spec()
+    if model.tp_plan() is None:
+        raise ValueError(f"parallel: {spec.parallel} needs a tensor-parallel plan, which {model.name} "
+                         f"({model.architecture.model_type}) does not have")
+    a = model.architecture
+    for name, value in (("num_heads", a.num_heads), ("num_kv_heads", a.num_kv_heads), ("d_ff", a.d_ff)):
+        if value % t:
+            raise ValueError(f"tp_size: {t} does not divide {name} {value} (each rank takes whole heads and "
+                             "an equal part of the MLP)")
 
 
 def _check_memory_and_optimizer(spec: RunSpec) -> None:

@@ -36,13 +36,14 @@ def collective_timeout_s(spec: RunSpec) -> float:
     group fails, and how long a rank may stay stopped before the launcher kills it and names it."""
     if spec.collective_timeout_s:
         return spec.collective_timeout_s
+    from src.harness.ranks import communication_options
     from src.predict.cost import communication_per_step
 
     model = spec.model_spec()
     flops = model.step_flops(spec.batch_size, spec.context_length, spec.mode)
     nbytes = 0 if spec.mode == "forward" or spec.parallel == "none" else sum(communication_per_step(
         model, spec.parallel, spec.nproc_per_node, 2 if spec.precision in LOW_PRECISIONS else 4,
-        bucket_mb=spec.bucket_mb).values())
+        **communication_options(spec)).values())
     step_s = flops / SLOW_FLOP_S[spec.device] + nbytes / SLOW_LINK_BYTES_S[spec.distributed_backend]
     timeout = TIMEOUT_FLOOR_S + STEPS_OF_SLACK * step_s
     timeout += COMPILE_ALLOWANCE_S if spec.compiled else 0.0

@@ -60,8 +60,21 @@ def estimated_memory(spec: RunSpec, world_size: int) -> dict:
 
     memory = memory_per_rank(spec.model_spec(), spec.parallel, world_size, spec.batch_size, spec.context_length,
                              spec.precision, spec.mode, checkpointing=spec.activation_checkpointing,
-                             bucket_mb=spec.bucket_mb)
+                             bucket_mb=spec.bucket_mb, tp_size=spec.tp_size or None)
     return {"estimated_memory_bytes": memory.total, "estimated_memory": {**memory.__dict__, "total": memory.total}}
+
+
+def communication_options(spec: RunSpec) -> dict:
+    """What the cost model needs of a configuration beyond the strategy: buckets, and TP's activations and degree."""
+    return dict(bucket_mb=spec.bucket_mb, batch_size=spec.batch_size, context_length=spec.context_length,
+                tp_size=spec.tp_size or None)
+
+
+def data_parallel_rank(spec: RunSpec) -> tuple[int, int]:
+    """(this rank's data-parallel index, how many): which batch it trains on. A tensor-parallel group (consecutive
+    ranks, src/distributed/tensor_parallel.py) shares one; every other strategy gives each rank its own."""
+    rank, n = world()
+    return (rank // spec.tp_size, n // spec.tp_size) if spec.tp_size else (rank, n)
 
 
 def strategy_estimates(spec: RunSpec, record: dict) -> dict:
@@ -75,6 +88,6 @@ def strategy_estimates(spec: RunSpec, record: dict) -> dict:
     if spec.mode == "forward":  # no gradients: only FSDP's forward gathers would move, and no row needs them
         return fields
     for op, nbytes in communication_per_step(model, spec.parallel, n, compute_dtype_bytes,
-                                             bucket_mb=spec.bucket_mb).items():
+                                             **communication_options(spec)).items():
         fields[f"comm_bytes_{op}"] = nbytes
     return fields

@@ -18,7 +18,8 @@ from src import nvtx
 from src.model.flops import ADAMW_BYTES_PER_PARAMETER
 from src.harness.hardware import device_peak
 from src.harness.progress import StepProgress
-from src.harness.ranks import estimated_memory, gather_ranks, group_step_time, strategy_estimates, world_size
+from src.harness.ranks import (data_parallel_rank, estimated_memory, gather_ranks, group_step_time, strategy_estimates,
+                               world_size)
 from src.harness.record import (PHASES, STEP, Record, measured_step_times, new_record, phase_field, phase_times,
                                 stat_field, with_fields)
 from src.spec import RunSpec
@@ -91,7 +92,9 @@ def _measure(spec: RunSpec, instruments) -> dict:
     _inject_fault(spec, model)
     steps = spec.warmup_steps + spec.benchmark_steps + (1 if spec.compiled else 0)
     B, T = spec.batch_size, spec.context_length
-    tokens = torch.randint(0, spec.vocab_size, (steps, B, T + 1), device=spec.device)
+    # every data-parallel rank its own batches (a tensor-parallel group shares them); one rank draws what it did alone
+    index, replicas = data_parallel_rank(spec)
+    tokens = torch.randint(0, spec.vocab_size, (replicas, steps, B, T + 1), device=spec.device)[index]
     batches = (tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous())  # (steps, B, T) inputs, targets
     step = TrainStep(spec, model)
     progress = StepProgress(steps, spec.label)

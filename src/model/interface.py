@@ -5,8 +5,9 @@ activation checkpointing in groups of N blocks), counts its parameters (total, a
 mixture of experts) on the meta device, gives the forward FLOPs of a step (analytic where src/model/flops.py knows
 the architecture, else counted with FlopCounterMode on fake tensors) and the activation bytes kept for backward,
 and names its parts for the strategies and the step: the transformer blocks (FSDP units, compile and
-checkpointing wrappers), the module types whose weights a sharding strategy splits, and the linear layer type
-whose weights can live in bf16 with fp32 masters in the optimizer. The runner, the train step, the strategies,
+checkpointing wrappers), how tensor parallelism splits a block (tp_plan), the module types whose weights a
+sharding strategy splits, and the linear layer type whose weights can live in bf16 with fp32 masters in the
+optimizer. The runner, the train step, the strategies,
 the cost model, the instruments and the predictor use only this (torchtitan's ModelSpec and optimum-benchmark's
 backends are the pattern). A family is one file under src/model/families/ that subclasses ModelSpec.
 """
@@ -41,6 +42,32 @@ class Parameter:
     def sharded(self) -> bool:
         """A weight of a shard type (Linear, Embedding): our FSDP shards these, TP splits them."""
         return self.module != "other"
+
+
+@dataclass(frozen=True)
+class TensorParallelPlan:
+    """How tensor parallelism splits every transformer block (Megatron-LM's layout, Shoeybi et al. 2019 sec. 3).
+
+    layers: (path inside a block, "colwise" | "rowwise"): q/k/v and the MLP's gate/up split their output features
+      (whole heads: the attention must view its projections with -1 heads of head_dim), the output and down
+      projections their input features, so each pair needs one all-reduce in forward.
+    inputs: the modules (attention, MLP) whose input all their column-wise layers read: it is made a replicated
+      DTensor once, so backward sums its gradient with one all-reduce, not one per layer.
+    input_kwarg: the keyword a block passes that input by when not positionally (transformers: hidden_states).
+    """
+
+    layers: tuple[tuple[str, str], ...]
+    inputs: tuple[str, ...]
+    input_kwarg: str = ""
+
+    def style_of(self, parameter_name: str) -> str:
+        """"colwise", "rowwise" or "" (not split) of the layer holding a block's parameter, by its full name
+        ("layers.0.attn.q_proj.weight"). A row-wise layer's bias is whole on every rank."""
+        layer, _, _ = parameter_name.rpartition(".")
+        for path, style in self.layers:
+            if layer.endswith(f".{path}"):
+                return style
+        return ""
 
 
 class ModelSpec(ABC):
@@ -81,6 +108,10 @@ class ModelSpec(ABC):
     def with_layers(self, num_layers: int) -> "ModelSpec":
         """The same model with `num_layers` blocks (how one block's figures are counted apart)."""
         raise NotImplementedError(f"{type(self).__name__} cannot change its depth")
+
+    def tp_plan(self) -> TensorParallelPlan | None:
+        """How --parallel tp and fsdp_tp split a block; None: this model has no plan (the spec refuses it)."""
+        return None
 
     def check_checkpoint_group(self, group: int) -> None:
         """Raise ValueError when this family cannot checkpoint in groups of `group` blocks (0: off)."""

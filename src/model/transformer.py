@@ -116,26 +116,27 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         d, kv = config.d_model, config.num_kv_heads * config.head_dim
-        self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         self.q_proj, self.k_proj, self.v_proj = Linear(d, d), Linear(d, kv), Linear(d, kv)
         self.output_proj = Linear(d, d)
         self.rope = RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
         self.attend = get_attention(config.attention)
 
     def forward(self, x):  # x: (B, T, d)
-        B, T, d = x.shape
-        nh, nkv, hs = self.num_heads, self.num_kv_heads, d // self.num_heads
+        B, T, _ = x.shape
+        # -1 heads: under tensor parallelism (src/distributed/tensor_parallel.py) a rank's q/k/v hold nh/tp heads
+        nh, nkv, hs = self.num_heads, self.num_kv_heads, self.head_dim
         with nvtx.model_range("qkv projection"):
-            q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-            v = self.v_proj(x).view(B, T, nkv, hs).transpose(1, 2)
+            q = self.q_proj(x).view(B, T, -1, hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = self.k_proj(x).view(B, T, -1, hs).transpose(1, 2)  # (B, nkv, T, hs)
+            v = self.v_proj(x).view(B, T, -1, hs).transpose(1, 2)
         with nvtx.model_range("rope"):
             q, k = self.rope(q), self.rope(k)
         if nkv != nh:  # every kernel takes as many k/v heads as q heads: query head i reads kv head i // (nh/nkv)
             k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T, hs)
         y = self.attend(q, k, v, is_causal=True)  # (B, nh, T, hs); naive marks scores/softmax/weighted sum itself
         with nvtx.model_range("output projection"):
-            return self.output_proj(y.transpose(1, 2).reshape(B, T, d))
+            return self.output_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, nh * hs)
 
 
 class SwiGLU(nn.Module):

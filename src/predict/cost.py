@@ -10,6 +10,7 @@ Sizes follow nccl-tests' "size" (doc/PERFORMANCE.md): the full buffer the collec
 output and the reduce-scatter's input, not the shard one rank contributes.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from src.model.memory import MemoryEstimate, activation_bytes, autocast_weight_c
 from src.spec import PAPER_STRATEGIES, PARALLEL, STRATEGIES as REGISTRY, checkpoint_group
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
-# From the one registry (src/spec.py): what the benchmark runs, then the two that exist on paper only.
+# From the one registry (src/spec.py): what the benchmark runs, then any that exist on paper only.
 DDP_STRATEGIES = tuple(name for name, kind in REGISTRY.items() if kind == "ddp")
 ZERO1_STRATEGIES = tuple(name for name, kind in REGISTRY.items() if kind == "zero1")
 STRATEGIES = PARALLEL
@@ -120,19 +121,46 @@ class Collective:
     edge_bytes: int = 0
 
 
+def tp_local(model: ModelSpec, p: Parameter, tp: int) -> tuple[int, int]:
+    """(elements, dim 0) of a parameter on one rank of a tensor-parallel group of tp: the plan's column-wise layers
+    keep 1/tp of their rows (and bias), row-wise ones 1/tp of their columns (a whole bias); embedding, norms and
+    head are whole (src/distributed/tensor_parallel.py). A model without a plan is counted as if every block's
+    weight were split by rows (on paper)."""
+    plan = model.tp_plan()
+    if p.unit == "root":
+        style = ""
+    else:
+        style = plan.style_of(p.name) if plan else ("colwise" if p.sharded else "")
+    if style == "colwise":
+        return p.numel // tp, p.dim0 // tp
+    if style == "rowwise" and not p.name.endswith(".bias"):
+        return p.numel // tp, p.dim0
+    return p.numel, p.dim0
+
+
+def tp_units(model: ModelSpec, tp: int, dp: int = 1) -> dict[str, int]:
+    """FSDP2's units on the dp dimension of a (dp, tp) mesh: a tensor-parallel rank's elements of each unit, every
+    parameter's local dim 0 padded to a multiple of dp."""
+    units: dict[str, int] = {}
+    for p in parameters_of(model):
+        numel, dim0 = tp_local(model, p, tp)
+        units[p.unit] = units.get(p.unit, 0) + math.ceil(dim0 / dp) * dp * (numel // dim0)
+    return units
+
+
 def _tp_collectives(model: ModelSpec, batch_size: int, context_length: int, dtype_bytes: int) -> list[Collective]:
-    """Megatron-LM tensor parallelism (Shoeybi et al. 2019, sec. 3): per block, an all-reduce of the activations
-    (B, T, d) after attention's row-parallel output projection and one after the MLP's row-parallel w2 in forward,
-    and their conjugates (the inputs' gradients of the column-parallel q/k/v and w1/w3) in backward. The
-    vocabulary-parallel embedding adds one forward all-reduce of its output and the column-parallel LM head one
-    backward all-reduce of its input's gradient. The parallel cross entropy's (B, T) max and sum are left out
-    (1/d of one of these). Nothing hides: each result is the next op's input."""
+    """Megatron-LM tensor parallelism (Shoeybi et al. 2019, sec. 3) as src/distributed/tensor_parallel.py builds
+    it: per block, an all-reduce of the activations (B, T, d) after attention's row-parallel output projection and
+    one after the MLP's in forward (in the compute dtype), and in backward one all-reduce of the gradient of the
+    input each of attention and MLP shares among its column-parallel layers, in the residual stream's dtype (fp32:
+    autocast casts inside the linears). Embedding and head are replicated: nothing more. Nothing hides: each
+    result is the next op's input."""
     a = model.architecture
-    activation = batch_size * context_length * a.d_model * dtype_bytes  # (B, T, d)
-    per_phase = 2 * a.num_layers + 1
+    activation = batch_size * context_length * a.d_model  # (B, T, d) elements
+    per_phase = 2 * a.num_layers
     return [
-        Collective("all_reduce", per_phase * activation, per_phase, "tp", "forward", False),
-        Collective("all_reduce", per_phase * activation, per_phase, "tp", "backward", False),
+        Collective("all_reduce", per_phase * activation * dtype_bytes, per_phase, "tp", "forward", False),
+        Collective("all_reduce", per_phase * activation * PARAM_BYTES, per_phase, "tp", "backward", False),
     ]
 
 
@@ -158,8 +186,9 @@ def collectives_per_step(
       the root after forward ("we usually set False for the root module, because the root module is typically
       required immediately when the backward pass begins", torch's fully_shard docstring): the root's
       parameters (embedding, final norm, LM head) are gathered once. Pass True for a root built with True.
-    batch_size, context_length: tensor parallelism only (its traffic is activations). tp_size: fsdp_tp's TP degree
-      (tp uses world_size).
+    batch_size, context_length: tensor parallelism only (its traffic is activations). tp_size: the TP degree of
+      tp and fsdp_tp (tp: None means world_size, pure TP); the world_size / tp_size groups are tp's data-parallel
+      replicas, whose local gradients one flat all-reduce averages after backward, or fsdp_tp's FSDP2 shards.
     """
     _check(strategy, world_size)
     if world_size == 1 or strategy == "none":
@@ -193,10 +222,14 @@ def collectives_per_step(
         return _fsdp2_collectives(units, compute_dtype_bytes, reduce_bytes, "world", root_reshard_after_forward)
     if batch_size is None or context_length is None:
         raise ValueError(f"{strategy} moves activations: pass batch_size and context_length")
-    tp = world_size if strategy == "tp" else _fsdp_tp_degree(world_size, tp_size)
+    tp = _tp_degree(strategy, world_size, tp_size)
+    dp = world_size // tp
     result = _tp_collectives(model, batch_size, context_length, compute_dtype_bytes)
-    if strategy == "fsdp_tp" and world_size // tp > 1:  # FSDP2 over the data-parallel ranks, on 1/tp of each unit
-        units = {k: v // tp for k, v in units_of(model).items()}  # on paper: no padding
+    if strategy == "tp" and dp > 1:  # the replicas' local gradients, one flat fp32 all-reduce after backward
+        local = sum(tp_local(model, p, tp)[0] for p in params) * PARAM_BYTES
+        result.append(Collective("all_reduce", local, 1, "dp", "after_backward", False, local))
+    if strategy == "fsdp_tp" and dp > 1:  # FSDP2 over the data-parallel ranks, on a TP rank's part of each unit
+        units = tp_units(model, tp, dp)
         result += _fsdp2_collectives(units, compute_dtype_bytes, reduce_bytes, "dp", root_reshard_after_forward)
     return result
 
@@ -299,10 +332,9 @@ def memory_per_rank(
     - fsdp2 holds the root unit unsharded for the whole step (it is not resharded after forward) with its
       unsharded gradients (reduced last), plus two blocks (in use and prefetched) and one block's gradients.
     - FSDP gathers weights in the compute dtype, so autocast makes no cached copy of them.
-    - tp: Linear/Embedding weights / tp (Megatron's vocabulary-parallel embedding and head included), norms
-      replicated; activations are the single-GPU estimate of a model with d_ff, heads and vocabulary / tp
-      (q, k, v and the merged heads are counted whole: without sequence parallelism the (B, T, d) tensors are
-      replicated, Korthikanti et al. 2022 eq. 2).
+    - tp: the blocks' linear weights / tp (tp_local), embedding, norms and head whole; activations are the
+      single-GPU estimate of a model with d_ff and heads / tp and the whole vocabulary (the logits are not split:
+      no loss parallel), and the (B, T, d) tensors whole (no sequence parallelism, Korthikanti et al. 2022 eq. 2).
     """
     _check(strategy, world_size)
     group = checkpoint_group(checkpointing)
@@ -336,17 +368,18 @@ def memory_per_rank(
     if strategy == "fsdp2":
         units = units_of(model, n)
         return RankMemory(*held(sum(units.values()) // n), activations - copies, _fsdp2_gathered(units, 1, c, r))
-    units = units_of(model)
-    tp = n if strategy == "tp" else _fsdp_tp_degree(n, tp_size)
-    split = sum(p.numel for p in params if p.sharded) / tp + sum(p.numel for p in params if not p.sharded)
-    rank_shape = a.split(tp)
+    tp = _tp_degree(strategy, n, tp_size)
+    dp = n // tp
+    split = sum(tp_local(model, p, tp)[0] for p in params)
+    rank_shape = dataclasses.replace(a.split(tp), vocab_size=a.vocab_size)
     tp_activations = activation_bytes(rank_shape, batch_size, context_length, precision, group)
     if strategy == "tp":
-        return RankMemory(*held(split), tp_activations)
-    dp = n // tp
+        buffer = split * PARAM_BYTES if dp > 1 else 0  # the flat buffer of the replicas' all-reduce
+        return RankMemory(*held(split), tp_activations, buffer)
+    units = tp_units(model, tp, dp)
     tp_copies = autocast_weight_copy_bytes(rank_shape) if precision != "fp32" and mode != "forward" else 0
-    gathered = _fsdp2_gathered(units, tp, c, r) if dp > 1 else 0
-    return RankMemory(*held(split / dp), tp_activations - (tp_copies if dp > 1 else 0), gathered)
+    gathered = _fsdp2_gathered(units, 1, c, r) if dp > 1 else 0
+    return RankMemory(*held(sum(units.values()) / dp), tp_activations - (tp_copies if dp > 1 else 0), gathered)
 
 
 def _state_bytes_per_element(base: MemoryEstimate) -> tuple[float, float, float]:
@@ -362,7 +395,10 @@ def _fsdp2_gathered(units: dict[str, int], tp: int, c: int, r: int) -> int:
     return (root + 2 * block) * c + (root + block) * r
 
 
-def _fsdp_tp_degree(world_size: int, tp_size: int | None) -> int:
+def _tp_degree(strategy: str, world_size: int, tp_size: int | None) -> int:
+    """The tensor-parallel degree: tp_size, or (tp only) the whole world."""
+    if tp_size is None and strategy == "tp":
+        return world_size
     if tp_size is None:
         raise ValueError("fsdp_tp needs tp_size (the tensor-parallel degree, usually the GPUs of one node)")
     if tp_size < 1 or world_size % tp_size:

@@ -29,7 +29,8 @@ from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STA
 from src.harness.environment import gpu_supports_bf16, gpu_supports_fp8, visible_gpu_count
 from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.spec import FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES, TIMERS, RunSpec
+from src.spec import (FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES,
+                      TENSOR_PARALLEL, TIMERS, RunSpec)
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
 from src.reports.anomalies import anomalies, forward_slower_than_backward
@@ -104,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     par = p.add_argument_group("several processes (torch.distributed; launched through torchrun, or under yours)")
     par.add_argument("--parallel", nargs="+", choices=PARALLEL, default=["none"],
                      help="ours: ddp_naive ddp_flat ddp_overlap ddp_bucketed zero1 fsdp; PyTorch's: torch_ddp "
-                          "torch_zero1 fsdp2")
+                          "torch_zero1 fsdp2; tensor parallelism on DTensor: tp fsdp_tp (with --tp_size)")
     par.add_argument("--nproc_per_node", type=positive_int, help="ranks on this host (default 1; under torchrun its own)")
+    par.add_argument("--tp_size", type=positive_int,
+                     help="tp and fsdp_tp: ranks in a tensor-parallel group (tp default: all of them); the groups "
+                          "are data-parallel replicas (tp) or FSDP2 shards (fsdp_tp)")
     par.add_argument("--bucket_mb", type=positive_float, nargs="+", default=[25.0],
                      help="ddp_bucketed's bucket size and torch_ddp's bucket_cap_mb, in MiB")
     par.add_argument("--dist_backend", choices=DIST_BACKENDS[1:], help="default: nccl on CUDA, gloo on CPU")
@@ -233,6 +237,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 peak_tflops=args.peak_tflops, profile_steps=args.profile_steps or 0, trace=args.trace or "",
                 memory_snapshot=args.memory_snapshot or "", parallel=strategy,
                 nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
+                tp_size=(args.tp_size or 0) if strategy in TENSOR_PARALLEL else 0,
                 collective_timeout_s=args.collective_timeout_s or 0.0,
                 activation_checkpointing=checkpointing, optimizer=optimizer,
             )

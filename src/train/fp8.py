@@ -23,6 +23,7 @@ from typing import Callable
 import torch.nn as nn
 
 from src.model import transformer
+from src.spec import PARALLEL_REFUSALS
 
 FP8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")  # torchao's Float8LinearRecipeName values
 FP8_DIM_MULTIPLE = 16  # torch._scaled_mm: in_features and out_features must be multiples of 16
@@ -41,6 +42,8 @@ FP8_STRATEGIES: dict[str, str | None] = {
     "fsdp": None,  # gathers Float8Linear's weight, regathers it in backward: tested
     "torch_ddp": None, "torch_zero1": None,  # gradients / optimizer state only, as ours; not tested here
     "fsdp2": None,  # torchao's supported path (torchtitan's); float8 all-gather with tensorwise only
+    # tp, fsdp_tp: refused, for the reason the spec gives (src/spec.py PARALLEL_REFUSALS)
+    **{name: reason for strategies, option, reason in PARALLEL_REFUSALS if option == "fp8" for name in strategies},
 }
 # FSDP2's float8 all-gather (weights cast to fp8 before the all-gather, half of bf16's bytes): torchao 0.17 asserts
 # the weight's scaling is tensorwise. After each optimizer step, torchao.float8.precompute_float8_dynamic_scale_

@@ -4,6 +4,7 @@ gradient synchronisation after backward (ours only; PyTorch's engines finish it 
 Needs the process group already initialised (the harness's worker does it under torchrun). Ours come from
 src.distributed; torch_ddp is DistributedDataParallel, torch_zero1 adds ZeroRedundancyOptimizer, fsdp2 is
 fully_shard on every block the model interface names and at the root with a MixedPrecisionPolicy when --precision asks for bf16.
+tp and fsdp_tp split the blocks with the model interface's tensor-parallel plan (src/distributed/tensor_parallel.py).
 """
 
 from dataclasses import dataclass
@@ -55,4 +56,26 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return Parallel(model, None, None)
+    if strategy in ("tp", "fsdp_tp"):
+        return _tensor_parallel(spec, model)
     raise ValueError(f"unknown parallel strategy {strategy!r}")
+
+
+def _tensor_parallel(spec: RunSpec, model: nn.Module) -> Parallel:
+    """TP in groups of tp_size ranks; across the groups data-parallel replicas (tp) or FSDP2 (fsdp_tp)."""
+    from src.distributed.common import broadcast_module_state
+    from src.distributed.tensor_parallel import apply_tensor_parallel, data_tensor_mesh, replica_gradient_all_reduce
+
+    model_spec = spec.model_spec()
+    broadcast_module_state(model)  # rank 0's weights everywhere: a TP rank keeps its slice of them
+    mesh = data_tensor_mesh(spec.tp_size, spec.device)
+    apply_tensor_parallel(model, model_spec.blocks(model), model_spec.tp_plan(), mesh["tp"])
+    if spec.parallel == "tp":
+        return Parallel(model, replica_gradient_all_reduce(model, mesh["dp"]), None)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES.get(spec.precision))
+    for block in model_spec.blocks(model):  # TP first, then FSDP2 on the dp dimension: torchtitan's order
+        fully_shard(block, mesh=mesh["dp"], mp_policy=policy)
+    fully_shard(model, mesh=mesh["dp"], mp_policy=policy)
+    return Parallel(model, None, None)

@@ -1,4 +1,5 @@
-"""Count what a process sends: a dispatch mode that sees every c10d collective issued through torch.distributed.
+"""Count what a process sends: a dispatch mode that sees every c10d collective issued through torch.distributed,
+and the functional collectives DTensor issues.
 
 Sizes are counted as nccl-tests' "size": the full (unsharded) buffer - all_reduce and broadcast the tensor,
 all_gather the output, reduce_scatter the input. (PyTorch's CommDebugMode counts the same ops but not bytes.)
@@ -17,6 +18,13 @@ _FULL_BUFFER = {
 }
 
 
+# torch's functional collectives (what DTensor redistributes with): op -> kind; the full buffer is the input, or the
+# output for the all-gather
+_FUNCTIONAL = {"all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather",
+               "reduce_scatter_tensor": "reduce_scatter"}
+_BOOKKEEPING = ("wait_tensor", "_wrap_tensor_autograd")  # waits on, and wraps, a collective's result: nothing sent
+
+
 class WireCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -33,4 +41,13 @@ class WireCounter(TorchDispatchMode):
             self.calls[kind] += 1
         elif namespace == "c10d":
             self.unknown[op] += 1
+        elif namespace == "_c10d_functional" and op not in _BOOKKEEPING:
+            result = func(*args, **(kwargs or {}))
+            if op not in _FUNCTIONAL:
+                self.unknown[op] += 1
+                return result
+            full = result if _FUNCTIONAL[op] == "all_gather" else args[0]
+            self.bytes[_FUNCTIONAL[op]] += full.numel() * full.element_size()
+            self.calls[_FUNCTIONAL[op]] += 1
+            return result
         return func(*args, **(kwargs or {}))

@@ -127,7 +127,10 @@ def test_communication_by_hand(n):
     assert communication_per_step(TINY, "fsdp2", n, 2, root_reshard_after_forward=True, reduce_dtype_bytes=2)[
         "all_gather"] == 2 * 2 * P
     B, T, d = 3, 16, TINY_CONFIG.d_model
-    assert communication_per_step(TINY, "tp", n, 2, batch_size=B, context_length=T)["all_reduce"] == 2 * (2 * 2 + 1) * B * T * d * 2
+    # pure TP on n ranks, per block: one forward all-reduce of (B, T, d) after each row-parallel layer (bf16), one
+    # backward all-reduce of the input attention and MLP share (fp32, the residual stream)
+    assert communication_per_step(TINY, "tp", n, 2, batch_size=B, context_length=T)["all_reduce"] == \
+        2 * TINY_CONFIG.num_layers * B * T * d * (2 + 4)
 
 
 def test_sharded_sizes_include_the_padding_on_the_wire():
@@ -219,7 +222,9 @@ def test_tensor_parallel_memory_splits_weights_and_keeps_norms():
     B, T, tp = 4, 32, 4
     hand = by_hand(TINY)
     m = memory_per_rank(TINY, "tp", tp, B, T, "fp32")
-    assert m.parameters == math.ceil(4 * (hand["sharded"] / tp + hand["replicated"]))
+    embedding_and_head = hand["root"] - TINY_CONFIG.d_model  # whole on every rank, as the final norm
+    blocks = hand["sharded"] - embedding_and_head
+    assert m.parameters == math.ceil(4 * (blocks / tp + embedding_and_head + hand["replicated"]))
     assert m.activations < TINY.memory_estimate(B, T, "train", "fp32").activations
 
 
@@ -263,5 +268,5 @@ def test_checkpointing_keeps_block_inputs_and_one_block():
 
 def test_strategies_list_is_the_benchmark_contract():
     assert STRATEGIES == PARALLEL == ("none", "ddp_naive", "ddp_flat", "ddp_overlap", "ddp_bucketed", "zero1",
-                                      "fsdp", "torch_ddp", "torch_zero1", "fsdp2")
+                                      "fsdp", "torch_ddp", "torch_zero1", "fsdp2", "tp", "fsdp_tp")
     assert isinstance(LINKS["nvlink4"], Link)

@@ -18,7 +18,7 @@ from torchao.float8.float8_linear import Float8Linear  # noqa: E402
 
 from src.model.config import PRESETS  # noqa: E402
 from src.model.transformer import TransformerLM  # noqa: E402
-from src.spec import PARALLEL  # noqa: E402
+from src.spec import PARALLEL, TENSOR_PARALLEL  # noqa: E402
 from src.train.fp8 import (  # noqa: E402
     FP8_RECIPES, FP8_STRATEGIES, convert_to_fp8, fp8_config, fp8_matmul_flops, fp8_refusal,
 )
@@ -160,8 +160,9 @@ def test_config_sets_emulation_and_fsdp_all_gather_and_refuses_what_torchao_cann
 def test_every_strategy_has_an_fp8_answer():
     assert set(FP8_STRATEGIES) == set(PARALLEL)
     assert fp8_refusal("torch_ddp", "rowwise") is None and fp8_refusal("fsdp2", "tensorwise", True) is None
-    assert all(fp8_refusal(strategy, "tensorwise") is None for strategy in PARALLEL)
-    assert "not known" in fp8_refusal("tp", "tensorwise")
+    assert all(fp8_refusal(strategy, "tensorwise") is None for strategy in PARALLEL if strategy not in TENSOR_PARALLEL)
+    assert all("DTensor" in fp8_refusal(strategy, "tensorwise") for strategy in TENSOR_PARALLEL)
+    assert "not known" in fp8_refusal("pipeline", "tensorwise")
     assert "tensorwise" in fp8_refusal("fsdp2", "rowwise", fsdp_float8_all_gather=True)
     assert "FSDP2" in fp8_refusal("torch_ddp", "tensorwise", fsdp_float8_all_gather=True)
     assert "fp8_recipe" in fp8_refusal("none", "delayed")

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from src.model.architecture import Architecture
 from src.model.config import ModelConfig
-from src.model.interface import ModelSpec
+from src.model.interface import ModelSpec, TensorParallelPlan
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,13 @@ class Cs336Model(ModelSpec):
 
     def blocks(self, model) -> list:
         return list(model.layers)
+
+    def tp_plan(self) -> TensorParallelPlan:
+        return TensorParallelPlan(
+            layers=(("attn.q_proj", "colwise"), ("attn.k_proj", "colwise"), ("attn.v_proj", "colwise"),
+                    ("attn.output_proj", "rowwise"), ("ffn.w1", "colwise"), ("ffn.w3", "colwise"),
+                    ("ffn.w2", "rowwise")),
+            inputs=("attn", "ffn"))
 
     @property
     def shard_types(self) -> tuple:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from src.model.architecture import Architecture, from_hf_config
 from src.model.config import ModelConfig
-from src.model.interface import ModelSpec
+from src.model.interface import ModelSpec, TensorParallelPlan, _meta_model
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))), "configs")
@@ -191,6 +191,9 @@ class HfModel(ModelSpec):
         if group > 1:
             raise ValueError(f"blocks:{group}: transformers checkpoints each decoder layer on its own; use blocks:1")
 
+    def tp_plan(self) -> TensorParallelPlan | None:
+        return _tp_plan(self.config_json)
+
     def blocks(self, model) -> list:
         names = set(getattr(model.hf, "_no_split_modules", None) or ())
         return [m for m in model.modules() if type(m).__name__ in names]
@@ -208,6 +211,26 @@ class HfModel(ModelSpec):
         from transformers.pytorch_utils import Conv1D
 
         return (nn.Linear, Conv1D)
+
+
+@functools.lru_cache(maxsize=32)
+def _tp_plan(config_json: str) -> TensorParallelPlan | None:
+    """The config class's own base_model_tp_plan ({"layers.*.self_attn.q_proj": "colwise", ...}: Llama, Qwen,
+    Mistral, ...) where it only splits nn.Linear layers of the blocks column- or row-wise; None for anything else
+    (fused q/k/v in GPT-2's Conv1D, experts, "colwise_rep" or "local_rowwise" styles: not built here)."""
+    import torch.nn as nn
+
+    plan = getattr(_transformers_config(config_json), "base_model_tp_plan", None) or {}
+    # the blocks' entries; the embedding's ("embed_tokens": "embedding_rowwise") is left out: ours is replicated
+    layers = tuple((key.removeprefix("layers.*."), style) for key, style in plan.items() if key.startswith("layers.*."))
+    if not layers or any(style not in ("colwise", "rowwise") for _, style in layers):
+        return None
+    spec = HfModel("plan", config_json)
+    block = spec.blocks(_meta_model(spec))[0]
+    if not all(isinstance(block.get_submodule(path), nn.Linear) for path, _ in layers):
+        return None
+    inputs = tuple(dict.fromkeys(path.rpartition(".")[0] for path, style in layers if style == "colwise"))
+    return TensorParallelPlan(layers, inputs, input_kwarg="hidden_states")
 
 
 @functools.lru_cache(maxsize=32)
