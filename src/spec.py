@@ -41,18 +41,21 @@ TENSOR_PARALLEL = tuple(name for name, kind in STRATEGIES.items() if kind in ("t
 # fsdp2), tensor parallelism on DTensor (tp, fsdp_tp)
 PARALLEL = tuple(name for name in STRATEGIES if name not in PAPER_STRATEGIES)
 DIST_BACKENDS = ("", "nccl", "gloo")  # "": nccl on CUDA, gloo on CPU
+SHARDED_OPTIMIZERS = ("zero1", "torch_zero1")  # strategies whose optimizer is sharded (it wraps torch's default AdamW)
 # What a strategy cannot run, and why: (strategies, the option, the reason), checked in RunSpec.__post_init__.
+# "compile" is --compile or the fast recipe, which compiles; under a strategy the recipe is bf16 autocast, fused
+# attention, torch.compile and fused AdamW (no CUDA graphs, no bf16 weights: src/train/step.py).
 PARALLEL_REFUSALS = (
     (("fsdp",), "compile", "our FSDP gathers weights in forward wrappers and saved-tensor hooks, which "
                            "torch.compile does not trace"),
-    (("fsdp2",), "compile", "fully_shard's hooks under torch.compile of the whole model are not supported here"),
     (("fsdp2",), "fp16", "GradScaler over fully_shard's DTensor gradients is not wired up; use bf16"),
-    (PARALLEL[1:], "recipe", "the fast recipe's CUDA graphs and bf16 master weights are single-process"),
+    (("torch_ddp", "torch_zero1"), "compile with bucket_mb below 1",
+     "DDPOptimizer asserts that DDP's 1 MiB first bucket is no larger than the others (torch 2.11)"),
     (PARALLEL[1:], "memory_snapshot", "allocator snapshots are not yet written per rank"),
     (("fsdp",), "activation_checkpointing", "recomputing a block would re-enter our FSDP's gathers and saved-tensor "
                                             "hooks; not built or tested"),
     (PARALLEL[1:], "optimizer ours", "bf16 weights with fp32 masters in the optimizer are single-process"),
-    (("zero1", "torch_zero1"), "optimizer fused", "the sharded optimizers wrap torch's default AdamW"),
+    (SHARDED_OPTIMIZERS, "optimizer fused", "the sharded optimizers wrap torch's default AdamW"),
     (PARALLEL[1:], "optimizer in_backward", "every strategy synchronises gradients after the hook that steps them"),
     (TENSOR_PARALLEL, "compile", "torch.compile of DTensor layers with our replicated-input hooks is not built or "
                                  "tested"),
@@ -335,7 +338,8 @@ def _check_parallel(spec: RunSpec) -> None:
         raise ValueError("dist_backend: nccl needs a CUDA device; use gloo on CPU")
     if spec.parallel == "none" and spec.nproc_per_node > 1:
         raise ValueError("nproc_per_node: more than 1 needs a parallel strategy (parallel none is one process)")
-    chosen = {"compile": spec.compile, "fp16": spec.precision == "fp16", "recipe": bool(spec.recipe),
+    chosen = {"compile": spec.compiled, "fp16": spec.precision == "fp16",
+              "compile with bucket_mb below 1": spec.compiled and spec.bucket_mb < 1,  # 1 MiB: torch's first bucket
               "memory_snapshot": bool(spec.memory_snapshot),
               "activation_checkpointing": spec.activation_checkpointing != "none",
               "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused",

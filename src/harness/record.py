@@ -44,6 +44,10 @@ FIELDS: dict[str, Any] = {
     "warmup_time_step": list[float],  # seconds per warm-up step (whole steps)
     "compile_time_s": float | None,  # the first step under torch.compile, timed apart from the warm-up
     "recompilations": int,  # graphs torch.compile made after the first step
+    # graphs the first step compiled (AOTAutograd's count): 1 for a whole model that compiled unbroken; fsdp2
+    # compiles its blocks (blocks of one code share a graph), torch_ddp's DDPOptimizer splits the model at DDP's
+    # bucket boundaries; fewer where a graph compiled earlier in the same process was reused
+    "compiled_graphs": int,
     "peak_memory_bytes": int | None,  # torch.cuda.max_memory_allocated; None off CUDA
     **{stat_field(s, n): float | None for n in (*PHASES, STEP) for s in STATS},
     # the model interface's description (src/model/interface.py row_fields): beyond the RunSpec's shape

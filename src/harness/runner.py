@@ -64,6 +64,9 @@ def _inject_fault(spec: RunSpec, model) -> None:
             next(model.parameters()).fill_(float("nan"))
 
 
+COMPILED_GRAPHS = ("aot_autograd", "total")  # the graphs torch.compile compiled (see _graph_count)
+
+
 def _run_steps(step, batches, first: int, count: int, timer, label: str, progress, on_step=None) -> list:
     losses = []
     for i in range(first, first + count):
@@ -76,11 +79,13 @@ def _run_steps(step, batches, first: int, count: int, timer, label: str, progres
     return losses
 
 
-def _graph_count() -> int:
+def _graph_count(counter: tuple[str, str] = ("stats", "unique_graphs")) -> int:
+    """One of torch._dynamo's counters: the graphs Dynamo captured, or ("aot_autograd", "total") the graphs
+    AOTAutograd compiled (DDPOptimizer compiles each of its splits at DDP's bucket boundaries as one)."""
     try:
         from torch._dynamo.utils import counters
 
-        return int(counters["stats"]["unique_graphs"])
+        return int(counters[counter[0]][counter[1]])
     except Exception:  # private counters may move between torch versions; recompilation reporting is best-effort
         return 0
 
@@ -107,10 +112,12 @@ def _measure(spec: RunSpec, instruments) -> dict:
     first = 0
     losses = []
     if spec.compiled:
+        compiled_before = _graph_count(COMPILED_GRAPHS)
         start = timeit.default_timer()
         with nvtx.range("compile"):
             losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile", progress)
         measured["compile_time_s"] = timeit.default_timer() - start
+        measured["compiled_graphs"] = _graph_count(COMPILED_GRAPHS) - compiled_before
         first = 1
     graphs_before_warmup = _graph_count() if spec.compiled else 0  # torch._dynamo: imported only where it runs
 

@@ -5,6 +5,11 @@ Needs the process group already initialised (the harness's worker does it under 
 src.distributed; torch_ddp is DistributedDataParallel, torch_zero1 adds ZeroRedundancyOptimizer, fsdp2 is
 fully_shard on every block the model interface names and at the root with a MixedPrecisionPolicy when --precision asks for bf16.
 tp and fsdp_tp split the blocks with the model interface's tensor-parallel plan (src/distributed/tensor_parallel.py).
+
+Compiled (--compile, --recipe fast): fsdp2 compiles each block in place before sharding it, as torchtitan does
+(the step then leaves the root eager); every other strategy has the step compile its wrapped model whole
+(torch_ddp: DDPOptimizer splits the graph at DDP's bucket boundaries; ours: the gradient hooks and the finishing
+all-reduces stay outside the graph, in autograd and in `finish`).
 """
 
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ class Parallel:
     model: nn.Module  # what the step calls: the wrapper (its .module is the model)
     finish: Callable[[], None] | None  # after backward, timed as the "sync" phase; None: nothing left to wait for
     make_optimizer: Callable[[list, float], torch.optim.Optimizer] | None  # None: the step's own AdamW
+    compiled: bool = False  # the strategy compiled the model itself (fsdp2: per block); the step compiles nothing
 
 
 def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
@@ -51,11 +57,13 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
     if strategy == "fsdp2":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES.get(spec.precision))
+        policy = fsdp2_policy(spec)
         for block in spec.model_spec().blocks(model):  # one unit per transformer block, as torchtitan does
+            if spec.compiled:  # compile first: fully_shard's hooks then run around the compiled block, not inside
+                block.compile()
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
-        return Parallel(model, None, None)
+        return Parallel(model, None, None, compiled=spec.compiled)
     if strategy in ("tp", "fsdp_tp"):
         return _tensor_parallel(spec, model)
     raise ValueError(f"unknown parallel strategy {strategy!r}")
@@ -72,10 +80,19 @@ def _tensor_parallel(spec: RunSpec, model: nn.Module) -> Parallel:
     apply_tensor_parallel(model, model_spec.blocks(model), model_spec.tp_plan(), mesh["tp"])
     if spec.parallel == "tp":
         return Parallel(model, replica_gradient_all_reduce(model, mesh["dp"]), None)
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES.get(spec.precision))
+    policy = fsdp2_policy(spec)
     for block in model_spec.blocks(model):  # TP first, then FSDP2 on the dp dimension: torchtitan's order
         fully_shard(block, mesh=mesh["dp"], mp_policy=policy)
     fully_shard(model, mesh=mesh["dp"], mp_policy=policy)
     return Parallel(model, None, None)
+
+
+def fsdp2_policy(spec: RunSpec):
+    """torchtitan's policy: gathered weights in the compute dtype, gradients reduced in fp32 (a bf16 reduce-scatter
+    would round each rank's sum); None for fp32 runs, where both are fp32 already."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    compute = AUTOCAST_DTYPES.get(spec.precision)
+    return MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32 if compute else None)

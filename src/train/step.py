@@ -5,7 +5,8 @@ The fast recipe (`--recipe fast`) keeps standard mixed-precision numerics (fp32 
 and changes only how the step runs: fused attention, model and loss compiled together (so the cross-entropy
 fuses with the head's output), linear weights kept in bf16 with their fp32 masters in an AdamW that writes the
 bf16 copy as it updates (no weight or gradient casts; one fused pass per parameter), and CUDA graphs for models
-small enough to be launch-bound.
+small enough to be launch-bound. Under a --parallel strategy it is bf16 autocast, fused attention, torch.compile
+and fused AdamW only (src/train/parallel.py says what each strategy compiles).
 """
 
 import contextlib
@@ -15,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import nvtx
-from src.spec import RunSpec
+from src.spec import SHARDED_OPTIMIZERS, RunSpec
 from src.train.quiet import quiet_cpu_compile_logs
 
 
@@ -63,25 +64,29 @@ def build_model(spec: RunSpec) -> nn.Module:
 
 
 def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
-    """fp8 is left out: torchao's per-step scaling under graph capture is not tried here."""
+    """fp8 is left out: torchao's per-step scaling under graph capture is not tried here; so are the strategies
+    (their collectives and hooks under graph capture are not built)."""
     return (spec.recipe == "fast" and spec.device == "cuda" and parameters < CUDA_GRAPH_MAX_PARAMETERS
-            and spec.precision != "fp8")
+            and spec.precision != "fp8" and spec.parallel == "none")
 
 
 def uses_bf16_weights(spec: RunSpec) -> bool:
     """The fast recipe trains the model's linear layers (the interface's linear_types) on bf16 weights with fp32
-    masters in the optimizer (where it does not use CUDA graphs)."""
-    return spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.precision == "bf16"
+    masters in the optimizer (where it does not use CUDA graphs); single-process only (the strategies would
+    all-reduce or shard bf16 weights whose masters the optimizer holds: not built)."""
+    return (spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.precision == "bf16"
+            and spec.parallel == "none")
 
 
 def chosen_optimizer(spec: RunSpec, parameters: int) -> str:
     """The AdamW a step uses: spec.optimizer when given; else the recipe's choice, ours (bf16 weights with fp32
     masters) where it applies and the step is not replayed as CUDA graphs, fused elsewhere on CUDA; else torch's
     default. An explicit choice beats the recipe's: --optimizer ours turns the recipe's CUDA graphs off (they
-    cannot capture it, see TrainStep), default and fused keep them (both capturable)."""
+    cannot capture it, see TrainStep), default and fused keep them (both capturable). The sharded optimizers
+    (zero1, torch_zero1) wrap torch's default AdamW."""
     if spec.optimizer:
         return spec.optimizer
-    if spec.recipe != "fast" or spec.device != "cuda":
+    if spec.recipe != "fast" or spec.device != "cuda" or spec.parallel in SHARDED_OPTIMIZERS:
         return "default"
     return "ours" if uses_bf16_weights(spec) and not uses_cuda_graphs(spec, parameters) else "fused"
 
@@ -164,7 +169,8 @@ class TrainStep:
         self.loss = LanguageModelLoss(model)
         if spec.compiled:
             quiet_cpu_compile_logs()
-            self.loss = torch.compile(self.loss)
+            if not (self.parallel and self.parallel.compiled):  # fsdp2 compiled its blocks before sharding them
+                self.loss = torch.compile(self.loss)
         self.graphs = None
 
     def _forward(self, inputs, targets):

@@ -159,7 +159,8 @@ def test_ranks_without_a_gpu_are_asked_for_with_device_cpu(capsys):
     (["--parallel", "ddp_flat", "--dist_backend", "nccl"], "nccl needs a CUDA device"),
     (["--nproc_per_node", "2"], "needs --parallel"),
     (["--parallel", "fsdp", "--compile"], "fsdp does not run with compile"),
-    (["--parallel", "fsdp2", "--compile"], "fsdp2 does not run with compile"),
+    (["--parallel", "fsdp", "--recipe", "fast"], "fsdp does not run with compile"),  # the recipe compiles
+    (["--parallel", "torch_ddp", "--compile", "--bucket_mb", "0.5"], "torch_ddp does not run with compile with bucket_mb"),
     (["--parallel", "bogus"], "invalid choice: 'bogus'"),
 ])
 def test_bad_parallel_input_fails_before_any_work_with_one_line_and_exit_2(args, message, capsys, tmp_path):
@@ -172,7 +173,7 @@ def test_bad_parallel_input_fails_before_any_work_with_one_line_and_exit_2(args,
 @pytest.mark.parametrize("changes,message", [
     ({"parallel": "fsdp", "compile": True}, "does not run with compile"),
     ({"parallel": "fsdp2", "precision": "fp16", "device": "cuda"}, "does not run with fp16"),
-    ({"parallel": "zero1", "recipe": "fast", "precision": "bf16", "attention": "sdpa"}, "does not run with recipe"),
+    ({"parallel": "fsdp", "recipe": "fast", "precision": "bf16", "attention": "sdpa"}, "does not run with compile"),
     ({"parallel": "fsdp", "activation_checkpointing": "blocks:1"}, "does not run with activation_checkpointing"),
     ({"parallel": "zero1", "optimizer": "fused"}, "does not run with optimizer fused"),
     ({"parallel": "ddp_flat", "dist_backend": "nccl"}, "nccl needs a CUDA device"),
