@@ -78,6 +78,17 @@ FIELDS: dict[str, Any] = {
     "estimated_memory_bytes": int,
     "estimated_memory": dict,  # src/harness/ranks.py estimated_memory: the one estimate, by part, and its total
     "trace_summary": dict,  # --trace: src/instruments/torch_trace.py
+    # --trace, per profiled step (trace_summary.py per_step_fields; with several ranks, rank 0's). Categories are a
+    # {category: ms} dict rather than a column each: their names have spaces ("copies and casts"), a dict is one
+    # CSV cell of JSON that reads back as the dict (results.py), and a new category leaves the CSV header as it is
+    "trace_device": str,  # "cuda": ms are kernel time; "cpu": self CPU time of ops
+    "trace_steps": int,  # the profiled steps the figures are averaged over
+    "trace_step_ms": float,  # the harness's step time of those steps: categories + idle add up to it
+    "trace_ms_per_step": dict,  # {category: ms}, every category of src/instruments/op_categories.py
+    "trace_phase_ms_per_step": dict,  # {phase: {category: ms}}, nonzero entries only
+    "trace_idle_ms_per_step": float,  # step less busy: on CUDA the GPU waiting for the host to launch work
+    "trace_kernels_per_step": float,  # launches (kernels, memcpys, memsets) on CUDA; ops on CPU
+    "trace_top_kernels": list[dict],  # [{name, category, calls_per_step, ms_per_step}], trace_summary.py's KEPT largest
     "memory_summary": dict,  # --memory_snapshot: src/instruments/memory.py
     # --parallel (src/harness/ranks.py): the group, every rank's medians, the strategy's analytic memory and bytes
     "world_size": int,

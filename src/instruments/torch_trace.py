@@ -5,7 +5,8 @@
 The profiler records CPU ops always and CUDA kernels on CUDA, with a `measured step i` range per step and a
 `module: <class>` range per module call (module_ranges.py), so the trace opens at ui.perfetto.dev (or
 chrome://tracing) with the model's structure visible. After the run, the table of where the time went
-(trace_summary.py) is printed to stderr, saved as DIR/<config>.md and kept in the record as `trace_summary`.
+(trace_summary.py) is printed to stderr, saved as DIR/<config>.md and kept in the record as `trace_summary`, its
+figures per profiled step also as the row's `trace_*` fields (the A/B report's "where the time went").
 
 With several ranks (--parallel) every rank writes its own trace, `<config>_rank<r>.json.gz`, and rank 0 adds the
 measured overlap of computation and communication (overlap.py: HolisticTraceAnalysis's method) to the row and to
@@ -159,8 +160,10 @@ class TorchTrace:
         if not table:
             warnings.append(f"trace: could not write {self.table_path}; the table is in trace_summary")
         print(text, file=sys.stderr)
+        # per-step figures as fields of their own, so that the A/B report (src/reports/compare.py) can set two rows'
+        # categories side by side; with several ranks the row is rank 0's, and so are they
         fields = {"trace_summary": {**summary.to_dict(), "trace": self.trace_path, "table": table},
-                  "warnings": warnings}
+                  **summary.per_step_fields(), "warnings": warnings}
         if self.world_size > 1 and self.rank == 0:
             fields = self._with_overlap(fields, n)
         return fields

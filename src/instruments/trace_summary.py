@@ -1,4 +1,4 @@
-"""Where a profiled step's time went, read from the Chrome trace torch.profiler wrote: by category, by phase, top 10.
+"""Where a profiled step's time went, read from the Chrome trace torch.profiler wrote: by category, by phase, top kernels.
 
 Busy time is GPU kernel (and memcpy/memset) time on CUDA and the self CPU time of ops on CPU; idle is the time
 the harness measured minus busy time: on a GPU, time the device waited for the host to launch work
@@ -13,6 +13,9 @@ A kernel inherits the phase and category of the op that launched it, found throu
 (cudaLaunchKernel, cuLaunchKernel) carrying the kernel's correlation id; a kernel with no such op is sorted by
 its own name and counted in forward. GradScaler's .item() check and its loss scaling (fp16) are not inside any
 of these ranges and count as forward, though the harness times them in the optimizer and backward phases.
+
+The row carries the same figures per profiled step (per_step_fields: ms by category and by phase x category, idle,
+launches per step, the top kernels), which the A/B report sets side by side for two rows.
 
 Why the JSON file and not prof.events(): Kineto's trace format has stayed the same across the torch versions we
 run on (2.11 to 2.15), while the in-memory FunctionEvent API has not (cuda_time renamed device_time, how
@@ -32,7 +35,9 @@ STEP_RANGE_PREFIX = "measured step "
 HOST_EVENTS = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_driver")
 DEVICE_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")
 AGREEMENT = 0.10  # a trace whose steps span more or less than measured +-10% did not see what the harness timed
-TOP = 10
+TOP = 10  # kernels (ops) in the printed table
+KEPT = 15  # kept in the summary and the row: an A/B report lists those that differ, and a 10th of one side may be
+# a 13th of the other
 _NESTING_SLACK_US = 0.01  # ts and dur are rounded to the nanosecond independently
 
 
@@ -58,8 +63,10 @@ class TraceSummary:
     by_category: dict = field(default_factory=dict)
     by_phase: dict = field(default_factory=dict)
     measured_by_phase: dict = field(default_factory=dict)
-    top: list = field(default_factory=list)  # [name, category, calls, seconds]
+    by_phase_category: dict = field(default_factory=dict)  # {phase: {category: seconds}}
+    top: list = field(default_factory=list)  # [name, category, calls, seconds], the KEPT largest
     graph_replayed_s: float = 0.0  # kernels launched by a CUDA graph replay: no op launched them
+    kernels: int = 0  # device events (kernels, memcpys, memsets: one launch each) on CUDA; ops on CPU
 
     @property
     def busy_s(self) -> float:
@@ -71,6 +78,25 @@ class TraceSummary:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "busy_s": self.busy_s, "idle_s": self.idle_s}
+
+    def per_step_fields(self) -> dict:
+        """The row's trace fields (src/harness/record.py FIELDS): milliseconds per profiled step by category, by
+        phase x category, idle and the harness's step; launches per step; the KEPT top kernels per step."""
+        if not self.steps:
+            return {}
+        ms = 1e3 / self.steps
+        return {
+            "trace_device": self.device,
+            "trace_steps": self.steps,
+            "trace_step_ms": self.measured_s * ms,
+            "trace_ms_per_step": {name: self.by_category.get(name, 0.0) * ms for name in CATEGORIES},
+            "trace_phase_ms_per_step": {phase: {name: seconds * ms for name, seconds in by.items() if seconds}
+                                        for phase, by in self.by_phase_category.items() if any(by.values())},
+            "trace_idle_ms_per_step": self.idle_s * ms,
+            "trace_kernels_per_step": self.kernels / self.steps,
+            "trace_top_kernels": [{"name": name, "category": category, "calls_per_step": calls / self.steps,
+                                   "ms_per_step": seconds * ms} for name, category, calls, seconds in self.top],
+        }
 
     def warnings(self) -> list[str]:
         notes = []
@@ -109,7 +135,7 @@ class TraceSummary:
                 lines.append(f"| {name} | {busy * ms:.2f} | {measured * ms:.2f} | {ratio} |")
         kind = "kernel" if self.device == "cuda" else "op (self time)"
         lines += ["", f"| top {kind} | category | calls | ms | % of measured |", "|---|---|---:|---:|---:|"]
-        for name, category, calls, seconds in self.top:
+        for name, category, calls, seconds in self.top[:TOP]:
             shown = name if len(name) <= 90 else name[:87] + "..."
             lines.append(f"| `{shown}` | {category} | {calls} | {seconds * ms:.2f} | {share(seconds)} |")
         lines += [f"\nwarning: {note}" for note in self.warnings()]
@@ -209,11 +235,13 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
     graph_replayed_s = 0.0
     by_category = dict.fromkeys(CATEGORIES, 0.0)
     by_phase = dict.fromkeys(PHASES, 0.0)
+    by_phase_category = {phase: dict.fromkeys(CATEGORIES, 0.0) for phase in PHASES}
     top: dict[tuple, list] = {}  # (name, category) -> [calls, seconds]: aten::fill_ zeroes grads and norms alike
 
     def count(name, category, phase, seconds):
         by_category[category] += seconds
         by_phase[phase] += seconds
+        by_phase_category[phase][category] += seconds
         entry = top.setdefault((name, category), [0, 0.0])
         entry[0] += 1
         entry[1] += seconds
@@ -234,8 +262,9 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
                 self_us = max(node.end - node.start - node.children_us, 0.0)
                 count(node.name, node.category or OTHER, node.phase, self_us / 1e6)
     span_s = sum(n.end - n.start for n in nodes if n.name.startswith(STEP_RANGE_PREFIX)) / 1e6
-    ranked = sorted(([*key, *entry] for key, entry in top.items()), key=lambda row: -row[3])[:TOP]
+    ranked = sorted(([*key, *entry] for key, entry in top.items()), key=lambda row: -row[3])
     return TraceSummary(device=device, steps=steps, measured_s=sum(measured_by_phase.values()), span_s=span_s,
                         by_category=by_category, by_phase=by_phase, measured_by_phase=dict(measured_by_phase),
-                        top=ranked, graph_replayed_s=graph_replayed_s)
+                        by_phase_category=by_phase_category, top=ranked[:KEPT], graph_replayed_s=graph_replayed_s,
+                        kernels=sum(calls for _, _, calls, _ in ranked))
 

@@ -20,6 +20,11 @@ on the H100 VM, host-bound sizes' step medians differed 17% and 24% between two 
 52.6 / 44.9 ms and 39.2 / 48.6 ms; docs/results/benchmark_h100_2026-11-24.md). SINGLE_RUN_NOISE is set just above
 that 24%; a GPU-bound size varies far less, so repeat the runs to resolve a smaller change: their spread then
 replaces the 25%. The median and the bootstrap need no normality (step times are skewed by stragglers) and no scipy.
+
+Where the time went. Two matched rows that both ran with --trace carry ms per profiled step by category, idle, and
+their top kernels (src/harness/record.py trace_* fields); trace_differences sets them side by side, largest
+difference first, each with its share of the step-time difference. Rows that differ on purpose in one field (our
+model against torchtitan's: --pair_on backend) are matched on every other field.
 """
 
 from dataclasses import dataclass
@@ -199,3 +204,80 @@ def gpu_label(records: list[dict]) -> str:
     names = {(r.get("env") or {}).get("gpu_name") or ("CPU" if (r.get("config") or {}).get("device") == "cpu"
                                                         else "unknown device") for r in records}
     return ", ".join(sorted(names))
+
+
+# ---- where the time went: two rows' --trace figures side by side ------------------------------------------------
+
+IDLE = "idle"
+TOP_KERNEL_DIFFERENCES = 10
+
+
+def has_trace(record: dict) -> bool:
+    """Whether a row carries --trace's per-step figures (src/instruments/trace_summary.py per_step_fields)."""
+    return isinstance(record.get("trace_ms_per_step"), dict) and record.get("trace_step_ms") is not None
+
+
+def trace_differences(a: dict, b: dict) -> list[tuple[str, float, float, float, float | None]]:
+    """[(category, A ms, B ms, B - A, share of the step difference)] per profiled step, largest |B - A| first, idle
+    among them. Categories and idle add up to the harness's step time of the profiled steps (`trace_step_ms`), so
+    the shares add up to 1; None when the two steps took the same time."""
+    step = b["trace_step_ms"] - a["trace_step_ms"]
+    names = list(dict.fromkeys([*a["trace_ms_per_step"], *b["trace_ms_per_step"]]))
+    rows = [(name, a["trace_ms_per_step"].get(name, 0.0), b["trace_ms_per_step"].get(name, 0.0)) for name in names]
+    rows.append((IDLE, a.get("trace_idle_ms_per_step") or 0.0, b.get("trace_idle_ms_per_step") or 0.0))
+    out = [(name, x, y, y - x, (y - x) / step if step else None) for name, x, y in rows]
+    return sorted(out, key=lambda row: -abs(row[3]))
+
+
+def phase_category_differences(a: dict, b: dict, n: int) -> list[tuple[str, str, float, float, float]]:
+    """[(phase, category, A ms, B ms, B - A)] per profiled step: the n cells of phase x category that differ most
+    (cells that do not differ left out)."""
+    pa, pb = a.get("trace_phase_ms_per_step") or {}, b.get("trace_phase_ms_per_step") or {}
+    cells = {(phase, name) for side in (pa, pb) for phase, by in side.items() for name in by}
+    rows = [(phase, name, pa.get(phase, {}).get(name, 0.0), pb.get(phase, {}).get(name, 0.0)) for phase, name in cells]
+    differ = [(p, c, x, y, y - x) for p, c, x, y in rows if y != x]
+    return sorted(differ, key=lambda row: (-abs(row[4]), row[0], row[1]))[:n]
+
+
+def _kernels_by_name(record: dict) -> tuple[dict[str, float], float | None]:
+    """({kernel name: ms per step}, the bound below which a kernel not listed lies: None when the list holds every
+    kernel, which it does when its times add up to the busy time)."""
+    kernels: dict[str, float] = {}
+    for kernel in record.get("trace_top_kernels") or []:
+        kernels[kernel["name"]] = kernels.get(kernel["name"], 0.0) + kernel["ms_per_step"]
+    busy = sum((record.get("trace_ms_per_step") or {}).values())
+    listed = [k["ms_per_step"] for k in record.get("trace_top_kernels") or []]
+    whole = abs(sum(listed) - busy) <= 1e-9 * max(busy, 1e-30)
+    return kernels, None if whole or not listed else min(listed)
+
+
+def kernel_differences(a: dict, b: dict, n: int = TOP_KERNEL_DIFFERENCES):
+    """[(kernel, A ms, B ms, B - A, bound)] per profiled step for the n kernels whose times differ most, by name.
+
+    A row keeps only its largest kernels, so a kernel one side did not list took less than that side's smallest
+    listed one: its ms is then None and `bound` says which way B - A is bounded ("<" or ">"), B - A being
+    computed with that smallest listed time; bound is "" where both times are known (or a list holds every kernel,
+    so an absent kernel ran 0 ms)."""
+    ka, bound_a = _kernels_by_name(a)
+    kb, bound_b = _kernels_by_name(b)
+    rows = []
+    for name in dict.fromkeys([*ka, *kb]):
+        x, y = ka.get(name), kb.get(name)
+        if x is None and bound_a is not None:
+            rows.append((name, None, y, y - bound_a, ">"))  # A ran less than bound_a: B - A exceeds this
+        elif y is None and bound_b is not None:
+            rows.append((name, x, None, bound_b - x, "<"))
+        else:
+            rows.append((name, x or 0.0, y or 0.0, (y or 0.0) - (x or 0.0), ""))
+    return sorted(rows, key=lambda row: -abs(row[3]))[:n]
+
+
+def split_on(records: list[dict], field: str) -> tuple[tuple, list[dict], list[dict]]:
+    """((A's value, B's value), A's rows, B's rows) of one file whose rows hold exactly two values of `field`: A is
+    the value of its first row. Raises ValueError naming the values otherwise."""
+    value = lambda r: normalized((r.get("config") or {}).get(field, ABSENT_FIELDS_MEANT.get(field)))
+    values = list(dict.fromkeys(value(r) for r in records))
+    if len(values) != 2:
+        raise ValueError(f"--pair_on {field} with one file needs rows of exactly two {field} values, it has "
+                         f"{len(values)} ({', '.join(map(str, values))}); give two files to compare")
+    return tuple(values), [r for r in records if value(r) == values[0]], [r for r in records if value(r) == values[1]]

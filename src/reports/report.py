@@ -78,6 +78,8 @@ def output_dir(args) -> str:
     name = os.path.basename(first[0])
     if len(args.results) == 2:
         name += "_vs_" + os.path.basename(os.path.splitext(args.results[1])[0])
+    elif getattr(args, "pair_on", None):  # one file, two sides of it: not the sweep report's directory
+        name += f"_by_{args.pair_on}"
     return os.path.join(os.path.dirname(first[0]), name + "_report")
 
 
@@ -211,18 +213,27 @@ def why_nothing_in_common(records_a: list[dict], records_b: list[dict], ignored:
 
 
 def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored: tuple[str, ...],
-                      min_effect: float, out: str) -> str:
+                      min_effect: float, out: str, pair_on: str = "") -> str:
+    """The A/B report; `pair_on`, a config field in `ignored`, is named in each pair's label with A's and B's value."""
     records_a, records_b = sweep_a.records, sweep_b.records
     pairs, only_a, only_b = compare.match(records_a, records_b, ignored)
     fields = ["size"] + [f for f in labels.varying_fields([a for _, a, _ in pairs] + [b for _, _, b in pairs])
                          if f not in ignored]
+
+    def pair_label(a, b):
+        label = labels.config_label(a, fields)
+        if pair_on:
+            label += f"; {pair_on}: {(a.get('config') or {}).get(pair_on)} vs {(b.get('config') or {}).get(pair_on)}"
+        return label
+
     gpu_a, gpu_b = compare.gpu_label(records_a), compare.gpu_label(records_b)
     lines = []
     if gpu_a != gpu_b:
         lines += [f"**Different GPUs: A ran on {gpu_a}, B on {gpu_b}; every ratio below mixes the hardware "
                   "difference with any software change.**", ""]
+    paired = f"Rows are paired across {pair_on} (A's value against B's) and " if pair_on else "Configurations "
     lines += [f"# A/B comparison: B = {paths[1]} against A = {paths[0]}", "",
-              f"Configurations match on every config field except {', '.join(ignored)}: {len(pairs)} in common, "
+              f"{paired}match on every config field except {', '.join(ignored)}: {len(pairs)} in common, "
               f"{len(only_a)} only in A, {len(only_b)} only in B.", "",
               f"Method: ratio of median step time (forward + backward + optimizer per measured step) B/A; "
               f"{compare.CONFIDENCE:.0%} percentile bootstrap CI ({compare.N_BOOTSTRAP} resamples, seed "
@@ -237,9 +248,9 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
         lines += [tabulate([[f, ", ".join(a), ", ".join(b)] for f, a, b in differ], ["differs", "A", "B"],
                            tablefmt="github"), ""]
     lines += [f"Same in both: {', '.join(same) or 'nothing'}.", "", "## Results", ""]
-    rows, plotted, skipped, counts = [], [], [], {}
+    rows, plotted, skipped, counts, traced = [], [], [], {}, []
     for _, a, b in pairs:
-        label = labels.config_label(a, fields)
+        label = pair_label(a, b)
         if not (labels.is_ok(a) and labels.is_ok(b)):
             skipped.append(f"- {label}: A {a.get('status') or 'no status'}, B {b.get('status') or 'no status'}")
             continue
@@ -251,6 +262,7 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
             continue
         counts[est.verdict] = counts.get(est.verdict, 0) + 1
         plotted.append((label, est))
+        traced.append((label, a, b))
         pooled_a, pooled_b = np.concatenate(runs_a), np.concatenate(runs_b)
         rows.append([label, fmt(np.median(pooled_a), 1e3, 2), fmt(np.median(pooled_b), 1e3, 2), f"{est.ratio:.3f}",
                      f"{est.low:.3f}-{est.high:.3f}", est.noise, est.verdict])
@@ -264,6 +276,7 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
         lines += ["![ratios](ratios.png)", ""]
     else:
         lines += ["No configuration in common ran ok in both: nothing to compare.", ""]
+    lines += where_the_time_went(traced)
     if skipped:
         lines += ["## Not compared (listed here, not plotted)", "", *skipped, ""]
     label_fields = ["size"] + labels.varying_fields(records_a + records_b)
@@ -272,3 +285,57 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
             names = [labels.config_label({"config": dict(key)}, label_fields) for key in keys]
             lines += [f"## Only in {name}", "", *(f"- {label}" for label in names), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+PHASE_CELLS = 6  # phase x category cells shown per pair: 24 would bury the few that differ
+
+
+def where_the_time_went(pairs: list[tuple[str, dict, dict]]) -> list[str]:
+    """Per compared pair that both ran with --trace: ms per profiled step by category (idle among them), launches,
+    the phase x category cells and the kernels that differ most (src/reports/compare.py trace_differences)."""
+    both = [(label, a, b) for label, a, b in pairs if compare.has_trace(a) and compare.has_trace(b)]
+    one = [label for label, a, b in pairs if compare.has_trace(a) != compare.has_trace(b)]
+    if not both and not one:
+        return []
+    lines = ["## Where the time went (--trace, ms per profiled step)", "",
+             "From each row's trace: busy time by category (GPU kernel time on CUDA, self CPU time of ops on CPU) "
+             "and idle (the harness's step time less busy: on CUDA the GPU waiting for the host, launch overhead, "
+             "which shows as many small kernels and idle), per profiled step, largest difference first. The step "
+             "here is the harness's time of the profiled steps, profiler overhead included, so it can differ from "
+             "the median above; the shares of its difference add up to 100%.", ""]
+    for label, a, b in both:
+        step = b["trace_step_ms"] - a["trace_step_ms"]
+        share = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+        rows = [[name, fmt(x, 1, 3), fmt(y, 1, 3), f"{d:+.3f}", share(v)]
+                for name, x, y, d, v in compare.trace_differences(a, b)]
+        rows.append(["**step**", fmt(a["trace_step_ms"], 1, 3), fmt(b["trace_step_ms"], 1, 3), f"{step:+.3f}",
+                     "100.0%" if step else "-"])
+        ka, kb = a.get("trace_kernels_per_step"), b.get("trace_kernels_per_step")
+        what = "kernels" if a.get("trace_device") == "cuda" else "ops"
+        rows.append([f"{what} per step", fmt(ka, 1, 0), fmt(kb, 1, 0),
+                     f"{kb - ka:+,.0f}" if None not in (ka, kb) else "-", ""])
+        lines += [f"### {label}", "",
+                  f"A: {a.get('trace_steps')} profiled step(s) on {a.get('trace_device')}, B: {b.get('trace_steps')} "
+                  f"on {b.get('trace_device')}.", ""]
+        if a.get("trace_device") != b.get("trace_device"):
+            lines += ["**A and B were traced on different devices: their busy times measure different things.**", ""]
+        lines += [tabulate(rows, ["category", "A ms/step", "B ms/step", "B-A ms", "share of step difference"],
+                           tablefmt="github", disable_numparse=True), ""]
+        cells = compare.phase_category_differences(a, b, PHASE_CELLS)
+        if cells:
+            lines += [tabulate([[p, c, fmt(x, 1, 3), fmt(y, 1, 3), f"{d:+.3f}"] for p, c, x, y, d in cells],
+                               ["phase", "category", "A ms/step", "B ms/step", "B-A ms"], tablefmt="github",
+                               disable_numparse=True), ""]
+        kernels = compare.kernel_differences(a, b)
+        if kernels:
+            shown = lambda name: f"`{name if len(name) <= 90 else name[:87] + '...'}`"
+            lines += [tabulate([[shown(name), fmt(x, 1, 3) if x is not None else "not listed",
+                                 fmt(y, 1, 3) if y is not None else "not listed", f"{bound}{d:+.3f}"]
+                                for name, x, y, d, bound in kernels],
+                               [f"{what[:-1]} (largest differences)", "A ms/step", "B ms/step", "B-A ms"],
+                               tablefmt="github", disable_numparse=True), ""]
+            if any(bound for *_, bound in kernels):
+                lines += ["A row lists only its largest kernels: one it did not list ran less than its smallest "
+                          "listed one, so B-A is bounded (`>` or `<`), computed with that smallest time.", ""]
+    lines += [f"- {label}: only one side ran with --trace; trace both to see where the time went" for label in one]
+    return lines + ([""] if one else [])

@@ -25,7 +25,7 @@ from src.instruments.precision import explain_precision, observe_precision
 from src.harness.runner import run_spec_with_environment
 from src.spec import RunSpec
 from src.instruments.torch_trace import TorchTrace
-from src.instruments.trace_summary import _host_tree, load_trace, summarise_trace
+from src.instruments.trace_summary import KEPT, _host_tree, load_trace, summarise_trace
 
 from tests.conftest import needs_cuda
 from tests.specs import tiny_spec
@@ -104,7 +104,7 @@ def test_phases_match_the_harness_phases_and_ops_land_in_their_categories(traced
     assert by_category[OPTIMIZER] == pytest.approx(summary["by_phase"]["optimizer"])
     for category in (MATMUL, ATTENTION, SOFTMAX, NORMALISATION, ELEMENTWISE, COPIES):
         assert by_category[category] > 0, category
-    assert len(summary["top"]) == 10
+    assert len(summary["top"]) == KEPT
 
 
 def test_every_op_of_the_model_lands_in_its_category_in_both_directions(traced):
