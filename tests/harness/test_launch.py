@@ -79,8 +79,9 @@ def test_a_killed_rank_is_named_and_the_other_is_torn_down(tmp_path):
 
 def test_a_hanging_group_is_ended_at_the_timeout(tmp_path):
     # Both sleeper ranks were running 2.3 s after the launch on the idle 2-core machine, up to 15 s seen under load:
-    # a short timeout first, and a longer one only where the group was ended before both ranks had started.
-    for timeout_s in (8, 30):
+    # a short timeout first, and longer ones only where the group was ended before both ranks had started (4 s, not
+    # 8: both had started within a 3 s timeout here, and each test run waited out the whole first timeout).
+    for timeout_s in (4, 10, 30):
         out = tmp_path / f"timeout{timeout_s}"
         out.mkdir()
         result = run_torchrun(2, SLEEPER, [str(out)], timeout_s=timeout_s)

@@ -12,7 +12,7 @@ import torch
 
 from src.predict.cost import communication_per_step
 from src.harness.dist_worker import collective_timeout_s
-from src.harness.lifetime import EXIT_TERMINATED
+from src.harness.lifetime import EXIT_TERMINATED, TEMP_PREFIX
 from src.harness.results import read_records
 from tests.harness.processes import kill_naming, processes_naming, rank_of, wait_for
 from src.profiling.benchmark import main
@@ -92,23 +92,26 @@ def test_the_collective_timeout_fits_the_step_and_the_users_choice_wins():
 
 
 def _dist_workers_alive() -> list[int]:
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"src.harness.dist_worker" in f.read():
-                    alive.append(int(pid))
-        except OSError:
-            continue
-    return alive
+    """This test process's launchers and ranks still running: their command lines name its temporary folders
+    (lmbench-<pid>-...: the ranks' spec.json). Not every src.harness.dist_worker on the host: another suite run on
+    a shared machine has its own, and failed this check with them."""
+    return processes_naming(f"{TEMP_PREFIX}{os.getpid()}-")
 
 
-def test_strategies_run_on_two_ranks_and_rows_carry_the_group(tmp_path, capsys):
+def test_strategies_run_on_two_ranks_and_rows_carry_the_group_and_a_crashed_rank_becomes_a_row(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """One sweep for both, as each launch starts torch in 3 processes (the crash case was a test of its own, 17.9 s
+    of which 8 s was its second launch, the one that showed the sweep goes on: the strategies' launches show it here)."""
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT", "crash:parallel=ddp_flat")
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT_RANK", "1")
     output = tmp_path / "rows.jsonl"
-    code = main(TINY_2 + ["--parallel", "none", "ddp_bucketed", "fsdp", "--bucket_mb", "0.01", "--output", str(output)])
+    code = main(TINY_2 + ["--parallel", "none", "ddp_flat", "ddp_bucketed", "fsdp", "--bucket_mb", "0.01", "--output",
+                          str(output)])
     out, _ = capsys.readouterr()
-    assert code == 0
+    assert code == 1  # a crashed configuration fails the sweep (an OOM alone does not: the test below)
     records, _ = read_records(str(output))
+    assert records[1]["status"].startswith("crash: rank 1: killed by SIGABRT"), records[1]
+    records = [records[0], *records[2:]]  # the sweep went on past the crash
     assert [(r["config"]["parallel"], r["world_size"], r["status"]) for r in records] == [
         ("none", 1, "ok"), ("ddp_bucketed", 2, "ok"), ("fsdp", 2, "ok")]
     for r in records[1:]:
@@ -125,24 +128,16 @@ def test_strategies_run_on_two_ranks_and_rows_carry_the_group(tmp_path, capsys):
     assert _dist_workers_alive() == []
 
 
-@pytest.mark.parametrize("fault,field,text,exit_status", [
-    ("crash", "status", "crash: rank 1: killed by SIGABRT", 1),
-    ("oom", "error", "rank 1: OOM", 0),  # status "OOM": a result, as a single process's OOM row
-])
-def test_a_failing_rank_becomes_a_row_naming_it_and_leaves_no_process(tmp_path, capsys, monkeypatch, fault, field,
-                                                                      text, exit_status):
-    monkeypatch.setenv("LMBENCH_INJECT_FAULT", f"{fault}:parallel=ddp_flat")
+def test_a_rank_out_of_memory_becomes_an_oom_row_and_leaves_no_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LMBENCH_INJECT_FAULT", "oom:parallel=ddp_flat")
     monkeypatch.setenv("LMBENCH_INJECT_FAULT_RANK", "1")
     output = tmp_path / "rows.jsonl"
-    goes_on = ["ddp_naive"] if fault == "crash" else []  # one launch less where it adds nothing
-    code = main(TINY_2 + ["--parallel", "ddp_flat", *goes_on, "--output", str(output)])
+    code = main(TINY_2 + ["--parallel", "ddp_flat", "--output", str(output)])
     capsys.readouterr()
-    assert code == exit_status
-    records, _ = read_records(str(output))
-    assert records[0][field].startswith(text), records[0]
-    if fault == "oom":
-        assert records[0]["status"] == "OOM"
-    assert [r["status"] for r in records[1:]] == ["ok"] * len(goes_on), "the sweep goes on"
+    assert code == 0  # status "OOM": a result, as a single process's OOM row
+    (record,), _ = read_records(str(output))
+    assert record["error"].startswith("rank 1: OOM"), record
+    assert record["status"] == "OOM"
     assert _dist_workers_alive() == []
 
 
