@@ -3,27 +3,31 @@
 # context 1024, fused AdamW unless the recipe picks) as Hugging Face's Llama, ours and torchtitan's Llama 3 model
 # each run it eagerly and compiled, then our fast recipe (and with --optimizer in_backward). The eager steps of ours
 # and torchtitan's are traced, so `report ours torchtitan --pair_on backend` can say by category where they differ.
-#   bash scripts/gpu_side_by_side.sh OUT_DIR [SIZE]
+#   bash scripts/gpu_side_by_side.sh OUT_DIR [SIZE]      (TRACE_DIR=DIR: the traces elsewhere than OUT_DIR/traces)
 # torchtitan rows need torchtitan (0.2.2 for torch 2.11) importable; they are left out, said so, without it.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_side_by_side.sh OUT_DIR [SIZE]}
 source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_side_by_side.sh
 size=${2:-2.7B}
 mkdir -p "$out"
-backends=(hf_llama ours)
+backends=(ours)
 if python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchtitan') is None)"; then
     backends+=(torchtitan)
 else
     echo "gpu_side_by_side.sh: torchtitan is not installed: its rows are left out" >&2
 fi
+traces=${TRACE_DIR:-$out/traces}
 bench=(python3 -m src.profiling.benchmark --device cuda --sizes "$size" --context_length 1024 --batch_size 4
        --mode train --warmup_steps 3 --benchmark_steps 6 --output "$out/side_by_side.jsonl")
 for backend in "${backends[@]}"; do
-    trace=()
-    [ "$backend" != hf_llama ] && trace=(--trace "$out/traces" --profile_steps 2)
-    "${bench[@]}" --backend "$backend" --precision bf16 --attention sdpa --optimizer fused "${trace[@]}"
+    "${bench[@]}" --backend "$backend" --precision bf16 --attention sdpa --optimizer fused --trace "$traces" \
+        --profile_steps 2
     "${bench[@]}" --backend "$backend" --precision bf16 --attention sdpa --optimizer fused --compile
 done
 "${bench[@]}" --recipe fast
 "${bench[@]}" --recipe fast --optimizer in_backward
+if python3 -c "import transformers" 2>/dev/null; then
+    "${bench[@]}" --backend hf_llama --precision bf16 --attention sdpa --optimizer fused
+    "${bench[@]}" --backend hf_llama --precision bf16 --attention sdpa --optimizer fused --compile
+fi
 python3 -m src.profiling.table "$out/side_by_side.jsonl" --columns compact
