@@ -103,7 +103,8 @@ class RotaryEmbedding(nn.Module):
 
 def rotate_complex(x, cos, sin):  # x: (B, nh, T, hs); cos, sin: (T, hs/2) -> (B, nh, T, hs), x's dtype
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, nh, T, hs/2) complex64
-    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
+    rotation = torch.complex(cos.float(), sin.float())  # float: a model cast .to(bf16) casts these buffers too
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 def rotate_halves(x, cos, sin):  # the same rotation in real arithmetic, for inductor
