@@ -7,6 +7,7 @@ attention (config.num_kv_heads < num_heads: k_proj and v_proj shrink to nkv head
 before the kernel) and a tied head (config.tie_embeddings: lm_head.weight is token_embeddings.weight).
 """
 
+import functools
 import math
 
 import torch
@@ -63,7 +64,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x):
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight, self.eps).to(x.dtype)
+        return F.rms_norm(x.to(at_least_fp32(x.dtype)), (x.shape[-1],), self.weight, self.eps).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -101,10 +102,15 @@ class RotaryEmbedding(nn.Module):
         return rotate(x, cos, sin)
 
 
+def at_least_fp32(*dtypes) -> torch.dtype:
+    """fp32, or fp64 where an input is (a model cast .double() keeps its fp64 arithmetic: the TP tests' exactness)."""
+    return functools.reduce(torch.promote_types, dtypes, torch.float32)
+
+
 def rotate_complex(x, cos, sin):  # x: (B, nh, T, hs); cos, sin: (T, hs/2) -> (B, nh, T, hs), x's dtype
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, nh, T, hs/2) complex64
-    rotation = torch.complex(cos.float(), sin.float())  # float: a model cast .to(bf16) casts these buffers too
-    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
+    real = at_least_fp32(x.dtype, cos.dtype)  # a model cast .to(bf16) casts the cos/sin buffers too
+    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))  # (B, nh, T, hs/2) complex64 (128 in fp64)
+    return torch.view_as_real(pairs * torch.complex(cos.to(real), sin.to(real))).flatten(-2).to(x.dtype)
 
 
 def rotate_halves(x, cos, sin):  # the same rotation in real arithmetic, for inductor
