@@ -1,6 +1,6 @@
 """--backend torchtitan: torchtitan's Llama 3 model at our shape computes our model's function (the comparison of
-issue 19 is of two implementations of one model, not of two models). Skipped where torchtitan is not installed
-(it is not in the lock: its trainer's dependencies are hundreds of MB; the GPU runs carry it as a wheel)."""
+issue 19 is of two implementations of one model, not of two models). torchtitan is in the lock's dev group
+(without its trainer's dependencies); skipped only in an environment that lacks it."""
 
 import importlib.util
 
