@@ -35,13 +35,13 @@ STRATEGIES = {
     "zero1": "zero1", "fsdp": "fsdp", "torch_ddp": "ddp", "torch_zero1": "zero1", "fsdp2": "fsdp",
     "tp": "tp", "fsdp_tp": "fsdp_tp",
 }
-PAPER_STRATEGIES = ()  # modelled by the predictor, not run by the benchmark: none left
 TENSOR_PARALLEL = tuple(name for name, kind in STRATEGIES.items() if kind in ("tp", "fsdp_tp"))  # take --tp_size
 # --parallel: none (one process), our strategies (src/distributed), PyTorch's engines (torch_ddp, torch_zero1,
 # fsdp2), tensor parallelism on DTensor (tp, fsdp_tp)
-PARALLEL = tuple(name for name in STRATEGIES if name not in PAPER_STRATEGIES)
+PARALLEL = tuple(STRATEGIES)
 DIST_BACKENDS = ("", "nccl", "gloo")  # "": nccl on CUDA, gloo on CPU
-SHARDED_OPTIMIZERS = ("zero1", "torch_zero1")  # strategies whose optimizer is sharded (it wraps torch's default AdamW)
+# strategies whose optimizer is sharded (it wraps torch's default AdamW)
+SHARDED_OPTIMIZERS = tuple(name for name, kind in STRATEGIES.items() if kind == "zero1")
 # What a strategy cannot run, and why: (strategies, the option, the reason), checked in RunSpec.__post_init__.
 # "compile" is --compile or the fast recipe, which compiles; under a strategy the recipe is bf16 autocast, fused
 # attention, torch.compile and fused AdamW (no CUDA graphs, no bf16 weights: src/train/step.py).

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 from src.model.interface import ModelSpec, Parameter
 from src.model.memory import MemoryEstimate, activation_bytes, autocast_weight_copy_bytes
-from src.spec import PAPER_STRATEGIES, PARALLEL, STRATEGIES as REGISTRY, checkpoint_group
+from src.spec import PARALLEL, SHARDED_OPTIMIZERS, STRATEGIES as REGISTRY, checkpoint_group
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
-# From the one registry (src/spec.py): what the benchmark runs, then any that exist on paper only.
+# From the one registry (src/spec.py): every strategy the benchmark runs
 DDP_STRATEGIES = tuple(name for name, kind in REGISTRY.items() if kind == "ddp")
-ZERO1_STRATEGIES = tuple(name for name, kind in REGISTRY.items() if kind == "zero1")
+ZERO1_STRATEGIES = SHARDED_OPTIMIZERS
 STRATEGIES = PARALLEL
-ALL_STRATEGIES = STRATEGIES + PAPER_STRATEGIES
 
 PARAM_BYTES = 4  # parameters, gradients and AdamW moments are fp32 in every strategy (autocast keeps fp32 weights)
 TORCH_DDP_BUCKET_MB = 25  # DistributedDataParallel(bucket_cap_mb=25), its default
@@ -407,7 +406,7 @@ def _tp_degree(strategy: str, world_size: int, tp_size: int | None) -> int:
 
 
 def _check(strategy: str, world_size: int) -> None:
-    if strategy not in ALL_STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(ALL_STRATEGIES)}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive integer, got {world_size!r}")

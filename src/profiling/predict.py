@@ -21,7 +21,7 @@ import os
 import sys
 
 from src.predict.alpha_beta import LINKS, Network
-from src.predict.cost import ALL_STRATEGIES
+from src.predict.cost import STRATEGIES
 from src.model.catalog import resolve_model
 from src.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS, ModelConfig
 from src.model.families.cs336 import Cs336Model
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--attention", choices=ATTENTION_IMPLEMENTATIONS, default="sdpa")
     run.add_argument("--activation_checkpointing", default="none", help="none, or blocks:N (a checkpoint every N blocks)")
     par = p.add_argument_group("parallelism")
-    par.add_argument("--parallel", nargs="+", choices=ALL_STRATEGIES, help="strategies (default: all but none)")
+    par.add_argument("--parallel", nargs="+", choices=STRATEGIES, help="strategies (default: all but none)")
     par.add_argument("--world_sizes", type=positive_int, nargs="+", default=DEFAULT_WORLD_SIZES)
     par.add_argument("--bucket_mb", type=positive_float, default=25.0, help="ddp_bucketed's bucket size")
     par.add_argument("--tp_size", type=positive_int, help="fsdp_tp's tensor-parallel degree (default: largest in a node)")
@@ -182,7 +182,7 @@ def resolve(args: argparse.Namespace) -> dict:
             except ValueError as error:
                 raise UsageError(f"{what}: {error}") from None
     return {"workloads": workloads, "gpu": gpu, "memory": memory, "network": network, "results": results,
-            "checked": checked, "probe": probe, "plots": plots, "strategies": args.parallel or [s for s in ALL_STRATEGIES if s != "none"]}
+            "checked": checked, "probe": probe, "plots": plots, "strategies": args.parallel or [s for s in STRATEGIES if s != "none"]}
 
 
 def assumptions(probe, path: str | None) -> str:
