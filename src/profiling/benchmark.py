@@ -29,7 +29,7 @@ from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STA
 from src.harness.environment import gpu_supports_bf16, gpu_supports_fp8, visible_gpu_count
 from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.spec import (FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES,
+from src.spec import (COMPILE_SCOPES, FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES,
                       TENSOR_PARALLEL, TIMERS, RunSpec)
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--model", nargs="+", metavar="PRESET|CONFIG|PATH",
                       help="models to sweep beside --sizes: a preset, a Hugging Face config shipped under configs/ "
                            f"({', '.join(shipped_configs())}), or a path to a config.json (its directory will "
-                           "do); --num_layers alone then replaces the config's layer count")
+                           "do); --num_layers alone then replaces their layer count (presets' too)")
     size.add_argument("--num_kv_heads", type=positive_int,
                       help="our model (presets, custom): grouped-query attention with this many k/v heads")
     size.add_argument("--tie_embeddings", action="store_true", help="our model: the LM head reuses the embedding")
@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="naive (default) is the original model's softmax(QK^T)V")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the model with its loss; compile time is its own column")
+    run.add_argument("--compile_scope", nargs="+", choices=COMPILE_SCOPES,
+                     help="with --compile or --recipe fast: model (default: the model and its loss as one graph) or "
+                          "blocks (each transformer block compiled on its own, as torchtitan does: compile time of "
+                          "one block, whatever the depth)")
     run.add_argument("--recipe", choices=RECIPES,
                      help="fast: bf16, fused attention, compile, fused AdamW, CUDA graphs when launch-bound")
     run.add_argument("--activation_checkpointing", nargs="+", default=["none"], metavar="none|blocks:N",
@@ -183,7 +187,8 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     if hf_models and (args.num_kv_heads or args.tie_embeddings):
         raise UsageError("--num_kv_heads and --tie_embeddings shape our model; a config.json says its own")
     try:
-        models += [(name, PRESETS[name].with_(**ours), "") if name in PRESETS else _hf_model(name, args)
+        layers = {"num_layers": args.num_layers} if layers_only and args.num_layers else {}  # --model 10B --num_layers 4: its first 4
+        models += [(name, PRESETS[name].with_(**ours, **layers), "") if name in PRESETS else _hf_model(name, args)
                    for name in args.model or []]
     except ValueError as error:  # a preset's ModelConfig with --num_kv_heads that does not divide its heads
         raise UsageError(str(error)) from None
@@ -217,10 +222,11 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     # the bucket size is an axis only for the strategies that bucket
     parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
     precision_recipes = [(p, r) for p in precisions for r in ((args.fp8_recipe or [""]) if p == "fp8" else [""])]
-    for warmup, steps, mode, (precision, fp8_recipe), attention, optimizer, checkpointing, batch, context, \
+    for warmup, steps, mode, (precision, fp8_recipe), attention, optimizer, scope, checkpointing, batch, context, \
             (strategy, bucket_mb), (name, model, source) in itertools.product(
                 args.warmup_steps, benchmark_steps, args.mode, precision_recipes, attentions,
-                                               args.optimizer or [""], args.activation_checkpointing,
+                                               args.optimizer or [""], args.compile_scope or [""],
+                                               args.activation_checkpointing,
                                                args.batch_size or [None], args.context_length or [None], parallel,
                                                models):
         try:
@@ -239,7 +245,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 nproc_per_node=nproc if strategy != "none" else 1, bucket_mb=bucket_mb, dist_backend=dist_backend,
                 tp_size=(args.tp_size or 0) if strategy in TENSOR_PARALLEL else 0,
                 collective_timeout_s=args.collective_timeout_s or 0.0,
-                activation_checkpointing=checkpointing, optimizer=optimizer,
+                activation_checkpointing=checkpointing, optimizer=optimizer, compile_scope=scope,
             )
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None

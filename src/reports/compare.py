@@ -141,14 +141,26 @@ def normalized(value):
 
 # What a field absent from an older results file meant. The optimizer is not here: before --optimizer the recipe
 # chose it by size, so an old row's optimizer is unknown (--ignore optimizer matches across it).
-ABSENT_FIELDS_MEANT = {"activation_checkpointing": "none"}
+# compile_scope came later than --compile: a compiled row without it compiled the model whole (fsdp2: its blocks).
+ABSENT_FIELDS_MEANT = {
+    "activation_checkpointing": lambda config: "none",
+    "compile_scope": lambda config: (("blocks" if config.get("parallel") == "fsdp2" else "model")
+                                     if config.get("compile") or config.get("recipe") else None),
+}
+
+
+def config_value(config: dict, field: str):
+    """A row's config field, or what its absence meant in the older files that lack it."""
+    if field in config:
+        return config[field]
+    meant = ABSENT_FIELDS_MEANT.get(field)
+    return meant(config) if meant else None
 
 
 def config_key(record: dict, ignored: tuple[str, ...] = IGNORED_FIELDS) -> tuple:
     """What makes two rows the same configuration: every config field except `ignored`, as sorted items."""
     config = record.get("config") or {}
-    return tuple(sorted((k, normalized(config.get(k, ABSENT_FIELDS_MEANT.get(k)))) for k in CONFIG_FIELDS
-                        if k not in ignored))
+    return tuple(sorted((k, normalized(config_value(config, k))) for k in CONFIG_FIELDS if k not in ignored))
 
 
 def latest_by_config(records: list[dict], ignored: tuple[str, ...]) -> dict[tuple, dict]:
@@ -275,7 +287,7 @@ def kernel_differences(a: dict, b: dict, n: int = TOP_KERNEL_DIFFERENCES):
 def split_on(records: list[dict], field: str) -> tuple[tuple, list[dict], list[dict]]:
     """((A's value, B's value), A's rows, B's rows) of one file whose rows hold exactly two values of `field`: A is
     the value of its first row. Raises ValueError naming the values otherwise."""
-    value = lambda r: normalized((r.get("config") or {}).get(field, ABSENT_FIELDS_MEANT.get(field)))
+    value = lambda r: normalized(config_value(r.get("config") or {}, field))
     values = list(dict.fromkeys(value(r) for r in records))
     if len(values) != 2:
         raise ValueError(f"--pair_on {field} with one file needs rows of exactly two {field} values, it has "

@@ -13,7 +13,7 @@ ORIGINAL_COLUMNS = [
 ]
 NEW_COLUMNS = [
     "size", "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe",
-    "activation_checkpointing", "optimizer",
+    "compile_scope", "activation_checkpointing", "optimizer",
     "median_time_forward", "min_time_forward", "median_time_backward", "min_time_backward",
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
@@ -40,7 +40,7 @@ COLUMN_VIEWS = ("default", "compact")
 
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
                   "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel",
-                  "activation_checkpointing", "optimizer", "backend", "num_kv_heads", "tie_embeddings"}
+                  "compile_scope", "activation_checkpointing", "optimizer", "backend", "num_kv_heads", "tie_embeddings"}
 
 
 def _format(value):

@@ -169,7 +169,14 @@ class TrainStep:
         self.loss = LanguageModelLoss(model)
         if spec.compiled:
             quiet_cpu_compile_logs()
-            if not (self.parallel and self.parallel.compiled):  # fsdp2 compiled its blocks before sharding them
+            if self.parallel and self.parallel.compiled:
+                pass  # fsdp2 compiled its blocks before sharding them
+            elif spec.compile_scope == "blocks":
+                # Each block compiled in place (torchtitan's way); embedding, final norm, head and loss stay eager.
+                # The blocks share one graph (same code, parameters as inputs), so compile time is one block's.
+                for block in spec.model_spec().blocks(model):
+                    block.compile()
+            else:
                 self.loss = torch.compile(self.loss)
         self.graphs = None
 

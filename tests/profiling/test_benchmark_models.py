@@ -31,12 +31,16 @@ def test_a_gpt2_shaped_and_a_gqa_config_give_ok_rows_that_describe_the_model(tmp
     assert llama["config"]["model"] == LLAMA and llama["config"]["size"] == "llama-gqa-tiny"
 
 
-def test_num_layers_replaces_a_configs_layer_count(tmp_path, capsys):
+def test_num_layers_replaces_a_configs_and_a_presets_layer_count(tmp_path, capsys):
+    """--model 10B --num_layers 2 is the 10B shape cut to 2 layers (the per-layer fp8 figures measure it so); it
+    was ignored for presets before, and 10B's 50 layers would not fit."""
     output = tmp_path / "rows.jsonl"
-    assert main(QUICK + ["--model", LLAMA, "--num_layers", "1", "--mode", "forward", "--output", str(output)]) == 0
+    assert main(QUICK + ["--model", LLAMA, "small", "--num_layers", "1", "--mode", "forward",
+                         "--output", str(output)]) == 0
     capsys.readouterr()
-    (row,), _ = read_records(str(output))
-    assert row["config"]["num_layers"] == 1 and row["status"] == "ok"
+    rows, _ = read_records(str(output))
+    assert [(r["config"]["num_layers"], r["status"]) for r in rows] == [(1, "ok"), (1, "ok")]
+    assert rows[1]["config"]["size"] == "small" and rows[1]["config"]["d_model"] == 768
 
 
 @pytest.mark.parametrize("content,message", [
