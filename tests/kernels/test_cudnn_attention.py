@@ -1,0 +1,127 @@
+"""cuDNN's attention as an opaque op (src/kernels/cudnn_attention.py): its layouts on CPU (meta tensors: the fake
+implementation), its values and gradients on a Hopper GPU, eagerly and inside a compiled block, against the float64
+reference and eager SDPA's own cuDNN kernel."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.kernels import CUDNN_OP, COMPILED_SDPA_BACKENDS, compiled_sdpa_backends, get_attention
+from src.kernels.cudnn_attention import _layout_like, cudnn_attention, cudnn_attention_applies
+from src.kernels.reference import attention_reference
+
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+hopper_only = pytest.mark.skipif(not HOPPER, reason="needs a CUDA device of compute capability 9.0 or later")
+# bf16 against the float64 reference: the bound test_flash.py uses for 16-bit flash kernels (2e-2); the op and
+# eager SDPA's cuDNN kernel are one kernel, so they must agree far closer (1e-3: a different reduction order only).
+REFERENCE_TOL, SAME_KERNEL_TOL = 2e-2, 1e-3
+# Compiled against eager: inductor computes the fused elementwise producers in fp32 and rounds once where eager
+# rounds every op to bf16 (2^-8 relative each); the failure this guards against was 0.67 (src/kernels/__init__.py).
+COMPILED_TOL = 1e-2
+
+
+def _projected(B, H, T, D, device, dtype=torch.bfloat16, seed=0):
+    """q, k, v as our attention layer makes them: (B, T, H*D) projections viewed (B, H, T, D), not contiguous."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    qkv = [torch.randn(B, T, H * D, generator=g, device=device, dtype=dtype) for _ in range(3)]
+    return [t.view(B, T, H, D).transpose(1, 2) for t in qkv]
+
+
+def test_layout_rule_keeps_the_dimension_order_of_its_reference():
+    q = _projected(2, 3, 5, 8, "cpu", torch.float32)[0]  # strides of (B, T, H, D) memory
+    out = _layout_like((2, 3, 5, 4), q)
+    assert out.shape == (2, 3, 5, 4) and out.stride() == (60, 4, 12, 1)  # (B, T, H, 4) memory, dense
+    assert _layout_like((2, 3, 5, 4), q.contiguous()).is_contiguous()
+
+
+def test_fake_implementation_gives_the_rule_s_layouts_and_gradients_shaped_like_inputs():
+    q, k, v = (t.to("meta").requires_grad_() for t in _projected(2, 4, 16, 64, "cpu"))
+    out = cudnn_attention(q, k, v, is_causal=True)
+    assert out.shape == q.shape and out.stride() == _layout_like(q.shape, q).stride()
+    out.backward(torch.empty_like(out))
+    for t in (q, k, v):
+        assert t.grad.shape == t.shape and t.grad.stride() == _layout_like(t.shape, t).stride()
+
+
+def test_the_op_is_not_used_off_hopper_or_outside_bf16_fp16():
+    q, k, v = _projected(1, 2, 8, 16, "cpu")
+    assert not cudnn_attention_applies(q, k, v)  # CPU
+    if HOPPER:
+        q, k, v = _projected(1, 2, 8, 16, "cuda")
+        assert cudnn_attention_applies(q, k, v)
+        assert not cudnn_attention_applies(*(t.float() for t in (q, k, v)))
+        assert not cudnn_attention_applies(q, k[:, :1], v[:, :1])  # fewer k/v heads
+        assert not cudnn_attention_applies(*_projected(1, 2, 8, 12, "cuda"))  # head dim not a multiple of 8
+
+
+def test_compiled_code_defaults_to_the_cudnn_op():
+    with compiled_sdpa_backends(COMPILED_SDPA_BACKENDS):
+        with compiled_sdpa_backends(CUDNN_OP):
+            pass
+    from src.kernels import _compiled_sdpa
+
+    assert _compiled_sdpa["backends"] == CUDNN_OP
+
+
+def _grads(fn, q, k, v, dout):
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v)
+    out.backward(dout)
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@hopper_only
+@pytest.mark.parametrize("shape", [(4, 32, 1024, 80), (1, 8, 256, 64), (2, 4, 512, 128)], ids=str)
+def test_cuda_values_and_gradients_match_the_reference_and_eager_cudnn(shape):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = _projected(*shape, "cuda")
+    dout = torch.randn_like(q.contiguous())
+
+    def eager_cudnn(q, k, v):
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    ours = _grads(lambda q, k, v: cudnn_attention(q, k, v, is_causal=True), q, k, v, dout)
+    eager = _grads(eager_cudnn, q, k, v, dout)
+    exact = _grads(lambda q, k, v: attention_reference(q.double(), k.double(), v.double(), True), q, k, v,
+                   dout.double())
+    for name, a, b, ref in zip(("out", "dq", "dk", "dv"), ours, eager, exact):
+        assert _rel(a, ref) < REFERENCE_TOL, (name, _rel(a, ref))
+        assert _rel(a, b) < SAME_KERNEL_TOL, (name, _rel(a, b))
+
+
+@hopper_only
+def test_cuda_compiled_attention_uses_the_op_and_matches_eager_gradients():
+    """The case that went wrong with inductor's own cuDNN lowering: a compiled function of projections, RoPE-like
+    elementwise work and attention; its gradients must match the eager function's."""
+    attend = get_attention("sdpa")
+    B, H, T, D = 2, 8, 512, 80
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(B, T, H * D, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(3, H * D, H * D, generator=g, device="cuda", dtype=torch.bfloat16) / (H * D) ** 0.5
+
+    def layer(x):
+        q, k, v = ((x @ w[i]).view(B, T, H, D).transpose(1, 2) for i in range(3))
+        q, k = q * 1.5, torch.sin(k)  # elementwise producers inductor fuses into the op's inputs
+        return attend(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, H * D)
+
+    dout = torch.randn(B, T, H * D, generator=g, device="cuda", dtype=torch.bfloat16)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer)
+    y = compiled(x)
+    y.backward(dout)
+    got, x_grad = y.detach(), x.grad.clone()
+    x.grad = None
+    want = layer(x)  # eager: torch's choice, cuDNN's kernel on Hopper
+    want.backward(dout)
+    assert _rel(got, want) < COMPILED_TOL and _rel(x_grad, x.grad) < COMPILED_TOL, (_rel(got, want), _rel(x_grad, x.grad))
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    _, codes = run_and_get_code(torch.compile(layer), x)
+    assert any("lmbench.cudnn_attention" in code for code in codes)
