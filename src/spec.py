@@ -28,7 +28,7 @@ BACKENDS = ("ours", "hf_llama", "torchtitan")
 TIMERS = ("events", "sync")  # see src/harness/timing.py
 DEVICES = ("cpu", "cuda")
 ISOLATIONS = ("none", "process")
-FUSED_ATTENTION = ("sdpa", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
+FUSED_ATTENTION = ("sdpa", "cudnn", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
 # The one strategy registry, read by this spec, the cost model (src/predict/cost.py) and the predictor:
 # name -> how it divides the work. "ddp": replicas, gradients all-reduced; "zero1": replicas with the optimizer
 # state sharded; "fsdp": parameters, gradients and state sharded; "tp": tensor parallelism in groups of tp_size
@@ -306,10 +306,14 @@ def _check_combinations(spec: RunSpec) -> None:
             raise ValueError("timer: events needs a CUDA device; use the sync timer")
         if spec.attention == "flash":
             raise ValueError("attention: flash is the Triton kernel and needs CUDA; use flash_pytorch on CPU")
+        if spec.attention == "cudnn":
+            raise ValueError("attention: cudnn is cuDNN's fused kernel and needs a CUDA GPU; use sdpa on CPU")
         if spec.memory_snapshot:
             raise ValueError("memory_snapshot: records the CUDA caching allocator and needs a CUDA device")
         if spec.nvtx:
             raise ValueError("nvtx: NVTX ranges are for Nsight Systems on CUDA; there is nothing to annotate on CPU")
+    if spec.attention == "cudnn" and spec.precision == "fp32":
+        raise ValueError("attention: cudnn runs cuDNN's bf16/fp16 kernel; use precision bf16, fp16 or fp8")
     if spec.precision == "fp8":
         if spec.device != "cuda":
             raise ValueError("precision: fp8 needs a GPU with fp8 tensor cores (Hopper, Ada, Blackwell); on CPU the "

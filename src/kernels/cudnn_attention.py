@@ -1,10 +1,11 @@
-"""cuDNN's fused attention as one opaque custom op, so compiled code runs the kernel eager code gets.
+"""cuDNN's fused attention as one opaque custom op (`--attention cudnn`), so compiled code can run the kernel eager
+SDPA picks on Hopper.
 
     y = cudnn_attention(q, k, v, is_causal=True)   # (B, nh, T, hs) bf16/fp16 CUDA tensors -> (B, nh, T, hs)
 
 Why: at the 2.7B shape (B 4, 32 heads of 80, T 1024, causal) on an H200, forward + backward of cuDNN's kernel took
 0.388 ms against 0.664 ms for SDPA's flash kernel (`scripts/sdpa_backends.py`, 2026-12-02), ~9 ms of the fast
-recipe's step over 32 layers. Eager SDPA already picks cuDNN's kernel there; compiled code did not, because letting
+recipe's step over 32 layers. Eager SDPA already picks cuDNN's kernel there; compiled SDPA does not, because letting
 inductor lower SDPA to cuDNN gave 67%-wrong q/k gradients on an H100 (src/kernels/__init__.py). The suspected cause
 is layout: inductor plans the strides of the kernel's outputs and of the gradient it feeds back from the meta
 functions, and cuDNN's backward needs the output's gradient in the output's own layout. Here the layouts are ours:
@@ -79,19 +80,31 @@ _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def cudnn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-    """Softmax(q k^T / sqrt(hs)) v by cuDNN's kernel on (B, nh, T, hs) tensors; see cudnn_attention_applies."""
+    """Softmax(q k^T / sqrt(hs)) v by cuDNN's kernel on (B, nh, T, hs) tensors (`--attention cudnn`); raises
+    ValueError naming the reason where it does not apply (why_not_cudnn)."""
+    reason = why_not_cudnn(q, k, v)
+    if reason:
+        raise ValueError(f"attention: cudnn {reason}")
     return _forward(q, k, v, is_causal)[0]
 
 
-def cudnn_attention_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Where the op is used: Hopper or later (where it was measured faster and checked), cuDNN >= 9, bf16/fp16,
-    as many k/v heads as q heads, one head dim <= 128 and a multiple of 8 (cuDNN's limits on this torch)."""
-    if not (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and k.dtype == v.dtype == q.dtype):
-        return False
+def why_not_cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """"" where the op runs, else why not: a Hopper or later GPU (where it was measured and checked), cuDNN >= 9,
+    bf16/fp16, as many k/v heads as q heads, one head dim <= 128 and a multiple of 8 (cuDNN's limits here)."""
+    if not q.is_cuda:
+        return "needs a CUDA GPU"
+    if not (q.dtype in (torch.bfloat16, torch.float16) and k.dtype == v.dtype == q.dtype):
+        return f"runs in bf16 or fp16 (autocast), not {q.dtype}"
     hs = q.shape[-1]
     if q.dim() != 4 or k.shape[1] != q.shape[1] or v.shape[-1] != hs or k.shape[-1] != hs:
-        return False
-    if hs > 128 or hs % 8 or any(t.stride(-1) != 1 for t in (q, k, v)):
-        return False
+        return "needs (B, nh, T, hs) q, k, v with as many heads and one head dim"
+    if hs > 128 or hs % 8:
+        return f"needs a head dim <= 128 and a multiple of 8, not {hs}"
+    if any(t.stride(-1) != 1 for t in (q, k, v)):
+        return "needs the head dim contiguous"
     version = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return bool(version and version >= 90000) and torch.cuda.get_device_capability(q.device) >= (9, 0)
+    if not (version and version >= 90000):
+        return f"needs cuDNN 9 or later (found {version})"
+    if torch.cuda.get_device_capability(q.device) < (9, 0):
+        return "is checked on Hopper (compute capability 9.0) or later only"
+    return ""

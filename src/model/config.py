@@ -4,7 +4,7 @@ from dataclasses import dataclass, replace
 
 from src.model.architecture import Architecture
 
-ATTENTION_IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch")
+ATTENTION_IMPLEMENTATIONS = ("naive", "sdpa", "cudnn", "flash", "flash_pytorch")
 
 
 @dataclass(frozen=True)

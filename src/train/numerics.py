@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from src.kernels import COMPILED_SDPA_BACKENDS, CUDNN_OP, compiled_sdpa_backends
+from src.kernels import compiled_sdpa_backends
 from src.spec import FP8_RECIPES, RunSpec
 from src.train.step import TrainStep, build_model
 
@@ -46,7 +46,7 @@ class Variant:
     step: dict = field(default_factory=dict)  # TrainStep options
     inductor: dict = field(default_factory=dict)  # torch._inductor.config values while it compiles
     sdpa_backend: str = ""  # force SDPA onto one of torch.nn.attention.SDPBackend's kernels
-    compiled_sdpa: str | tuple | None = CUDNN_OP  # what compiled code's SDPA runs (src.kernels.compiled_sdpa_backends)
+    compiled_cudnn_attention: bool = False  # let compiled code use cuDNN's SDPA (src.kernels keeps it off)
     round_initial_weights: bool = False  # start from weights rounded through bf16
 
 
@@ -65,18 +65,19 @@ VARIANTS = {
     "compiled": Variant("torch.compile of model and loss", spec={"compile": True}),
     "compiled_emulate_casts": Variant("torch.compile, rounding intermediates to bf16 where eager does",
                                       spec={"compile": True}, inductor={"emulate_precision_casts": True}),
-    "compiled_cudnn_sdpa": Variant("torch.compile with inductor's own lowering of SDPA's cuDNN kernel (compiled "
-                                   "steps use our opaque op instead)", spec={"compile": True}, compiled_sdpa=None,
+    "compiled_cudnn_sdpa": Variant("torch.compile with inductor's lowering of SDPA's cuDNN kernel (compiled steps "
+                                   "exclude it)", spec={"compile": True}, compiled_cudnn_attention=True,
                                    sdpa_backend="CUDNN_ATTENTION"),
     "compiled_default_sdpa": Variant("torch.compile with every SDPA kernel allowed, torch's choice",
-                                     spec={"compile": True}, compiled_sdpa=None),
-    "compiled_flash_sdpa": Variant("torch.compile with SDPA's flash kernel, not the cuDNN op (compiled steps "
-                                   "before 2026-12-03)", spec={"compile": True},
-                                   compiled_sdpa=COMPILED_SDPA_BACKENDS),
+                                     spec={"compile": True}, compiled_cudnn_attention=True),
+    "compiled_cudnn_op": Variant("torch.compile with cuDNN's kernel as our opaque op (--attention cudnn)",
+                                 spec={"compile": True, "attention": "cudnn"}),
     "compiled_fp32": Variant("torch.compile, no autocast", spec={"compile": True, "precision": "fp32"}),
     "compiled_cuda_graphs": Variant("torch.compile and CUDA graphs", spec={"compile": True},
                                     step={"cuda_graphs": True}),
     "fast": Variant("the fast recipe", spec={"recipe": "fast"}),
+    "fast_cudnn": Variant("the fast recipe with cuDNN's attention as our opaque op (--attention cudnn)",
+                          spec={"recipe": "fast", "attention": "cudnn"}),
     "fast_bf16_weights": Variant("the fast recipe as it runs large models: bf16 weights with fp32 masters, no graphs",
                                  spec={"recipe": "fast"}, step={"cuda_graphs": False, "bf16_weights": True}),
     # fp8 (GPUs with fp8 tensor cores): compare with "fast" as the reference, the bf16 step they replace
@@ -98,8 +99,8 @@ def variant_context(variant: Variant):
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             stack.enter_context(sdpa_kernel(getattr(SDPBackend, variant.sdpa_backend)))
-        if variant.compiled_sdpa != CUDNN_OP:
-            stack.enter_context(compiled_sdpa_backends(variant.compiled_sdpa))
+        if variant.compiled_cudnn_attention:
+            stack.enter_context(compiled_sdpa_backends(None))
         torch._dynamo.reset()  # compile afresh: a cached graph would ignore changed inductor settings
         yield
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.kernels import CUDNN_OP, COMPILED_SDPA_BACKENDS, compiled_sdpa_backends, get_attention
-from src.kernels.cudnn_attention import _layout_like, cudnn_attention, cudnn_attention_applies
+from src.kernels import get_attention
+from src.kernels.cudnn_attention import _forward, _layout_like, cudnn_attention, why_not_cudnn
+from tests.specs import tiny_spec
 from src.kernels.reference import attention_reference
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
@@ -36,31 +37,33 @@ def test_layout_rule_keeps_the_dimension_order_of_its_reference():
 
 def test_fake_implementation_gives_the_rule_s_layouts_and_gradients_shaped_like_inputs():
     q, k, v = (t.to("meta").requires_grad_() for t in _projected(2, 4, 16, 64, "cpu"))
-    out = cudnn_attention(q, k, v, is_causal=True)
+    out = _forward(q, k, v, True)[0]  # the op itself: cudnn_attention refuses a non-CUDA device first
     assert out.shape == q.shape and out.stride() == _layout_like(q.shape, q).stride()
     out.backward(torch.empty_like(out))
     for t in (q, k, v):
         assert t.grad.shape == t.shape and t.grad.stride() == _layout_like(t.shape, t).stride()
 
 
-def test_the_op_is_not_used_off_hopper_or_outside_bf16_fp16():
+def test_where_it_does_not_apply_it_says_why():
     q, k, v = _projected(1, 2, 8, 16, "cpu")
-    assert not cudnn_attention_applies(q, k, v)  # CPU
+    assert why_not_cudnn(q, k, v) == "needs a CUDA GPU"
+    with pytest.raises(ValueError, match="attention: cudnn needs a CUDA GPU"):
+        cudnn_attention(q, k, v)
     if HOPPER:
         q, k, v = _projected(1, 2, 8, 16, "cuda")
-        assert cudnn_attention_applies(q, k, v)
-        assert not cudnn_attention_applies(*(t.float() for t in (q, k, v)))
-        assert not cudnn_attention_applies(q, k[:, :1], v[:, :1])  # fewer k/v heads
-        assert not cudnn_attention_applies(*_projected(1, 2, 8, 12, "cuda"))  # head dim not a multiple of 8
+        assert why_not_cudnn(q, k, v) == ""
+        assert "bf16 or fp16" in why_not_cudnn(*(t.float() for t in (q, k, v)))
+        assert "as many heads" in why_not_cudnn(q, k[:, :1], v[:, :1])
+        assert "multiple of 8, not 12" in why_not_cudnn(*_projected(1, 2, 8, 12, "cuda"))
 
 
-def test_compiled_code_defaults_to_the_cudnn_op():
-    with compiled_sdpa_backends(COMPILED_SDPA_BACKENDS):
-        with compiled_sdpa_backends(CUDNN_OP):
-            pass
-    from src.kernels import _compiled_sdpa
-
-    assert _compiled_sdpa["backends"] == CUDNN_OP
+@pytest.mark.parametrize("fields, message", [
+    ({"device": "cpu", "attention": "cudnn", "precision": "bf16", "timer": "sync"}, "needs a CUDA GPU; use sdpa"),
+    ({"device": "cuda", "attention": "cudnn", "precision": "fp32"}, "use precision bf16, fp16 or fp8"),
+])
+def test_spec_refuses_cudnn_where_it_cannot_run(fields, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_spec(**fields)
 
 
 def _grads(fn, q, k, v, dout):
@@ -88,8 +91,7 @@ def test_cuda_values_and_gradients_match_the_reference_and_eager_cudnn(shape):
 
     ours = _grads(lambda q, k, v: cudnn_attention(q, k, v, is_causal=True), q, k, v, dout)
     eager = _grads(eager_cudnn, q, k, v, dout)
-    exact = _grads(lambda q, k, v: attention_reference(q.double(), k.double(), v.double(), True), q, k, v,
-                   dout.double())
+    exact = _grads(lambda q, k, v: attention_reference(q, k, v, True)[0], q, k, v, dout.double())
     for name, a, b, ref in zip(("out", "dq", "dk", "dv"), ours, eager, exact):
         assert _rel(a, ref) < REFERENCE_TOL, (name, _rel(a, ref))
         assert _rel(a, b) < SAME_KERNEL_TOL, (name, _rel(a, b))
@@ -99,7 +101,7 @@ def test_cuda_values_and_gradients_match_the_reference_and_eager_cudnn(shape):
 def test_cuda_compiled_attention_uses_the_op_and_matches_eager_gradients():
     """The case that went wrong with inductor's own cuDNN lowering: a compiled function of projections, RoPE-like
     elementwise work and attention; its gradients must match the eager function's."""
-    attend = get_attention("sdpa")
+    attend = get_attention("cudnn")
     B, H, T, D = 2, 8, 512, 80
     g = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(B, T, H * D, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -117,7 +119,7 @@ def test_cuda_compiled_attention_uses_the_op_and_matches_eager_gradients():
     y.backward(dout)
     got, x_grad = y.detach(), x.grad.clone()
     x.grad = None
-    want = layer(x)  # eager: torch's choice, cuDNN's kernel on Hopper
+    want = layer(x)  # eager: the same op
     want.backward(dout)
     assert _rel(got, want) < COMPILED_TOL and _rel(x_grad, x.grad) < COMPILED_TOL, (_rel(got, want), _rel(x_grad, x.grad))
     from torch._inductor.utils import run_and_get_code
