@@ -60,7 +60,8 @@ PARALLEL_REFUSALS = (
                                             "hooks; not built or tested"),
     (PARALLEL[1:], "optimizer ours", "bf16 weights with fp32 masters in the optimizer are single-process"),
     (SHARDED_OPTIMIZERS, "optimizer fused", "the sharded optimizers wrap torch's default AdamW"),
-    (PARALLEL[1:], "optimizer in_backward", "every strategy synchronises gradients after the hook that steps them"),
+    (PARALLEL[1:], "optimizer in_backward or overlap",
+     "every strategy synchronises gradients after the hook that steps them"),
     (TENSOR_PARALLEL, "compile", "torch.compile of DTensor layers with our replicated-input hooks is not built or "
                                  "tested"),
     (TENSOR_PARALLEL, "fp16", "GradScaler over DTensor gradients is not wired up; use bf16"),
@@ -71,8 +72,10 @@ PARALLEL_REFUSALS = (
 # AdamW: torch's default (foreach, what plain user code gets), torch's fused=True, or ours (src/kernels/
 # master_adamw.py: bf16 weights with fp32 masters; CUDA and bf16 only). "" = the recipe's choice (see
 # src/train/step.py chosen_optimizer), torch's default without a recipe.
-# in_backward: AdamW run inside the backward as each gradient is ready (src/train/optimizer_in_backward.py)
-OPTIMIZERS = ("default", "fused", "ours", "in_backward")
+# in_backward: AdamW run inside the backward as each gradient is ready (src/train/optimizer_in_backward.py);
+# overlap: each block's AdamW on a side CUDA stream once its gradients are ready (src/train/optimizer_overlap.py)
+OPTIMIZERS = ("default", "fused", "ours", "in_backward", "overlap")
+HOOKED_OPTIMIZERS = ("in_backward", "overlap")  # stepped from gradient hooks inside backward: refused alike
 
 
 def checkpoint_group(activation_checkpointing: str) -> int:
@@ -355,7 +358,7 @@ def _check_parallel(spec: RunSpec) -> None:
               "memory_snapshot": bool(spec.memory_snapshot),
               "activation_checkpointing": spec.activation_checkpointing != "none",
               "optimizer ours": spec.optimizer == "ours", "optimizer fused": spec.optimizer == "fused",
-              "optimizer in_backward": spec.optimizer == "in_backward", "fp8": spec.precision == "fp8"}
+              "optimizer in_backward or overlap": spec.optimizer in HOOKED_OPTIMIZERS, "fp8": spec.precision == "fp8"}
     for strategies, option, reason in PARALLEL_REFUSALS:
         if spec.parallel in strategies and chosen[option]:
             raise ValueError(f"parallel: {spec.parallel} does not run with {option}: {reason}")
@@ -411,8 +414,8 @@ def _check_memory_and_optimizer(spec: RunSpec) -> None:
     checkpoint_group(spec.activation_checkpointing)
     if spec.optimizer not in ("", *OPTIMIZERS):
         raise ValueError(f"optimizer: must be one of {', '.join(OPTIMIZERS)}, got {spec.optimizer!r}")
-    if spec.optimizer == "in_backward" and spec.precision == "fp16":
-        raise ValueError("optimizer: in_backward steps each parameter from its gradient hook, before GradScaler "
+    if spec.optimizer in HOOKED_OPTIMIZERS and spec.precision == "fp16":
+        raise ValueError(f"optimizer: {spec.optimizer} steps parameters from their gradient hooks, before GradScaler "
                          "could unscale and check all of them; use bf16")
     if spec.optimizer == "ours" and (spec.device, spec.precision) != ("cuda", "bf16"):
         raise ValueError("optimizer: ours (bf16 weights with fp32 masters, a Triton kernel) needs CUDA and bf16; "

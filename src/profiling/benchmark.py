@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute groups of N consecutive blocks in backward, keeping only each group's input")
     run.add_argument("--optimizer", nargs="+", choices=OPTIMIZERS,
                      help="AdamW for --mode train: default (torch's foreach; the default without a recipe), fused "
-                          "(fused=True), ours (bf16 weights with fp32 masters; CUDA, bf16). Without it the fast "
-                          "recipe picks ours or fused; given, it replaces the recipe's pick (ours turns its CUDA "
-                          "graphs off)")
+                          "(fused=True), ours (bf16 weights with fp32 masters; CUDA, bf16), in_backward (each "
+                          "parameter stepped from its gradient hook), overlap (each block stepped on a side CUDA "
+                          "stream once its gradients are ready). Without it the fast recipe picks ours or fused; "
+                          "given, it replaces the recipe's pick (ours, in_backward, overlap turn its CUDA graphs off)")
     run.add_argument("--backend", choices=BACKENDS, default="ours",
                      help="hf_llama: transformers' Llama of the same shape, for comparison (needs transformers); "
                           "torchtitan: torchtitan's Llama 3 model of the same shape (needs torchtitan)")

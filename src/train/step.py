@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import nvtx
-from src.spec import SHARDED_OPTIMIZERS, RunSpec
+from src.spec import HOOKED_OPTIMIZERS, SHARDED_OPTIMIZERS, RunSpec
 from src.train.quiet import quiet_cpu_compile_logs
 
 
@@ -43,6 +43,9 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.b
 # Below this many parameters the step is launch-bound on an H100 (the small preset's eager step is 57 ms for
 # ~4 ms of matmul work), so the recipe replays the compiled step as a CUDA graph.
 CUDA_GRAPH_MAX_PARAMETERS = 500_000_000
+# Optimizers the recipe's CUDA graphs do not capture (not tried): ours (see TrainStep), and those stepped from
+# gradient hooks inside the backward
+UNGRAPHED_OPTIMIZERS = ("ours", *HOOKED_OPTIMIZERS)
 
 
 class LanguageModelLoss(nn.Module):
@@ -76,6 +79,12 @@ def uses_bf16_weights(spec: RunSpec) -> bool:
     all-reduce or shard bf16 weights whose masters the optimizer holds: not built)."""
     return (spec.recipe == "fast" and spec.mode == "train" and spec.device == "cuda" and spec.precision == "bf16"
             and spec.parallel == "none")
+
+
+def trains_bf16_weights(spec: RunSpec, optimizer: str) -> bool:
+    """Whether the step keeps bf16 weights with fp32 masters: always with ours; with overlap where the recipe would
+    (each block's inner AdamW is then ours over the block's masters)."""
+    return optimizer == "ours" or (optimizer == "overlap" and uses_bf16_weights(spec))
 
 
 def chosen_optimizer(spec: RunSpec, parameters: int) -> str:
@@ -118,10 +127,12 @@ class TrainStep:
         parameters = sum(p.numel() for p in model.parameters())
         self.optimizer_name = chosen_optimizer(spec, parameters)
         if cuda_graphs is None:
-            # neither ours nor in_backward's per-parameter steps inside the backward are captured (not tried)
-            cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name not in ("ours", "in_backward")
+            cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name not in UNGRAPHED_OPTIMIZERS
+        if cuda_graphs and self.optimizer_name in HOOKED_OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer_name} steps from gradient hooks; CUDA graphs do not "
+                             "capture it")
         self.cuda_graphs = cuda_graphs
-        self.bf16_weights = self.optimizer_name == "ours" if bf16_weights is None else bf16_weights
+        self.bf16_weights = trains_bf16_weights(spec, self.optimizer_name) if bf16_weights is None else bf16_weights
         if self.bf16_weights and self.cuda_graphs:
             # Capturing the backward graph failed on an H100 (torch 2.11: cudaErrorStreamCaptureImplicit, "would
             # make the legacy stream depend on a capturing blocking stream"); not investigated further.
@@ -141,7 +152,13 @@ class TrainStep:
                           if isinstance(m, model_spec.shard_types) and not isinstance(m, linear)}
             masters = bf16_with_masters(m.weight for m in model.modules()
                                         if isinstance(m, linear) and id(m.weight) not in embeddings)
-            self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
+            if self.optimizer_name == "overlap":  # one MasterWeightAdamW per block, each finding its own masters
+                self.optimizer = self._overlapped(lambda params: MasterWeightAdamW(params, masters=masters, lr=lr))
+            else:
+                self.optimizer = MasterWeightAdamW(model.parameters(), masters=masters, lr=lr)
+        elif spec.mode == "train" and self.optimizer_name == "overlap":
+            fused = spec.device == "cuda" if fused_adamw is None else fused_adamw
+            self.optimizer = self._overlapped(lambda params: torch.optim.AdamW(params, lr=lr, fused=fused or None))
         elif spec.mode == "train" and self.optimizer_name == "in_backward":
             # Each parameter's AdamW step runs from its post-accumulate-grad hook and frees the gradient: the
             # optimizer phase's time moves into backward, and no whole set of gradients is ever alive.
@@ -179,6 +196,14 @@ class TrainStep:
             else:
                 self.loss = torch.compile(self.loss)
         self.graphs = None
+
+    def _overlapped(self, make_optimizer):
+        """Each block's AdamW stepped on a side stream once the block's gradients are ready; the embedding, final
+        norm and head (and a tied weight) in step(); src/train/optimizer_overlap.py."""
+        from src.train.optimizer_overlap import OverlappedOptimizer, split_by_block
+
+        groups, rest = split_by_block(self.model.parameters(), self.spec.model_spec().blocks(self.model))
+        return OverlappedOptimizer(groups, make_optimizer, rest=rest)
 
     def _forward(self, inputs, targets):
         with self.grad_mode(), self.autocast():
