@@ -9,8 +9,8 @@ recipe's step over 32 layers. Eager SDPA already picks cuDNN's kernel there; com
 inductor lower SDPA to cuDNN gave 67%-wrong q/k gradients on an H100 (src/kernels/__init__.py). The suspected cause
 is layout: inductor plans the strides of the kernel's outputs and of the gradient it feeds back from the meta
 functions, and cuDNN's backward needs the output's gradient in the output's own layout. Here the layouts are ours:
-the outputs' strides follow one rule (`_layout_like`), applied by the fake and the real implementation alike, the
-real one copying when cuDNN returned another layout, and the backward gives cuDNN the output gradient in the
+the outputs' strides follow fixed rules (`_output`, `_layout_like`), applied by the fake and the real implementation
+alike, the real one copying when cuDNN returned another layout, and the backward gives cuDNN the output gradient in the
 output's layout. Inductor sees two calls it cannot look into (forward, backward) and fuses around them.
 """
 
@@ -35,18 +35,30 @@ def _in_layout(t: torch.Tensor, ref_shape, ref: torch.Tensor) -> torch.Tensor:
     return want.copy_(t)
 
 
+def _output(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The output's layout: (B, T, H, D) in memory, viewed (B, H, T, D). The output projection reads it as
+    (B, T, H*D) without a copy, and the gradient it sends back has this layout already, which cuDNN's backward
+    needs it to share with the output: no copy of dO either (with q's layout, the 2.7B step on an H200 paid 64
+    copies, 2.2 ms, and 32 more transposing clones per step)."""
+    B, H, T, _ = q.shape
+    return q.new_empty((B, T, H, v.shape[-1])).transpose(1, 2)
+
+
 @torch.library.custom_op(f"{_LIB}::cudnn_attention", mutates_args=())
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
         q, k, v, None, True, 0.0, is_causal, False)[:2]  # attn_bias, compute_log_sumexp, dropout_p, causal, debug
     B, H, T, _ = q.shape
-    return _in_layout(out, (B, H, T, v.shape[-1]), q), lse.reshape(B, H, T, 1).contiguous()
+    want = _output(q, v)
+    if out.stride() != want.stride():
+        out = want.copy_(out)
+    return out, lse.reshape(B, H, T, 1).contiguous()
 
 
 @_forward.register_fake
 def _(q, k, v, is_causal):
     B, H, T, _ = q.shape
-    return _layout_like((B, H, T, v.shape[-1]), q), q.new_empty((B, H, T, 1), dtype=torch.float32)
+    return _output(q, v), q.new_empty((B, H, T, 1), dtype=torch.float32)
 
 
 @torch.library.custom_op(f"{_LIB}::cudnn_attention_backward", mutates_args=())

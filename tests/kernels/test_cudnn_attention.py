@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from src.kernels import get_attention
-from src.kernels.cudnn_attention import _forward, _layout_like, cudnn_attention, why_not_cudnn
+from src.kernels.cudnn_attention import _forward, _layout_like, _output, cudnn_attention, why_not_cudnn
 from tests.specs import tiny_spec
 from src.kernels.reference import attention_reference
 
@@ -38,7 +38,8 @@ def test_layout_rule_keeps_the_dimension_order_of_its_reference():
 def test_fake_implementation_gives_the_rule_s_layouts_and_gradients_shaped_like_inputs():
     q, k, v = (t.to("meta").requires_grad_() for t in _projected(2, 4, 16, 64, "cpu"))
     out = _forward(q, k, v, True)[0]  # the op itself: cudnn_attention refuses a non-CUDA device first
-    assert out.shape == q.shape and out.stride() == _layout_like(q.shape, q).stride()
+    assert out.shape == q.shape and out.stride() == (16 * 4 * 64, 64, 4 * 64, 1)  # (B, T, H, D) memory
+    assert out.transpose(1, 2).is_contiguous()  # the output projection reads it as (B, T, H*D) without a copy
     out.backward(torch.empty_like(out))
     for t in (q, k, v):
         assert t.grad.shape == t.shape and t.grad.stride() == _layout_like(t.shape, t).stride()
@@ -77,24 +78,52 @@ def _rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-@hopper_only
-@pytest.mark.parametrize("shape", [(4, 32, 1024, 80), (1, 8, 256, 64), (2, 4, 512, 128)], ids=str)
-def test_cuda_values_and_gradients_match_the_reference_and_eager_cudnn(shape):
+def _eager_cudnn(q, k, v):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def _ours(q, k, v):
+    return cudnn_attention(q, k, v, is_causal=True)
+
+
+def _exact(q, k, v):
+    return attention_reference(q, k, v, True)[0]
+
+
+@hopper_only
+@pytest.mark.parametrize("shape", [(4, 32, 1024, 80), (1, 8, 256, 64), (2, 4, 512, 128)], ids=str)
+@pytest.mark.parametrize("dout_layout", ["like_out", "contiguous"])
+def test_cuda_values_and_gradients_match_the_reference(shape, dout_layout):
+    """(B, T, H, D) views of q, k, v; the output's gradient either in the output's layout or contiguous
+    (B, H, T, D), which our op must first bring into the output's layout."""
     q, k, v = _projected(*shape, "cuda")
     dout = torch.randn_like(q.contiguous())
-
-    def eager_cudnn(q, k, v):
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-    ours = _grads(lambda q, k, v: cudnn_attention(q, k, v, is_causal=True), q, k, v, dout)
-    eager = _grads(eager_cudnn, q, k, v, dout)
-    exact = _grads(lambda q, k, v: attention_reference(q, k, v, True)[0], q, k, v, dout.double())
-    for name, a, b, ref in zip(("out", "dq", "dk", "dv"), ours, eager, exact):
+    if dout_layout == "like_out":
+        dout = _output(q, v).copy_(dout)  # the output's layout
+    ours = _grads(_ours, q, k, v, dout)
+    exact = _grads(_exact, q, k, v, dout.double())
+    for name, a, ref in zip(("out", "dq", "dk", "dv"), ours, exact):
         assert _rel(a, ref) < REFERENCE_TOL, (name, _rel(a, ref))
-        assert _rel(a, b) < SAME_KERNEL_TOL, (name, _rel(a, b))
+    if dout_layout == "like_out":  # where eager SDPA's cuDNN path is right (next test), it is the same kernel
+        eager = _grads(_eager_cudnn, q, k, v, dout)
+        for name, a, b in zip(("out", "dq", "dk", "dv"), ours, eager):
+            assert _rel(a, b) < SAME_KERNEL_TOL, (name, _rel(a, b))
+
+
+@hopper_only
+def test_cuda_eager_sdpa_cudnn_still_gets_dq_wrong_for_a_contiguous_dout_of_a_strided_output():
+    """Why the op brings dO into O's layout. torch 2.11's eager SDPA, cuDNN kernel, (B, T, H, D)-strided q/k/v and
+    a contiguous dO: dq came out 1.41 away from the float64 reference on an H200 (sqrt 2: values in the wrong
+    places), 3 shapes of 3 (2026-12-03); our op is within REFERENCE_TOL there (previous test). When a release fixes
+    it this fails: then say so in src/kernels/cudnn_attention.py."""
+    q, k, v = _projected(2, 4, 512, 128, "cuda")
+    dout = torch.randn_like(q.contiguous())
+    eager = _grads(_eager_cudnn, q, k, v, dout)
+    exact = _grads(_exact, q, k, v, dout.double())
+    assert _rel(eager[1], exact[1]) > 0.5
 
 
 @hopper_only
