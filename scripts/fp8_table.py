@@ -16,9 +16,9 @@ from collections import defaultdict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from src.harness.results import read_records  # noqa: E402
+from src.instruments import op_categories  # noqa: E402
 
-CATEGORIES = ("matmul", "attention", "copies and casts", "elementwise and activation", "normalisation", "optimizer",
-              "other", "idle")
+CATEGORIES = (*op_categories.CATEGORIES, "idle")
 
 
 def recipe(config: dict) -> str:

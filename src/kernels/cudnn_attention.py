@@ -36,12 +36,12 @@ def _in_layout(t: torch.Tensor, ref_shape, ref: torch.Tensor) -> torch.Tensor:
 
 
 def _output(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The output's layout: (B, T, H, D) in memory, viewed (B, H, T, D). The output projection reads it as
-    (B, T, H*D) without a copy, and the gradient it sends back has this layout already, which cuDNN's backward
-    needs it to share with the output: no copy of dO either (with q's layout, the 2.7B step on an H200 paid 64
-    copies, 2.2 ms, and 32 more transposing clones per step)."""
+    """The output's layout: q's (the rule of _layout_like). cuDNN's backward reads O and dO with Q's strides: an
+    output in (B, T, H, D) memory beside a contiguous (B, H, T, D) q, which would have spared the model's
+    transposing copies, gave dq and dk 0.55 away from fp32 arithmetic on an H200 (scripts/sdpa_backends.py,
+    2026-12-03), and took 0.99 ms instead of 0.39."""
     B, H, T, _ = q.shape
-    return q.new_empty((B, T, H, v.shape[-1])).transpose(1, 2)
+    return _layout_like((B, H, T, v.shape[-1]), q)
 
 
 @torch.library.custom_op(f"{_LIB}::cudnn_attention", mutates_args=())

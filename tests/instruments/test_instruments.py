@@ -19,7 +19,7 @@ from src.profiling.benchmark import EXIT_USAGE, main
 from src.harness.instrumentation import build_instruments
 from src.instruments.memory import memory_report, plot_timeline
 from src.instruments.memory_timeline import build_timeline
-from src.instruments.op_categories import (ATTENTION, COPIES, ELEMENTWISE, MATMUL, NORMALISATION, OPTIMIZER, SOFTMAX,
+from src.instruments.op_categories import (ATTENTION, COPIES, ELEMENTWISE, FP8_SCALING, MATMUL, NORMALISATION, OPTIMIZER, SOFTMAX,
                                          kernel_category, op_category)
 from src.instruments.precision import explain_precision, observe_precision
 from src.harness.runner import run_spec_with_environment
@@ -175,6 +175,15 @@ def test_op_categories(name, category):
     ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", ATTENTION),
     ("Memcpy HtoD (Pageable -> Device)", COPIES), ("triton_poi_fused_mul_silu_1", ELEMENTWISE),
     ("void at::native::multi_tensor_apply_kernel<...FusedAdamMathFunctor...>", OPTIMIZER),
+    # torchao float8 under inductor (the 2.7B fp8 traces, H200): scaling fused with a norm or a matmul's prologue
+    ("triton_red_fused__fused_rms_norm__fused_rms_norm_backward__to_copy_abs_add_clamp_clone_max_mul_reciprocal_t_vi",
+     FP8_SCALING),
+    ("triton_red_fused__scaled_mm__to_copy_abs_amax_clamp_clone_exp2_floor_log2_mul_reciprocal_silu_silu_backward_t_",
+     FP8_SCALING),
+    ("triton_red_fused_abs_max_t_11", FP8_SCALING),
+    ("triton_poi_fused__to_copy_clamp_exp2_floor_log2_mul_reciprocal_t_16", FP8_SCALING),
+    ("nvjet_sm90_qrtst_128x160_128x5_2x1_v_bz_coopA_algo2_TNT", MATMUL),  # the fp8 matmul itself
+    ("triton_red_fused__fused_rms_norm__fused_rms_norm_backward__to_copy__unsafe_view_add_view_2", NORMALISATION),
 ])
 def test_kernel_categories(name, category):
     assert kernel_category(name) == category
