@@ -1,8 +1,8 @@
 """Which kind of work an operator or kernel is: the categories of the trace's time table, decided by name.
 
-Two kinds of rule. Enclosing rules claim everything run inside an op: the optimizer's step, a normalisation op
-and a fused attention op (SDPA's math fallback calls matmul and softmax, but it is one attention call). Name
-rules sort the innermost op: aten::mm is a matmul wherever it runs. A view or bookkeeping op has no category of
+Two kinds of rule. Enclosing rules claim everything run inside an op: fp8 scaling work, the optimizer's step, a
+normalisation op and a fused attention op (SDPA's math fallback calls matmul and softmax, but it is one attention
+call). Name rules sort the innermost op: aten::mm is a matmul wherever it runs. A view or bookkeeping op has no category of
 its own (None) and takes its parent's, so aten::t inside aten::linear counts as matmul. Module context (the
 RMSNorm and attention modules, which are compositions of plain ops) is applied by the caller, trace_summary.py.
 """
@@ -22,12 +22,14 @@ CATEGORIES = (MATMUL, ATTENTION, SOFTMAX, NORMALISATION, ELEMENTWISE, OPTIMIZER,
 
 # torchao's float8 work as inductor fuses it: amax reductions, scale arithmetic (clamp, reciprocal) and the casts
 # feeding a scaled matmul (`_scaled_mm` in a Triton kernel's name is its prologue, not the matmul, which is a cuBLAS
-# kernel). Checked before every other rule: the fusions carry the neighbour's name too, and by it the 2.7B fp8
-# tensorwise step's trace (H200, 2026-12-03) put 21.6 ms of such kernels in normalisation (fused with RMSNorm)
+# kernel). The first enclosing rule, so it claims the kernel whether the kernel's name or its launcher's (inductor
+# records a host op of the same name) is read: the fusions carry the neighbour's name too, and by it the 2.7B fp8
+# tensorwise step's trace (H200, 2026-12-03) put ~18.5 ms of such kernels in normalisation (fused with RMSNorm)
 # and the rowwise step's 6.8 ms in matmul (the `_mm_` rule), hiding what fp8 costs beside its faster matmuls.
 _FP8_SCALING = re.compile(r"^triton_\w*(amax|abs_max|_scaled_mm|clamp\w*reciprocal)", re.I)
 
 _ENCLOSING = (
+    (FP8_SCALING, _FP8_SCALING),
     (OPTIMIZER, re.compile(r"^Optimizer\.step#|adamw?_|_foreach_|_amp_(update|foreach)|multi_tensor_apply", re.I)),
     (NORMALISATION, re.compile(r"rms_?norm|layer_?norm|group_?norm|batch_?norm", re.I)),
     (ATTENTION, re.compile(r"scaled_dot_product|flash|fmha|efficient_attention|cudnn_attention|sdpa", re.I)),
@@ -90,8 +92,6 @@ def op_category(name: str) -> str | None:
 
 def kernel_category(name: str) -> str:
     """The category of a device kernel (or memcpy/memset) by its own name alone."""
-    if _FP8_SCALING.search(name):
-        return FP8_SCALING
     enclosing = enclosing_category(name)
     if enclosing:
         return enclosing

@@ -12,6 +12,13 @@ functions, and cuDNN's backward needs the output's gradient in the output's own 
 the outputs' strides follow fixed rules (`_output`, `_layout_like`), applied by the fake and the real implementation
 alike, the real one copying when cuDNN returned another layout, and the backward gives cuDNN the output gradient in the
 output's layout. Inductor sees two calls it cannot look into (forward, backward) and fuses around them.
+
+Measured (H200, 2.7B fast recipe, blocks compiled, 2026-12-03): attention kernels 21.2 -> 11.9 ms a step, the step
+only 180.5 -> 178.8 ms; the traced step's idle grew 21 ms and it launched 288 more kernels (64 copies). Eager
+cuDNN SDPA alone costs the host 467 us per forward + backward at that shape, more than its 390 us on the GPU. So
+this is an option (`--attention cudnn`), not the fast recipe's default. The dO rule matters in eager PyTorch too:
+eager SDPA's cuDNN backward gave dq 1.41 off for a contiguous dO of a (B, T, H, D)-strided output
+(tests/kernels/test_cudnn_attention.py).
 """
 
 import torch

@@ -29,6 +29,8 @@ TOLERANCE = 0.02  # fast-recipe loss within 2% of the plain bf16 step's, at ever
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m src.profiling.numerics", description=first_paragraph(__doc__))
     parser.add_argument("--size", choices=list(PRESETS), default="small")
+    parser.add_argument("--num_layers", type=positive_int, default=None,
+                        help="fewer layers than the preset's (a CPU-sized check of the same widths)")
     parser.add_argument("--steps", type=positive_int, default=100)
     parser.add_argument("--batch_size", type=positive_int, default=4)
     parser.add_argument("--context_length", type=positive_int, default=1024)
@@ -63,7 +65,8 @@ def base_spec(args: argparse.Namespace, device: str) -> dict:
     """The plain step's RunSpec fields, which each variant changes."""
     preset = PRESETS[args.size]
     return dict(size=args.size, d_model=preset.d_model, d_ff=preset.d_ff, num_heads=preset.num_heads,
-                num_layers=preset.num_layers, vocab_size=preset.vocab_size, context_length=args.context_length,
+                num_layers=args.num_layers or preset.num_layers, vocab_size=preset.vocab_size,
+                context_length=args.context_length,
                 batch_size=args.batch_size, mode="train", precision="bf16", attention="sdpa", device=device)
 
 

@@ -48,6 +48,7 @@ class Variant:
     sdpa_backend: str = ""  # force SDPA onto one of torch.nn.attention.SDPBackend's kernels
     compiled_cudnn_attention: bool = False  # let compiled code use cuDNN's SDPA (src.kernels keeps it off)
     round_initial_weights: bool = False  # start from weights rounded through bf16
+    fp8_emulated: str = ""  # torchao float8 recipe, emulated (fp8-rounded operands, fp32 matmuls): any device
 
 
 # Each variant changes one thing on the way from the plain step to the fast recipe, so a difference can be traced;
@@ -61,6 +62,8 @@ VARIANTS = {
                                   round_initial_weights=True),
     "plain_cudnn_sdpa": Variant("control: SDPA's cuDNN kernel, eager", sdpa_backend="CUDNN_ATTENTION"),
     "plain_fp32": Variant("no autocast: fp32 end to end", spec={"precision": "fp32"}),
+    "plain_fp32_rounded_init": Variant("control for fp32 runs: initial weights rounded to bf16 (<= 2^-9)",
+                                       spec={"precision": "fp32"}, round_initial_weights=True),
     "fused_adamw": Variant("fused AdamW", step={"fused_adamw": True}),
     "compiled": Variant("torch.compile of model and loss", spec={"compile": True}),
     "compiled_emulate_casts": Variant("torch.compile, rounding intermediates to bf16 where eager does",
@@ -80,6 +83,15 @@ VARIANTS = {
                           spec={"recipe": "fast", "attention": "cudnn"}),
     "fast_bf16_weights": Variant("the fast recipe as it runs large models: bf16 weights with fp32 masters, no graphs",
                                  spec={"recipe": "fast"}, step={"cuda_graphs": False, "bf16_weights": True}),
+    # fp8 emulated, on any device (CPU included): the fp32 step with torchao's float8 linears in emulation, which
+    # rounds every linear's operands to fp8 with the recipe's scales as the GPU does and multiplies in fp32 (the
+    # tensor cores accumulate fp8 products in higher precision too). fp32, not bf16 autocast: torchao 0.17's
+    # emulated backward multiplies a bf16 gradient by an fp32 input under CPU autocast and fails (its autocast
+    # handling reads CUDA's only). Compare with plain_fp32 as the reference, beside plain (bf16 autocast): what fp8's
+    # rounding does to training against what bf16's does.
+    **{f"plain_fp8_emulated_{recipe}": Variant(f"fp32 eager, torchao's float8 linears emulated, {recipe} scaling",
+                                               spec={"precision": "fp32"}, fp8_emulated=recipe)
+       for recipe in FP8_RECIPES},
     # fp8 (GPUs with fp8 tensor cores): compare with "fast" as the reference, the bf16 step they replace
     **{f"fast_fp8_{recipe}": Variant(f"the fast recipe with torchao's float8 linears, {recipe} scaling",
                                      spec={"recipe": "fast", "precision": "fp8", "fp8_recipe": recipe})
@@ -113,6 +125,10 @@ def build_variant(base: dict, variant: Variant, lr: float, **step_options) -> Tr
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.bfloat16())
+    if variant.fp8_emulated:
+        from src.train.fp8 import convert_to_fp8  # torchao, imported only when asked for
+
+        convert_to_fp8(model, variant.fp8_emulated, emulate=True)
     return TrainStep(spec, model, lr=lr, **{**variant.step, **step_options})
 
 

@@ -231,6 +231,15 @@ def test_kernels_take_phase_and_category_from_the_op_that_launched_them():
     assert "GPU waiting for the host" in s.markdown("t")
 
 
+def test_an_fp8_scaling_kernel_fused_with_a_norm_counts_as_fp8_scaling_through_its_launcher_too():
+    # inductor records a host op named as its Triton kernel; the norm rule would claim both by "rms_norm"
+    name = "triton_red_fused__fused_rms_norm__to_copy_abs_amax_clamp_mul_reciprocal_0"
+    events = [_x("measured step 0", "user_annotation", 0, 100),
+              _x(name, "cpu_op", 10, 5), _x("cudaLaunchKernel", "cuda_runtime", 12, 2, correlation=201),
+              _x(name, "kernel", 20, 30, tid=7, pid=0, correlation=201)]
+    s = summarise_trace({"traceEvents": events}, "cuda", {"forward": 100e-6}, steps=1)
+    assert {k: round(v * 1e6, 6) for k, v in s.by_category.items() if v} == {FP8_SCALING: 30}
+
 
 def test_kernels_replayed_from_a_cuda_graph_are_named_in_a_warning():
     # A graph launch under the optimizer's range replays forward, backward and optimizer kernels alike: its op is

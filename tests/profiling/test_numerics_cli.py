@@ -34,3 +34,11 @@ def test_a_variant_the_device_cannot_run_is_refused_before_the_first_trains(tmp_
     err = capsys.readouterr().err
     assert err.startswith("numerics: error: --variants fast_fp8_rowwise: precision: fp8 needs a GPU")
     assert err.count("\n") == 1 and not out.exists()  # nothing trained, nothing written
+
+
+def test_num_layers_cuts_the_preset_and_keeps_its_width():
+    from src.profiling.numerics import base_spec, build_parser
+
+    spec = base_spec(build_parser().parse_args(["--size", "small", "--num_layers", "2"]), "cpu")
+    assert (spec["num_layers"], spec["d_model"], spec["d_ff"]) == (2, 768, 3072)
+    assert base_spec(build_parser().parse_args(["--size", "small"]), "cpu")["num_layers"] == 12
