@@ -128,8 +128,10 @@ def observe_precision(spec: RunSpec) -> PrecisionReport:
 
     step = TrainStep(run, model)
     optimizer = step.optimizer
-    if optimizer is not None:
+    if isinstance(optimizer, torch.optim.Optimizer):
         optimizer.register_step_pre_hook(lambda *args: setattr(ops, "active", False))
+    elif optimizer is not None:  # in_backward, overlap: their AdamW steps from gradient hooks, inside backward
+        notes.append(f"optimizer {run.optimizer} steps inside backward: its ops are listed with backward's")
     ids = torch.randint(0, run.vocab_size, (run.batch_size, run.context_length + 1), device=run.device)
     with ops:
         loss = step(ids[:, :-1], ids[:, 1:], timer=None)

@@ -58,6 +58,11 @@ class OptimizerInBackward:
         """One group per parameter (what an LR scheduler or a train step that sets group["lr"] walks over)."""
         return [group for opt in self.optimizers for group in opt.param_groups]
 
+    @property
+    def state(self) -> dict:
+        """Every parameter's AdamW state, as torch.optim.Optimizer.state holds it (parameter -> {name: tensor})."""
+        return {p: s for opt in self.optimizers for p, s in opt.state.items()}
+
     def step(self, closure=None) -> None:
         """Nothing left to do: every parameter was stepped in backward."""
         if closure is not None:

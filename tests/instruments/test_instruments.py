@@ -401,3 +401,11 @@ def test_a_cpu_trace_prints_no_profiler_error_noise(tmp_path):
                           "--trace", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0 and list(tmp_path.glob("*.json.gz"))
     assert "gpuGetDeviceCount" not in run.stderr and "ERROR:" not in run.stderr
+
+
+@pytest.mark.parametrize("optimizer", ["in_backward", "overlap"])
+def test_explain_precision_takes_the_optimizers_that_step_inside_backward(optimizer):
+    # they are no torch.optim.Optimizer (no step pre-hook): the report says where their ops went instead of crashing
+    report = observe_precision(tiny(precision="bf16", mode="train", optimizer=optimizer))
+    assert any(f"optimizer {optimizer} steps inside backward" in note for note in report.notes)
+    assert ("linear", "float32", "bfloat16") in report.ops
