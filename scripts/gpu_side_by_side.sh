@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 19's side-by-side table, measured in one run: one train step of one shape (default 2.7B; bf16, batch 4,
 # context 1024, fused AdamW unless the recipe picks) as Hugging Face's Llama, ours and torchtitan's Llama 3 model
-# each run it eagerly and compiled, then our fast recipe (and with --optimizer in_backward). The eager steps of ours
+# each run it eagerly and compiled, then our fast recipe (and with --optimizer in_backward, --attention cudnn, and
+# --optimizer overlap with its blocks compiled alone). The eager steps of ours
 # and torchtitan's are traced, so `report ours torchtitan --pair_on backend` can say by category where they differ.
 #   bash scripts/gpu_side_by_side.sh OUT_DIR [SIZE]      (TRACE_DIR=DIR: the traces elsewhere than OUT_DIR/traces)
 # torchtitan rows need torchtitan (0.2.2 for torch 2.11) importable; they are left out, said so, without it.
@@ -26,6 +27,8 @@ for backend in "${backends[@]}"; do
 done
 "${bench[@]}" --recipe fast
 "${bench[@]}" --recipe fast --optimizer in_backward
+"${bench[@]}" --recipe fast --attention cudnn  # cuDNN's kernel as our opaque op (Hopper; the row says why elsewhere)
+"${bench[@]}" --recipe fast --compile_scope blocks --optimizer overlap  # blocks: a whole graph would not overlap
 if python3 -c "import transformers" 2>/dev/null; then
     "${bench[@]}" --backend hf_llama --precision bf16 --attention sdpa --optimizer fused
     "${bench[@]}" --backend hf_llama --precision bf16 --attention sdpa --optimizer fused --compile

@@ -1,0 +1,76 @@
+"""The fp8 table's scripts on the CPU: scripts/fp8_table.py's arithmetic (speed-up, per-layer figures from two
+depths, fp8 less bf16 by trace category) on rows of known times, and scripts/gpu_fp8_table.sh narrowed by SIZES,
+RECIPES and DEPTHS to the commands it would run."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from src.harness.record import new_record, with_fields
+from tests.specs import tiny_spec
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _row(layers: int, step_s: float, precision: str = "bf16", **fields) -> dict:
+    spec = tiny_spec(num_layers=layers, precision="bf16")  # fp8 needs CUDA in a RunSpec: patched in the config
+    row = with_fields(new_record(spec), {"median_time_step": step_s, **fields})
+    row["config"] = {**row["config"], "precision": precision, "recipe": "fast", "compile_scope": "blocks",
+                     "fp8_recipe": "tensorwise" if precision == "fp8" else ""}
+    return row
+
+
+def _table(tmp_path, rows) -> str:
+    path = tmp_path / "fp8.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = subprocess.run([sys.executable, "scripts/fp8_table.py", str(path)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_speedup_and_per_layer_figures_come_from_the_rows(tmp_path):
+    out = _table(tmp_path, [_row(2, 0.020), _row(4, 0.030), _row(2, 0.016, "fp8"), _row(4, 0.024, "fp8")])
+    assert "| tiny | 2 | ours, fast (blocks) | fp8 tensorwise | 16.0 | 1.25 |" in out  # 20 / 16
+    # per layer: bf16 (30 - 20) / 2 = 5 ms, fp8 (24 - 16) / 2 = 4 ms, 1.25x
+    assert "| tiny | ours, fast (blocks) | bf16 | 5.00 | 1.00 |" in out
+    assert "| tiny | ours, fast (blocks) | fp8 tensorwise | 4.00 | 1.25 |" in out
+
+
+def test_trace_categories_are_given_as_fp8_less_bf16(tmp_path):
+    cats = lambda matmul, scaling: {"matmul": matmul, "fp8 scaling and casts": scaling}
+    rows = [_row(2, 0.020, trace_ms_per_step=cats(12.0, 0.0), trace_idle_ms_per_step=1.0, trace_step_ms=20.0),
+            _row(2, 0.018, "fp8", trace_ms_per_step=cats(7.0, 3.5), trace_idle_ms_per_step=1.5, trace_step_ms=18.5)]
+    out = _table(tmp_path, rows)
+    line = next(x for x in out.splitlines() if x.startswith("| tiny | fp8 tensorwise - bf16 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == "-1.5" and "-5.0" in cells and "+3.5" in cells and "+0.5" in cells  # step, matmul, fp8, idle
+    bf16 = next(x for x in out.splitlines() if x.startswith("| tiny | bf16 | 20.0 | 12.0 |"))
+    assert bf16.endswith("| 60% |")  # the matmul share of the bf16 step: 12 / 20
+
+
+def test_no_file_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "scripts/fp8_table.py", str(tmp_path / "missing.jsonl")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "missing.jsonl" in result.stderr
+
+
+def test_gpu_script_narrows_to_what_is_missing(tmp_path):
+    shim, log = tmp_path / "bin", tmp_path / "commands.txt"
+    shim.mkdir()
+    (shim / "python3").write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [ "$1" = -m ] && [ "$2" = src.profiling.benchmark ]; then shift 2; echo "$*" >> {shlex.quote(str(log))}; '
+        "exit 0; fi\n"
+        f'exec {shlex.quote(sys.executable)} "$@"\n')
+    (shim / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "LMBENCH_SKIP_CUDA_CHECK": "1",
+           "SIZES": "medium small", "RECIPES": "tensorwise", "DEPTHS": "4"}
+    result = subprocess.run(["bash", "scripts/gpu_fp8_table.sh", str(tmp_path / "out"), "sizes", "layers"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    sizes, layers = log.read_text().splitlines()
+    assert "--sizes medium small " in sizes and "--fp8_recipe tensorwise --" in sizes and "rowwise" not in sizes
+    assert "--num_layers 4" in layers and "--model 10B llama-3.1-8b" in layers
