@@ -4,11 +4,11 @@ RECIPES and DEPTHS to the commands it would run."""
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 
 from src.harness.record import new_record, with_fields
+from tests.script_shim import logging_python3
 from tests.specs import tiny_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,14 +58,8 @@ def test_no_file_is_one_line_and_exit_2(tmp_path):
 
 
 def test_gpu_script_narrows_to_what_is_missing(tmp_path):
-    shim, log = tmp_path / "bin", tmp_path / "commands.txt"
-    shim.mkdir()
-    (shim / "python3").write_text(
-        "#!/usr/bin/env bash\n"
-        f'if [ "$1" = -m ] && [ "$2" = src.profiling.benchmark ]; then shift 2; echo "$*" >> {shlex.quote(str(log))}; '
-        "exit 0; fi\n"
-        f'exec {shlex.quote(sys.executable)} "$@"\n')
-    (shim / "python3").chmod(0o755)
+    log = tmp_path / "commands.txt"
+    shim = logging_python3(tmp_path / "bin", {"src.profiling.benchmark": log})
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "LMBENCH_SKIP_CUDA_CHECK": "1",
            "SIZES": "medium small", "RECIPES": "tensorwise", "DEPTHS": "4"}
     result = subprocess.run(["bash", "scripts/gpu_fp8_table.sh", str(tmp_path / "out"), "sizes", "layers"], cwd=REPO,

@@ -13,6 +13,7 @@ import torch
 
 from src.profiling.attention import build_parser as attention_parser
 from src.profiling.benchmark import build_parser, resolve
+from tests.script_shim import logging_python3
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REPRO = os.path.join(REPO, "scripts", "cudnn_compiled_grad_repro.py")
@@ -21,16 +22,9 @@ REPRO = os.path.join(REPO, "scripts", "cudnn_compiled_grad_repro.py")
 def run_gpu_script(tmp_path, budget, parts=()):
     """Run the script with a python3 that logs each benchmark and attention command instead of running it
     (everything else, the summary included, runs on the real interpreter)."""
-    shim, log = tmp_path / "bin", tmp_path / "benchmark_commands.txt"
-    shim.mkdir()
-    (shim / "python3").write_text(
-        "#!/usr/bin/env bash\n"
-        f'if [ "$1" = -m ] && [ "$2" = src.profiling.benchmark ]; then shift 2; echo "$*" >> {shlex.quote(str(log))}; '
-        "exit 0; fi\n"
-        f'if [ "$1" = -m ] && [ "$2" = src.profiling.attention ]; then shift 2; '
-        f'echo "$*" >> {shlex.quote(str(tmp_path / "attention_commands.txt"))}; exit 0; fi\n'
-        f'exec {shlex.quote(sys.executable)} "$@"\n')
-    (shim / "python3").chmod(0o755)
+    log = tmp_path / "benchmark_commands.txt"
+    shim = logging_python3(tmp_path / "bin", {"src.profiling.benchmark": log,
+                                              "src.profiling.attention": tmp_path / "attention_commands.txt"})
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "BUDGET_S": str(budget),
            "LMBENCH_SKIP_CUDA_CHECK": "1"}  # the shim stands in for the GPU run
     result = subprocess.run(["bash", "scripts/gpu_issue14.sh", str(tmp_path / "out"), *parts], cwd=REPO, env=env,
