@@ -28,7 +28,8 @@ from src.harness.results import append_record, check_writable
 from src.harness.timing import bench_ms
 from src.reports.anomalies import part_longer_than_whole
 
-IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled")
+IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled", "cudnn")
+ASKED_FOR_ONLY = ("cudnn",)  # not in the default sweep: bf16/fp16 only, where the default sweep times fp32 too
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CUDA_SEQ_LENS = [2**i for i in range(7, 17)]  # 128 .. 65536
 CPU_SEQ_LENS = [64, 128]
@@ -88,7 +89,7 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
             raise UsageError("--standard_case times the Triton kernels and needs a CUDA device")
         return device, [dict(STANDARD_CASE)]
     cuda = device == "cuda"
-    default_impls = list(IMPLEMENTATIONS) if cuda else ["naive", "sdpa", "flash_pytorch"] + (
+    default_impls = [i for i in IMPLEMENTATIONS if i not in ASKED_FOR_ONLY] if cuda else ["naive", "sdpa", "flash_pytorch"] + (
         ["flash"] if interpreted() else [])
     implementations = args.implementations or default_impls
     for impl in implementations:
@@ -96,7 +97,12 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
             raise UsageError("flash is the Triton kernel: it needs CUDA, or TRITON_INTERPRET=1 on CPU")
         if impl == "flash_compiled" and not cuda:
             raise UsageError("flash_compiled (torch.compile of the Triton kernels) needs a CUDA device")
+        if impl == "cudnn" and not cuda:
+            raise UsageError("cudnn is cuDNN's fused kernel (src/kernels/cudnn_attention.py) and needs a CUDA GPU")
     head_dims = args.head_dims or (CUDA_HEAD_DIMS if cuda else CPU_HEAD_DIMS)
+    if "cudnn" in implementations and any(d > 128 or d % 8 for d in head_dims):
+        raise UsageError(f"--head_dims: cudnn takes head dims <= 128 that are multiples of 8, got "
+                         f"{' '.join(map(str, head_dims))}")
     if any(i.startswith("flash") for i in implementations):
         for d in head_dims:
             if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
@@ -104,6 +110,8 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
     dtypes = args.dtypes or (["bf16", "fp32"] if cuda else ["fp32"])
     if "fp16" in dtypes and not cuda:
         raise UsageError("--dtypes fp16 needs a CUDA device")
+    if "cudnn" in implementations and "fp32" in dtypes:
+        raise UsageError("--dtypes: cudnn runs bf16 or fp16 only; give --dtypes bf16 (or fp16)")
     seq_lens = args.seq_lens or (CUDA_SEQ_LENS if cuda else CPU_SEQ_LENS)
     configs = []
     for dtype, causal, d, t, impl in itertools.product(dtypes, args.causal, head_dims, seq_lens, implementations):

@@ -83,6 +83,7 @@ def test_flash_pytorch_past_its_length_limit_is_skipped():
     (["--output", "/proc/x.jsonl"], "kernel interface"),
     (["--output", "/dev/full"], "not a regular file"),
     (["--output", "{tmp}/people.csv"], "not a CSV results file"),
+    (["--implementations", "cudnn"], "cudnn is cuDNN's fused kernel"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     (tmp_path / "people.csv").write_text("name,age\nAda,36\n")
@@ -118,3 +119,23 @@ def test_consistent_timings_carry_no_warning(monkeypatch):
     c = dict(implementation="naive", batch_size=1, num_heads=1, seq_len=8, head_dim=16, dtype="fp32", causal=True,
              warmup_ms=1, rep_ms=1)
     assert attention.measure(c, "cpu")["warnings"] == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--implementations", "sdpa", "cudnn"], "cudnn runs bf16 or fp16 only"),  # the default dtypes hold fp32
+    (["--implementations", "cudnn", "--dtypes", "bf16", "--head_dims", "64", "12"], "multiples of 8, got 64 12"),
+])
+def test_cudnn_shapes_it_cannot_take_are_refused_before_any_work(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(attention, "resolve_device", lambda device: "cuda")  # the refusals of a CUDA machine
+    assert attention.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_the_default_cuda_sweep_leaves_cudnn_out_and_asking_for_it_works(monkeypatch):
+    monkeypatch.setattr(attention, "resolve_device", lambda device: "cuda")
+    _, configs = attention.resolve(attention.build_parser().parse_args([]))
+    assert "cudnn" not in {c["implementation"] for c in configs} and "sdpa" in {c["implementation"] for c in configs}
+    _, configs = attention.resolve(attention.build_parser().parse_args(["--implementations", "cudnn", "--dtypes",
+                                                                        "bf16", "--head_dims", "64", "80"]))
+    assert {(c["implementation"], c["dtype"]) for c in configs} == {("cudnn", "bf16")}
