@@ -94,7 +94,7 @@ def per_layer(table: dict) -> None:
                 speedup = f"{bf16_ms / ms:.2f}"
             lines.append(f"| {name} | {how} | {r} | {ms:.2f} | {speedup} |")
     if lines:
-        print(f"\nPer layer: (step at the larger depth - step at the smaller) / layers between them.\n")
+        print("\nPer layer: (step at the larger depth - step at the smaller) / layers between them.\n")
         print("| model | system | recipe | ms per layer | x bf16 |\n|---|---|---|---:|---:|")
         print("\n".join(lines))
 

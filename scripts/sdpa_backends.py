@@ -31,7 +31,8 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def inputs(b, h, t, d, layout: str, g):
     def bhtd_view():  # (B, T, H*D) memory seen as (B, H, T, D), as a projection's output is
-        return torch.randn(b, t, h * d, device="cuda", generator=g, dtype=torch.bfloat16).view(b, t, h, d).transpose(1, 2)
+        x = torch.randn(b, t, h * d, device="cuda", generator=g, dtype=torch.bfloat16)
+        return x.view(b, t, h, d).transpose(1, 2)
 
     def contiguous():
         return torch.randn(b, h, t, d, device="cuda", generator=g, dtype=torch.bfloat16)
@@ -79,7 +80,8 @@ def main() -> int:
                 q.grad = k.grad = v.grad = None
                 out = fn(q, k, v)
                 out.backward(dout)
-                errors = ", ".join(f"{relative_error(x.grad, x32.grad):.1e}" for x, x32 in ((q, q32), (k, k32), (v, v32)))
+                pairs = ((q, q32), (k, k32), (v, v32))
+                errors = ", ".join(f"{relative_error(x.grad, x32.grad):.1e}" for x, x32 in pairs)
                 strides = "; ".join(str(tuple(x.stride())) for x in (out, q.grad, v.grad))
                 ms, _, _ = bench_ms(step, "cuda", warmup_ms=100, rep_ms=400)
                 torch.cuda.synchronize()

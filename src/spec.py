@@ -28,7 +28,8 @@ BACKENDS = ("ours", "hf_llama", "torchtitan")
 TIMERS = ("events", "sync")  # see src/harness/timing.py
 DEVICES = ("cpu", "cuda")
 ISOLATIONS = ("none", "process")
-FUSED_ATTENTION = ("sdpa", "cudnn", "flash", "flash_pytorch")  # what the fast recipe accepts: not the naive softmax(QK^T)V
+# what the fast recipe accepts: not the naive softmax(QK^T)V
+FUSED_ATTENTION = ("sdpa", "cudnn", "flash", "flash_pytorch")
 # The one strategy registry, read by this spec, the cost model (src/predict/cost.py) and the predictor:
 # name -> how it divides the work. "ddp": replicas, gradients all-reduced; "zero1": replicas with the optimizer
 # state sharded; "fsdp": parameters, gradients and state sharded; "tp": tensor parallelism in groups of tp_size

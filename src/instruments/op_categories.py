@@ -2,8 +2,8 @@
 
 Two kinds of rule. Enclosing rules claim everything run inside an op: fp8 scaling work, the optimizer's step, a
 normalisation op and a fused attention op (SDPA's math fallback calls matmul and softmax, but it is one attention
-call). Name rules sort the innermost op: aten::mm is a matmul wherever it runs. A view or bookkeeping op has no category of
-its own (None) and takes its parent's, so aten::t inside aten::linear counts as matmul. Module context (the
+call). Name rules sort the innermost op: aten::mm is a matmul wherever it runs. A view or bookkeeping op has no
+category of its own (None) and takes its parent's, so aten::t inside aten::linear counts as matmul. Module context (the
 RMSNorm and attention modules, which are compositions of plain ops) is applied by the caller, trace_summary.py.
 """
 

@@ -9,8 +9,8 @@ recipe's step over 32 layers. Eager SDPA already picks cuDNN's kernel there; com
 inductor lower SDPA to cuDNN gave 67%-wrong q/k gradients on an H100 (src/kernels/__init__.py). The suspected cause
 is layout: inductor plans the strides of the kernel's outputs and of the gradient it feeds back from the meta
 functions, and cuDNN's backward needs the output's gradient in the output's own layout. Here the layouts are ours:
-the outputs' strides follow fixed rules (`_output`, `_layout_like`), applied by the fake and the real implementation
-alike, the real one copying when cuDNN returned another layout, and the backward gives cuDNN the output gradient in the
+the outputs' strides follow one rule (`_strides_like`), applied by the fake and the real implementation alike,
+the real one copying when cuDNN returned another layout, and the backward gives cuDNN the output gradient in the
 output's layout. Inductor sees two calls it cannot look into (forward, backward) and fuses around them.
 
 Measured (H200, 2.7B fast recipe, blocks compiled, 2026-12-03): attention kernels 21.2 -> 11.9 ms a step, the step
@@ -26,29 +26,35 @@ import torch
 _LIB = "lmbench"
 
 
-def _layout_like(shape: tuple[int, ...], ref: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An empty dense tensor of `shape` whose dimensions lie in memory in ref's order (largest stride outermost;
-    ties keep the dimension order): the one rule for every output layout here, fake and real."""
+def _strides_like(shape, ref: torch.Tensor) -> tuple[int, ...]:
+    """The strides of a dense tensor of `shape` whose dimensions lie in memory in ref's order (largest stride
+    outermost; ties keep the dimension order): the one rule for every output layout here, fake and real."""
     order = sorted(range(ref.dim()), key=lambda i: (-ref.stride(i), i))  # outermost first
-    permuted = torch.empty([shape[i] for i in order], dtype=dtype or ref.dtype, device=ref.device)
-    return permuted.permute([order.index(i) for i in range(ref.dim())])
+    strides, step = [0] * len(shape), 1
+    for i in reversed(order):
+        strides[i], step = step, step * shape[i]
+    return tuple(strides)
+
+
+def _layout_like(shape, ref: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An empty tensor of `shape` with the rule's strides."""
+    return torch.empty_strided(tuple(shape), _strides_like(shape, ref), dtype=dtype or ref.dtype, device=ref.device)
 
 
 def _in_layout(t: torch.Tensor, ref_shape, ref: torch.Tensor) -> torch.Tensor:
-    """t itself where it already has the rule's layout, else a copy that has it."""
-    want = _layout_like(ref_shape, ref, t.dtype)
-    if t.stride() == want.stride():
+    """t itself where it already has the rule's layout, else a copy that has it (allocated only then)."""
+    if t.stride() == _strides_like(ref_shape, ref):
         return t
-    return want.copy_(t)
+    return _layout_like(ref_shape, ref, t.dtype).copy_(t)
 
 
-def _output(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The output's layout: q's (the rule of _layout_like). cuDNN's backward reads O and dO with Q's strides: an
-    output in (B, T, H, D) memory beside a contiguous (B, H, T, D) q, which would have spared the model's
-    transposing copies, gave dq and dk 0.55 away from fp32 arithmetic on an H200 (scripts/sdpa_backends.py,
-    2026-12-03), and took 0.99 ms instead of 0.39."""
+def _output_shape(q: torch.Tensor, v: torch.Tensor) -> tuple[int, ...]:
+    """The output's shape; its layout is q's (the rule of _strides_like). cuDNN's backward reads O and dO with Q's
+    strides: an output in (B, T, H, D) memory beside a contiguous (B, H, T, D) q, which would have spared the
+    model's transposing copies, gave dq and dk 0.55 away from fp32 arithmetic on an H200
+    (scripts/sdpa_backends.py, 2026-12-03), and took 0.99 ms instead of 0.39."""
     B, H, T, _ = q.shape
-    return _layout_like((B, H, T, v.shape[-1]), q)
+    return (B, H, T, v.shape[-1])
 
 
 @torch.library.custom_op(f"{_LIB}::cudnn_attention", mutates_args=())
@@ -56,16 +62,13 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool)
     out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
         q, k, v, None, True, 0.0, is_causal, False)[:2]  # attn_bias, compute_log_sumexp, dropout_p, causal, debug
     B, H, T, _ = q.shape
-    want = _output(q, v)
-    if out.stride() != want.stride():
-        out = want.copy_(out)
-    return out, lse.reshape(B, H, T, 1).contiguous()
+    return _in_layout(out, _output_shape(q, v), q), lse.reshape(B, H, T, 1).contiguous()
 
 
 @_forward.register_fake
 def _(q, k, v, is_causal):
     B, H, T, _ = q.shape
-    return _output(q, v), q.new_empty((B, H, T, 1), dtype=torch.float32)
+    return _layout_like(_output_shape(q, v), q), q.new_empty((B, H, T, 1), dtype=torch.float32)
 
 
 @torch.library.custom_op(f"{_LIB}::cudnn_attention_backward", mutates_args=())

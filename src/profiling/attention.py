@@ -89,8 +89,10 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
             raise UsageError("--standard_case times the Triton kernels and needs a CUDA device")
         return device, [dict(STANDARD_CASE)]
     cuda = device == "cuda"
-    default_impls = [i for i in IMPLEMENTATIONS if i not in ASKED_FOR_ONLY] if cuda else ["naive", "sdpa", "flash_pytorch"] + (
-        ["flash"] if interpreted() else [])
+    if cuda:
+        default_impls = [i for i in IMPLEMENTATIONS if i not in ASKED_FOR_ONLY]
+    else:
+        default_impls = ["naive", "sdpa", "flash_pytorch"] + (["flash"] if interpreted() else [])
     implementations = args.implementations or default_impls
     for impl in implementations:
         if impl == "flash" and not cuda and not interpreted():

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from tests.train.tiny_training import TINY
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -12,3 +14,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The optimizer tests' fp32 model (tests/train/tiny_training.py), the same initial weights for each module."""
+    from src.model.transformer import TransformerLM
+
+    torch.manual_seed(0)
+    return TransformerLM(TINY)

@@ -2,42 +2,18 @@
 every gradient inside backward, and its no-op step/zero_grad stand in for an optimizer's."""
 
 import copy
+import functools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from src.model.config import PRESETS
-from src.model.transformer import TransformerLM
 from src.train.optimizer_in_backward import OptimizerInBackward
 
-TINY = PRESETS["tiny"].with_(vocab_size=256, context_length=16)
-B, T, STEPS, LR = 2, 16, 4, 1e-2  # lr 1e-2: large enough that 4 steps move every weight visibly
+from tests.train.tiny_training import LR, loss_of, train_steps
+
+STEPS = 4
+train = functools.partial(train_steps, steps=STEPS)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
-
-
-def loss_of(model, step: int):
-    g = torch.Generator().manual_seed(step)  # a new batch each step
-    x, y = torch.randint(0, TINY.vocab_size, (2, B, T), generator=g)
-    return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-
-
-def train(model, optimizer, checkpointing_group: int = 0) -> list[float]:
-    model.checkpoint_group = checkpointing_group
-    losses = []
-    for step in range(STEPS):
-        loss = loss_of(model, step)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return TransformerLM(TINY)  # fp32
 
 
 # Exact equality (torch.equal), not a tolerance: each parameter gets the same gradient (it is updated only after

@@ -3,50 +3,26 @@ stepped after backward (fp32 and bf16 weights with masters, CPU), refuses a seco
 the rest group, and runs through the spec, the train step and the benchmark; on CUDA, on its side stream."""
 
 import copy
+import functools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from src.model.config import PRESETS
 from src.model.transformer import TransformerLM
 from src.train.optimizer_overlap import OverlappedOptimizer, split_by_block
 
 from tests.conftest import needs_cuda
+from tests.train.tiny_training import LR, TINY, loss_of, train_steps
 from tests.specs import tiny_spec
 
-TINY = PRESETS["tiny"].with_(vocab_size=256, context_length=16)
-B, T, STEPS, LR = 2, 16, 3, 1e-2  # lr 1e-2: large enough that 3 steps move every weight visibly
+STEPS = 3
+train = functools.partial(train_steps, steps=STEPS)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
-
-
-def loss_of(model, step: int):
-    g = torch.Generator().manual_seed(step)  # a new batch each step
-    x, y = torch.randint(0, TINY.vocab_size, (2, B, T), generator=g).to(model.lm_head.weight.device)
-    return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-
-
-def train(model, optimizer, checkpointing_group: int = 0) -> list[float]:
-    model.checkpoint_group = checkpointing_group
-    losses = []
-    for step in range(STEPS):
-        loss = loss_of(model, step)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
 
 
 def overlapped(model, **adamw) -> OverlappedOptimizer:
     groups, rest = split_by_block(model.parameters(), model.layers)
     return OverlappedOptimizer(groups, lambda params: torch.optim.AdamW(params, lr=LR, **adamw), rest=rest)
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return TransformerLM(TINY)  # fp32
 
 
 # Exact equality, as for in_backward (tests/train/test_optimizer_in_backward.py): each parameter gets the same
