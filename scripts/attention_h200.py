@@ -27,13 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from src.kernels import flash_triton as ft  # noqa: E402
+from src.kernels import flash_triton as ft, sdpa_backend  # noqa: E402
 from src.kernels.flash_triton import Tiles  # noqa: E402
 
 # (BLOCK_M query rows, BLOCK_N key rows, warps, stages). The earlier H100 lists, plus larger tiles, deeper
 # pipelines, 8 warps for d 128, and the Triton tutorial's backward shapes (dK/dV 32 queries x 128 keys, dQ 128
 # queries x 32 keys, 4 warps, 5 stages).
-CANDIDATES = {
+POINTER_CANDIDATES = {
     "fwd": [Tiles(128, 64, 4, 3), Tiles(128, 64, 4, 4), Tiles(128, 64, 8, 3), Tiles(128, 64, 8, 4),
             Tiles(128, 128, 8, 2), Tiles(128, 128, 8, 3)],
     "dq": [Tiles(64, 64, 4, 3), Tiles(128, 32, 4, 4), Tiles(128, 32, 4, 5), Tiles(128, 64, 8, 3),
@@ -41,6 +41,8 @@ CANDIDATES = {
     "dkdv": [Tiles(64, 64, 4, 3), Tiles(32, 64, 4, 3), Tiles(64, 128, 8, 3), Tiles(128, 64, 8, 3),
              Tiles(32, 128, 4, 5), Tiles(64, 128, 8, 2)],
 }
+# Each shape again with its tiles moved by TMA (tensor descriptors), which the 2026-12-01 run did not try.
+CANDIDATES = {name: tiles + [t._replace(tma=True) for t in tiles] for name, tiles in POINTER_CANDIDATES.items()}
 # (batch, heads, T, d): the comparison with SDPA (batch 8 x 16 heads); the standard case (16 x 16384 x 64,
 # one head) takes the tiles of its class, (64, "long").
 PROBLEMS = [(8, 16, 4096, 64), (8, 16, 16384, 64), (8, 16, 4096, 128), (8, 16, 16384, 128)]
@@ -109,6 +111,7 @@ def tune_problem(p, compile_errors, budget_ms):
     qs, ks, vs = (x.detach().requires_grad_() for x in (q, k, v))
     o_ref = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
     ref_grads = torch.autograd.grad(o_ref, (qs, ks, vs), do, retain_graph=True)
+    out["sdpa_kernel"] = sdpa_backend(q, k, v, True)  # which of SDPA's kernels the sdpa timings are
     out["sdpa_fwd_ms"] = _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), budget_ms)
     out["sdpa_bwd_ms"] = _bench(lambda: torch.autograd.grad(o_ref, (qs, ks, vs), do, retain_graph=True), budget_ms)
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -164,7 +167,7 @@ def tune_problem(p, compile_errors, budget_ms):
 def print_problem(r):
     batch, heads, T, d = r["problem"]
     print(f"\n### B {batch} x nh {heads or '1 (3-d)'} x T {T} x d {d}, bf16 causal "
-          f"(SDPA fwd {r['sdpa_fwd_ms']:.3f} bwd {r['sdpa_bwd_ms']:.3f} ms; "
+          f"(SDPA, its {r['sdpa_kernel']} kernel, fwd {r['sdpa_fwd_ms']:.3f} bwd {r['sdpa_bwd_ms']:.3f} ms; "
           f"SDPA FLASH_ATTENTION backend fwd {r['sdpa_flash2_fwd_ms']:.3f} bwd {r['sdpa_flash2_bwd_ms']:.3f} ms)")
     print("| kernel | tiles | ms (fwd alone / whole bwd) | rel. error vs SDPA | note |\n|---|---|---:|---:|---|")
     for row in r["rows"]:
@@ -219,11 +222,11 @@ def write_table(path: str, results: list) -> None:
     for r in results:
         _, _, T, d = r["problem"]
         for name, text in r["best"].items():
-            table[(64 if d <= 64 else 128, LENGTH_CLASS[T])][name] = Tiles(*map(int, re.findall(r"\d+", text)))
+            table[(64 if d <= 64 else 128, LENGTH_CLASS[T])][name] = Tiles.parse(text)
     lines = ["_SM90_TILES = {"]
     for (d_class, length), entry in table.items():
-        kernels = ", ".join(f'"{name}": Tiles({t.block_m}, {t.block_n}, {t.warps}, {t.stages})'
-                            for name, t in entry.items())
+        kernels = ", ".join(f'"{name}": Tiles({t.block_m}, {t.block_n}, {t.warps}, {t.stages}'
+                            f'{", tma=True" if t.tma else ""})' for name, t in entry.items())
         lines.append(f'    ({d_class}, "{length}"): {{{kernels}}},')
     lines.append("}")
     with open(path) as f:

@@ -6,13 +6,23 @@
 # and torchtitan's are traced, so `report ours torchtitan --pair_on backend` can say by category where they differ.
 #   bash scripts/gpu_side_by_side.sh OUT_DIR [SIZE]      (TRACE_DIR=DIR: the traces elsewhere than OUT_DIR/traces)
 # torchtitan rows need torchtitan (0.2.2 for torch 2.11) importable; they are left out, said so, without it.
+# PARTS (space-separated, default all: ours torchtitan fast hf) narrows the run to what is still missing: the whole
+# takes about 10 minutes on an H200, one device call's limit.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_side_by_side.sh OUT_DIR [SIZE]}
 source "$(dirname "$0")/need_cuda.sh" && need_cuda scripts/gpu_side_by_side.sh
 size=${2:-2.7B}
+read -r -a parts <<< "${PARTS:-ours torchtitan fast hf}"
+for part in "${parts[@]}"; do  # every part checked before any runs
+    case $part in ours|torchtitan|fast|hf) ;; *) echo "gpu_side_by_side.sh: unknown part $part in PARTS (ours, torchtitan, fast, hf)" >&2; exit 2 ;; esac
+done
+wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 mkdir -p "$out"
-backends=(ours)
-if python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchtitan') is None)"; then
+backends=()
+wants ours && backends+=(ours)
+if ! wants torchtitan; then
+    :
+elif python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchtitan') is None)"; then
     backends+=(torchtitan)
 else
     echo "gpu_side_by_side.sh: torchtitan is not installed: its rows are left out" >&2
@@ -20,16 +30,20 @@ fi
 traces=${TRACE_DIR:-$out/traces}
 bench=(python3 -m src.profiling.benchmark --device cuda --sizes "$size" --context_length 1024 --batch_size 4
        --mode train --warmup_steps 3 --benchmark_steps 6 --output "$out/side_by_side.jsonl")
-for backend in "${backends[@]}"; do
+for backend in "${backends[@]+"${backends[@]}"}"; do
     "${bench[@]}" --backend "$backend" --precision bf16 --attention sdpa --optimizer fused --trace "$traces" \
         --profile_steps 2
     "${bench[@]}" --backend "$backend" --precision bf16 --attention sdpa --optimizer fused --compile
 done
-"${bench[@]}" --recipe fast
-"${bench[@]}" --recipe fast --optimizer in_backward
-"${bench[@]}" --recipe fast --attention cudnn  # cuDNN's kernel as our opaque op (Hopper; the row says why elsewhere)
-"${bench[@]}" --recipe fast --compile_scope blocks --optimizer overlap  # blocks: a whole graph would not overlap
-if python3 -c "import transformers" 2>/dev/null; then
+if wants fast; then
+    "${bench[@]}" --recipe fast
+    "${bench[@]}" --recipe fast --optimizer in_backward
+    "${bench[@]}" --recipe fast --attention cudnn  # cuDNN's kernel as our opaque op (Hopper)
+    "${bench[@]}" --recipe fast --compile_scope blocks --optimizer overlap  # blocks: a whole graph would not overlap
+fi
+if ! wants hf; then
+    :
+elif python3 -c "import transformers" 2>/dev/null; then
     "${bench[@]}" --backend hf_llama --precision bf16 --attention sdpa --optimizer fused
     "${bench[@]}" --backend hf_llama --precision bf16 --attention sdpa --optimizer fused --compile
 fi

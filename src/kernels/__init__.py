@@ -42,6 +42,28 @@ def _sdpa(q, k, v, is_causal=False):
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
 
+def sdpa_backend(q, k, v, is_causal=False) -> str:
+    """The SDPA kernel torch picks for these tensors here and now (under any sdpa_kernel context in force): one of
+    FLASH_ATTENTION (FlashAttention-2), EFFICIENT_ATTENTION, CUDNN_ATTENTION, MATH, OVERRIDEABLE, or ERROR when none
+    can run. The same dispatch SDPA itself asks, so a row can say which kernel "sdpa" was."""
+    from torch.nn.attention import SDPBackend
+
+    return SDPBackend(torch._fused_sdp_choice(q, k, v, None, 0.0, is_causal)).name
+
+
+def sdpa_only(backend: str):
+    """SDPA restricted to one of its kernels (a SDPBackend name, e.g. FLASH_ATTENTION): f(q, k, v, is_causal)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    chosen = getattr(SDPBackend, backend)
+
+    def attend(q, k, v, is_causal=False):
+        with sdpa_kernel([chosen]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+
+    return attend
+
+
 def get_attention(name: str):
     """The attention function named by the harness's --attention: f(q, k, v, is_causal) on (B, nh, T, hs) tensors."""
     if name == "naive":
@@ -86,5 +108,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["attention_reference", "naive_attention", "get_attention", "flash_attention", "compiled_sdpa_backends",
-           "FlashAttentionPytorch", "FlashAttentionTriton"]
+__all__ = ["attention_reference", "naive_attention", "get_attention", "sdpa_backend", "sdpa_only", "flash_attention",
+           "compiled_sdpa_backends", "FlashAttentionPytorch", "FlashAttentionTriton"]

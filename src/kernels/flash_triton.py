@@ -15,6 +15,8 @@ but needs no atomics: one pass adding dQ from the dK/dV programs, by pointer ato
 was slower at its best of 5 tile shapes: 0.81x the two passes' speed at T 4096, d 64, up to 0.95x at 16384, 128
 (H200, batch 8 x 16 heads, bf16 causal; scripts/flash_backward_dq_atomics.py at commit bba44e14894e).
 float32 inputs use IEEE float32 dot products (torch's default for float32 matmuls), not TF32.
+Tiles move by pointer loads, or by TMA (tensor descriptors, Hopper's bulk copies) where the tile table asks for it
+and the tensors allow it (tma_ready); descriptors zero-fill past a ragged end and clip stores there.
 On CPU the kernels run under Triton's interpreter when TRITON_INTERPRET=1 is set before this module is imported.
 """
 
@@ -83,7 +85,7 @@ def _store_row(ptrs, row, offs, n, CHECK: tl.constexpr):
 @triton.jit
 def _place(H, N_Q, N_TILES, GROUP, stride_qb, stride_qh, stride_kb, stride_kh, LONGEST_LAST: tl.constexpr):
     """Where this program works: (offset of its (batch, head) in Q-like and in K-like tensors, in per-row vectors
-    like L, and its tile index). The grid is one axis of (B * nh) x N_TILES programs, in groups of GROUP heads: a
+    like L, its tile index, its batch and head indices for tensor descriptors). The grid is one axis of (B * nh) x N_TILES programs, in groups of GROUP heads: a
     group's programs run together, so the K/V (or Q/dO) they sweep is read from DRAM about once per group if a
     group fits in L2 (see group_size). Inside a group, tile by tile across its heads; LONGEST_LAST reverses the
     tile order for causal query tiles, whose last tiles see the most keys, so that the grid's tail is short work."""
@@ -96,20 +98,38 @@ def _place(H, N_Q, N_TILES, GROUP, stride_qb, stride_qh, stride_kb, stride_kh, L
     tile = r // size
     if LONGEST_LAST:
         tile = N_TILES - 1 - tile
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    return b * stride_qb + h * stride_qh, b * stride_kb + h * stride_kh, bh.to(tl.int64) * N_Q, tile
+    b32, h32 = bh // H, bh % H
+    b, h = b32.to(tl.int64), h32.to(tl.int64)
+    return b * stride_qb + h * stride_qh, b * stride_kb + h * stride_kh, bh.to(tl.int64) * N_Q, tile, b32, h32
+
+
+@triton.jit
+def _rows(desc, b, h, start, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Rows [start, start + ROWS) of head h of batch b of a (B, nh, T, d) tensor, by TMA (a tensor descriptor of
+    block (1, 1, ROWS, COLS)): rows past T load as zeros, so no bound is checked here."""
+    return desc.load([b, h, start, 0]).reshape(ROWS, COLS)
+
+
+@triton.jit
+def _store_rows(desc, tile, b, h, start, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Store a (ROWS, COLS) tile at rows [start, start + ROWS) by TMA; rows past T are not written."""
+    desc.store([b, h, start, 0], tile.reshape(1, 1, ROWS, COLS))
 
 
 # ---------------------------------------------------------------------------------------------------------- forward
 @triton.jit
-def _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, stride_kt, offs_m, offs_d, lo, hi, N_K,
-               QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHECK_D: tl.constexpr,
-               MASK_CAUSAL: tl.constexpr, MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, desc_k, desc_v, b, h, stride_kt, offs_m, offs_d, lo, hi, N_K,
+               QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               CHECK_D: tl.constexpr, MASK_CAUSAL: tl.constexpr, MASK_KEYS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+               TMA: tl.constexpr):
     """Fold key tiles [lo, hi) into the running (acc, l, m) of one query tile; m and the scores are in base 2."""
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kT = _load_tile(kT_ptrs + start_n * stride_kt, offs_d, HEAD_DIM, offs_n, N_K, CHECK_D, MASK_KEYS)  # (D, BN)
+        if TMA:
+            kT = _rows(desc_k, b, h, start_n, BLOCK_N, BLOCK_D).T
+        else:
+            kT = _load_tile(kT_ptrs + start_n * stride_kt, offs_d, HEAD_DIM, offs_n, N_K, CHECK_D, MASK_KEYS)  # (D, BN)
         qk = tl.dot(q, kT, input_precision=DOT_PRECISION)  # (BM, BN), unscaled
         if MASK_CAUSAL:
             qk = tl.where(offs_m[:, None] >= offs_n[None, :], qk, float("-inf"))
@@ -119,7 +139,10 @@ def _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, stride_kt, offs_m, offs_d, lo,
         p = tl.math.exp2(qk * QK_SCALE - m_new[:, None])  # (BM, BN)
         alpha = tl.math.exp2(m_i - m_new)  # rescales what was summed under the old max
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_ptrs + start_n * stride_kt, offs_n, N_K, offs_d, HEAD_DIM, MASK_KEYS, CHECK_D)  # (BN, D)
+        if TMA:
+            v = _rows(desc_v, b, h, start_n, BLOCK_N, BLOCK_D)
+        else:
+            v = _load_tile(v_ptrs + start_n * stride_kt, offs_n, N_K, offs_d, HEAD_DIM, MASK_KEYS, CHECK_D)  # (BN, D)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -127,11 +150,13 @@ def _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, stride_kt, offs_m, offs_d, lo,
 
 @triton.jit(do_not_specialize=["GROUP"])  # one compile whatever the group size
 def _attn_fwd(Q, K, V, O, L, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, H, N_Q, N_K, GROUP,
+              desc_q, desc_k, desc_v, desc_o,
               QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IS_CAUSAL: tl.constexpr,
               CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One program: one query tile of one (batch, head). O is laid out like Q, V like K."""
-    q_at, k_at, row_at, pid_m = _place(H, N_Q, tl.cdiv(N_Q, BLOCK_M), GROUP, stride_qb, stride_qh, stride_kb,
+              TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program: one query tile of one (batch, head). O is laid out like Q, V like K. With TMA, tiles of Q, K, V
+    and O move by tensor descriptor (desc_*, else None) instead of by pointer."""
+    q_at, k_at, row_at, pid_m, b, h = _place(H, N_Q, tl.cdiv(N_Q, BLOCK_M), GROUP, stride_qb, stride_qh, stride_kb,
                                        stride_kh, IS_CAUSAL)
     Q += q_at
     K += k_at
@@ -143,7 +168,11 @@ def _attn_fwd(Q, K, V, O, L, stride_qb, stride_qh, stride_qt, stride_kb, stride_
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
 
-    q = _load_tile(Q + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
+    if TMA:
+        q = _rows(desc_q, b, h, start_m, BLOCK_M, BLOCK_D)
+    else:
+        q = _load_tile(Q + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
+                       CHECK_D)
     kT_ptrs = K + offs_n[None, :] * stride_kt + offs_d[:, None]  # (D, BN): K^T at key tile 0
     v_ptrs = V + offs_n[:, None] * stride_kt + offs_d[None, :]  # (BN, D)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -161,29 +190,39 @@ def _attn_fwd(Q, K, V, O, L, stride_qb, stride_qh, stride_qt, stride_kb, stride_
     else:
         free = whole
         hi = N_K
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, stride_kt, offs_m, offs_d, 0, free,
-                               N_K, QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_D, False, False, DOT_PRECISION)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, desc_k, desc_v, b, h, stride_kt, offs_m, offs_d,
+                               0, free, N_K, QK_SCALE, HEAD_DIM, BLOCK_N, BLOCK_D, CHECK_D, False, False,
+                               DOT_PRECISION, TMA)
     if IS_CAUSAL or CHECK_N:
-        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, stride_kt, offs_m, offs_d, free, hi,
-                                   N_K, QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_D, IS_CAUSAL, CHECK_N, DOT_PRECISION)
+        acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, kT_ptrs, v_ptrs, desc_k, desc_v, b, h, stride_kt, offs_m,
+                                   offs_d, free, hi, N_K, QK_SCALE, HEAD_DIM, BLOCK_N, BLOCK_D, CHECK_D, IS_CAUSAL,
+                                   CHECK_N, DOT_PRECISION, TMA)
 
-    out = acc / l_i[:, None]
-    _store_tile(O + offs_m[:, None] * stride_qt + offs_d[None, :], out.to(O.dtype.element_ty),
-                offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
+    out = (acc / l_i[:, None]).to(O.dtype.element_ty)
+    if TMA:
+        _store_rows(desc_o, out, b, h, start_m, BLOCK_M, BLOCK_D)
+    else:
+        _store_tile(O + offs_m[:, None] * stride_qt + offs_d[None, :], out, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
+                    CHECK_D)
     _store_row(L + offs_m, (m_i + tl.math.log2(l_i)) * _LN2, offs_m, N_Q, CHECK_M)
 
 
 # --------------------------------------------------------------------------------------------------------- backward
 @triton.jit
-def _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, lo, hi, N_K,
-              QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHECK_N: tl.constexpr,
-              CHECK_D: tl.constexpr, MASK_CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, desc_k, desc_v, b, h, stride_kt, offs_m, offs_d, lo, hi,
+              N_K, QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+              CHECK_N: tl.constexpr, CHECK_D: tl.constexpr, MASK_CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+              TMA: tl.constexpr):
     """Add key tiles [lo, hi) into one query tile's dQ (unscaled)."""
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kT = _load_tile(kT_ptrs + start_n * stride_kt, offs_d, HEAD_DIM, offs_n, N_K, CHECK_D, CHECK_N)  # (D, BN)
-        vT = _load_tile(vT_ptrs + start_n * stride_kt, offs_d, HEAD_DIM, offs_n, N_K, CHECK_D, CHECK_N)  # (D, BN)
+        if TMA:
+            kT = _rows(desc_k, b, h, start_n, BLOCK_N, BLOCK_D).T
+            vT = _rows(desc_v, b, h, start_n, BLOCK_N, BLOCK_D).T
+        else:
+            kT = _load_tile(kT_ptrs + start_n * stride_kt, offs_d, HEAD_DIM, offs_n, N_K, CHECK_D, CHECK_N)  # (D, BN)
+            vT = _load_tile(vT_ptrs + start_n * stride_kt, offs_d, HEAD_DIM, offs_n, N_K, CHECK_D, CHECK_N)  # (D, BN)
         p = tl.math.exp2(tl.dot(q, kT, input_precision=DOT_PRECISION) * QK_SCALE - lse2[:, None])  # (BM, BN)
         if MASK_CAUSAL:
             p = tl.where(offs_m[:, None] >= offs_n[None, :], p, 0.0)
@@ -197,13 +236,13 @@ def _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_
 
 @triton.jit(do_not_specialize=["GROUP"])  # one compile whatever the group size
 def _attn_bwd_dq(Q, K, V, O, DO, L, Delta, DQ, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-                 H, N_Q, N_K, GROUP,
+                 H, N_Q, N_K, GROUP, desc_q, desc_k, desc_v, desc_o, desc_do, desc_dq,
                  QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                  IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
-                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 DOT_PRECISION: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program: dQ of one query tile of one (batch, head), and D = rowsum(dO * O) of its rows for the dK/dV
-    pass. O, dO and dQ are laid out like Q; V like K."""
-    q_at, k_at, row_at, pid_m = _place(H, N_Q, tl.cdiv(N_Q, BLOCK_M), GROUP, stride_qb, stride_qh, stride_kb,
+    pass. O, dO and dQ are laid out like Q; V like K. With TMA, their tiles move by tensor descriptor."""
+    q_at, k_at, row_at, pid_m, b, h = _place(H, N_Q, tl.cdiv(N_Q, BLOCK_M), GROUP, stride_qb, stride_qh, stride_kb,
                                        stride_kh, IS_CAUSAL)
     Q += q_at
     K += k_at
@@ -218,10 +257,15 @@ def _attn_bwd_dq(Q, K, V, O, DO, L, Delta, DQ, stride_qb, stride_qh, stride_qt, 
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
 
-    q = _load_tile(Q + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
-    do = _load_tile(DO + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
-                    CHECK_D)
-    o = _load_tile(O + offs_m[:, None] * stride_qt + offs_d[None, :], offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
+    if TMA:
+        q = _rows(desc_q, b, h, start_m, BLOCK_M, BLOCK_D)
+        do = _rows(desc_do, b, h, start_m, BLOCK_M, BLOCK_D)
+        o = _rows(desc_o, b, h, start_m, BLOCK_M, BLOCK_D)
+    else:
+        row_ptrs = offs_m[:, None] * stride_qt + offs_d[None, :]
+        q = _load_tile(Q + row_ptrs, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
+        do = _load_tile(DO + row_ptrs, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
+        o = _load_tile(O + row_ptrs, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # (BM,) = rowsum(dP * P), without P or dP
     _store_row(Delta + offs_m, delta, offs_m, N_Q, CHECK_M)
     lse2 = _load_row(L + offs_m, offs_m, N_Q, CHECK_M) * _LOG2E
@@ -235,31 +279,43 @@ def _attn_bwd_dq(Q, K, V, O, DO, L, Delta, DQ, stride_qb, stride_qh, stride_qt, 
     else:
         free = N_K
         hi = N_K
-    dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, 0, free, N_K,
-                   QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_N, CHECK_D, False, DOT_PRECISION)
+    dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, desc_k, desc_v, b, h, stride_kt, offs_m, offs_d, 0,
+                   free, N_K, QK_SCALE, HEAD_DIM, BLOCK_N, BLOCK_D, CHECK_N, CHECK_D, False, DOT_PRECISION, TMA)
     if IS_CAUSAL:
-        dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, stride_kt, offs_m, offs_d, free, hi, N_K,
-                       QK_SCALE, HEAD_DIM, BLOCK_N, CHECK_N, CHECK_D, True, DOT_PRECISION)
+        dq = _dq_tiles(dq, q, do, lse2, delta, kT_ptrs, vT_ptrs, desc_k, desc_v, b, h, stride_kt, offs_m, offs_d,
+                       free, hi, N_K, QK_SCALE, HEAD_DIM, BLOCK_N, BLOCK_D, CHECK_N, CHECK_D, True, DOT_PRECISION,
+                       TMA)
 
-    _store_tile(DQ + offs_m[:, None] * stride_qt + offs_d[None, :], (dq * SM_SCALE).to(DQ.dtype.element_ty),
-                offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)
+    dq = (dq * SM_SCALE).to(DQ.dtype.element_ty)
+    if TMA:
+        _store_rows(desc_dq, dq, b, h, start_m, BLOCK_M, BLOCK_D)
+    else:
+        _store_tile(DQ + offs_m[:, None] * stride_qt + offs_d[None, :], dq, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M,
+                    CHECK_D)
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, stride_qt, L, Delta, offs_n, offs_d, lo, hi, N_Q,
-                QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, CHECK_M: tl.constexpr,
-                CHECK_D: tl.constexpr, MASK_CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, desc_q, desc_do, b, h, stride_qt, L, Delta, offs_n, offs_d, lo, hi,
+                N_Q, QK_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                CHECK_M: tl.constexpr, CHECK_D: tl.constexpr, MASK_CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                TMA: tl.constexpr):
     """Add query tiles [lo, hi) into one key tile's dK (unscaled) and dV. Rows past Tq load as zeros (L too) and
     add exactly nothing: their P is 1 but their dO and D are 0."""
     for start_m in range(lo, hi, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        qT = _load_tile(qT_ptrs + start_m * stride_qt, offs_d, HEAD_DIM, offs_m, N_Q, CHECK_D, CHECK_M)  # (D, BM)
+        if TMA:
+            qT = _rows(desc_q, b, h, start_m, BLOCK_M, BLOCK_D).T
+        else:
+            qT = _load_tile(qT_ptrs + start_m * stride_qt, offs_d, HEAD_DIM, offs_m, N_Q, CHECK_D, CHECK_M)  # (D, BM)
         lse2 = _load_row(L + offs_m, offs_m, N_Q, CHECK_M) * _LOG2E
         pT = tl.math.exp2(tl.dot(k, qT, input_precision=DOT_PRECISION) * QK_SCALE - lse2[None, :])  # (BN, BM)
         if MASK_CAUSAL:
             pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)
-        do = _load_tile(do_ptrs + start_m * stride_qt, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)  # (BM, D)
+        if TMA:
+            do = _rows(desc_do, b, h, start_m, BLOCK_M, BLOCK_D)
+        else:
+            do = _load_tile(do_ptrs + start_m * stride_qt, offs_m, N_Q, offs_d, HEAD_DIM, CHECK_M, CHECK_D)  # (BM, D)
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
         delta = _load_row(Delta + offs_m, offs_m, N_Q, CHECK_M)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # (BN, BM)
@@ -270,13 +326,14 @@ def _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, stride_qt, L, Delta, offs_n, off
 
 @triton.jit(do_not_specialize=["GROUP"])  # one compile whatever the group size
 def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-                   H, N_Q, N_K, GROUP,
+                   H, N_Q, N_K, GROUP, desc_q, desc_k, desc_v, desc_do, desc_dk, desc_dv,
                    QK_SCALE: tl.constexpr, SM_SCALE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                    IS_CAUSAL: tl.constexpr, CHECK_M: tl.constexpr, CHECK_N: tl.constexpr, CHECK_D: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   DOT_PRECISION: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program: dK and dV of one key tile of one (batch, head). dO is laid out like Q; V, dK and dV like K.
-    Causal, the first key tiles are seen by the most queries and already come first."""
-    q_at, k_at, row_at, pid_n = _place(H, N_Q, tl.cdiv(N_K, BLOCK_N), GROUP, stride_qb, stride_qh, stride_kb,
+    Causal, the first key tiles are seen by the most queries and already come first. With TMA, tiles move by
+    tensor descriptor."""
+    q_at, k_at, row_at, pid_n, b, h = _place(H, N_Q, tl.cdiv(N_K, BLOCK_N), GROUP, stride_qb, stride_qh, stride_kb,
                                        stride_kh, False)
     Q += q_at
     K += k_at
@@ -291,8 +348,14 @@ def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, stride_qb, stride_qh, stride_q
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
 
-    k = _load_tile(K + offs_n[:, None] * stride_kt + offs_d[None, :], offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
-    v = _load_tile(V + offs_n[:, None] * stride_kt + offs_d[None, :], offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
+    if TMA:
+        k = _rows(desc_k, b, h, start_n, BLOCK_N, BLOCK_D)
+        v = _rows(desc_v, b, h, start_n, BLOCK_N, BLOCK_D)
+    else:
+        k = _load_tile(K + offs_n[:, None] * stride_kt + offs_d[None, :], offs_n, N_K, offs_d, HEAD_DIM, CHECK_N,
+                       CHECK_D)
+        v = _load_tile(V + offs_n[:, None] * stride_kt + offs_d[None, :], offs_n, N_K, offs_d, HEAD_DIM, CHECK_N,
+                       CHECK_D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     qT_ptrs = Q + offs_m[None, :] * stride_qt + offs_d[:, None]  # (D, BM): Q^T at query tile 0
@@ -303,31 +366,49 @@ def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, stride_qb, stride_qh, stride_q
         # first row is at or past the last key (row start_n + BLOCK_N - 1) cross the diagonal and are masked.
         lo = (start_n // BLOCK_M) * BLOCK_M
         free = tl.cdiv(start_n + BLOCK_N - 1, BLOCK_M) * BLOCK_M
-        dk, dv = _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, stride_qt, L, Delta, offs_n, offs_d,
-                             lo, tl.minimum(free, N_Q), N_Q, QK_SCALE, HEAD_DIM, BLOCK_M, CHECK_M, CHECK_D, True,
-                             DOT_PRECISION)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, desc_q, desc_do, b, h, stride_qt, L, Delta, offs_n,
+                             offs_d, lo, tl.minimum(free, N_Q), N_Q, QK_SCALE, HEAD_DIM, BLOCK_M, BLOCK_D, CHECK_M,
+                             CHECK_D, True, DOT_PRECISION, TMA)
     else:
         free = 0
-    dk, dv = _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, stride_qt, L, Delta, offs_n, offs_d,
-                         free, N_Q, N_Q, QK_SCALE, HEAD_DIM, BLOCK_M, CHECK_M, CHECK_D, False, DOT_PRECISION)
+    dk, dv = _dkdv_tiles(dk, dv, k, v, qT_ptrs, do_ptrs, desc_q, desc_do, b, h, stride_qt, L, Delta, offs_n, offs_d,
+                         free, N_Q, N_Q, QK_SCALE, HEAD_DIM, BLOCK_M, BLOCK_D, CHECK_M, CHECK_D, False,
+                         DOT_PRECISION, TMA)
 
-    _store_tile(DK + offs_n[:, None] * stride_kt + offs_d[None, :], (dk * SM_SCALE).to(DK.dtype.element_ty),
-                offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
-    _store_tile(DV + offs_n[:, None] * stride_kt + offs_d[None, :], dv.to(DV.dtype.element_ty),
-                offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
+    dk = (dk * SM_SCALE).to(DK.dtype.element_ty)
+    dv = dv.to(DV.dtype.element_ty)
+    if TMA:
+        _store_rows(desc_dk, dk, b, h, start_n, BLOCK_N, BLOCK_D)
+        _store_rows(desc_dv, dv, b, h, start_n, BLOCK_N, BLOCK_D)
+    else:
+        key_ptrs = offs_n[:, None] * stride_kt + offs_d[None, :]
+        _store_tile(DK + key_ptrs, dk, offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
+        _store_tile(DV + key_ptrs, dv, offs_n, N_K, offs_d, HEAD_DIM, CHECK_N, CHECK_D)
 
 
 # --------------------------------------------------------------------------------------------------------- launchers
 class Tiles(NamedTuple):
     """One launch shape: BLOCK_M query rows x BLOCK_N key rows per tile, warps per program, software-pipeline
-    stages (tiles of K and V, or of Q and dO, loaded ahead of their use)."""
+    stages (tiles of K and V, or of Q and dO, loaded ahead of their use), and whether tiles move by TMA (tensor
+    descriptors, Hopper's copy engine) rather than by pointer loads: taken only where the tensors allow it
+    (tma_ready), pointers elsewhere, so the flag never costs a problem its support."""
     block_m: int
     block_n: int
     warps: int
     stages: int
+    tma: bool = False
 
     def __str__(self) -> str:
-        return f"{self.block_m}x{self.block_n} w{self.warps} s{self.stages}"
+        return f"{self.block_m}x{self.block_n} w{self.warps} s{self.stages}{' tma' if self.tma else ''}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Tiles":
+        """The inverse of str(): '128x64 w8 s3 tma' -> Tiles(128, 64, 8, 3, True)."""
+        shape, warps, stages, *tma = text.split()
+        block_m, block_n = shape.split("x")
+        if tma not in ([], ["tma"]) or warps[0] != "w" or stages[0] != "s":
+            raise ValueError(f"not a tile shape: {text!r}")
+        return cls(int(block_m), int(block_n), int(warps[1:]), int(stages[1:]), bool(tma))
 
 
 KERNELS = ("fwd", "dq", "dkdv")
@@ -386,11 +467,51 @@ def group_size(n_bh: int, swept_bytes_per_head: int) -> int:
     return max(1, min(n_bh, (L2_BYTES // 2) // max(1, swept_bytes_per_head)))
 
 
-def _launch(name: str, tiles: Tiles, n_bh: int, length: int, group: int, args: tuple, meta: dict) -> None:
-    """Run kernel `name` over n_bh (batch, head) pairs x the tiles of `length` rows (keys for dK/dV)."""
+# Which tensors each kernel moves by descriptor when its tiles say tma, in its argument order, and whether their
+# tiles are query rows ("m": Q, O, dO, dQ) or key rows ("n": K, V, dK, dV).
+_DESCRIBED = {"fwd": "mnnm", "dq": "mnnmmm", "dkdv": "mnnmnn"}
+
+
+def tma_ready(*tensors: torch.Tensor, head_dim_padded: bool = False) -> bool:
+    """Whether TMA can move these (B, nh, T, d) tensors' tiles: on a Hopper-or-later GPU (or the interpreter),
+    16-byte aligned starts and strides, the last stride 1, and no padded head dim (a descriptor's zero fill past d
+    would be right, but pointer loads keep the one path that d 80 or 96 have always run)."""
+    if head_dim_padded:
+        return False
+    if not _INTERPRET and (not tensors[0].is_cuda or torch.cuda.get_device_properties(tensors[0].device).major < 9):
+        return False
+    return all(t.stride(-1) == 1 and _aligned(t) and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1])
+               for t in tensors)
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    """t starts on a 16-byte boundary. While torch.compile traces there is no address (fake tensors): the offset
+    into its storage must be aligned, and the storage is, as the caching allocator hands out 512-byte blocks."""
+    if torch.compiler.is_compiling():
+        return t.storage_offset() * t.element_size() % 16 == 0
+    return t.data_ptr() % 16 == 0
+
+
+def _descriptors(name: str, tiles: Tiles, tensors: tuple, block_d: int) -> tuple:
+    """The kernel's tensor descriptors (block: one head's tile of rows), or Nones where tiles move by pointer."""
+    if not tiles.tma or not tma_ready(*tensors, head_dim_padded=block_d != tensors[0].shape[-1]):
+        return (None,) * len(tensors)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    rows = {"m": tiles.block_m, "n": tiles.block_n}
+    return tuple(TensorDescriptor.from_tensor(t, [1, 1, rows[family], block_d])
+                 for t, family in zip(tensors, _DESCRIBED[name]))
+
+
+def _launch(name: str, tiles: Tiles, n_bh: int, length: int, group: int, args: tuple, described: tuple,
+            meta: dict) -> None:
+    """Run kernel `name` over n_bh (batch, head) pairs x the tiles of `length` rows (keys for dK/dV); `described`:
+    the 4-d tensors it may move by TMA, in _DESCRIBED's order."""
     n_tiles = triton.cdiv(length, tiles.block_n if name == "dkdv" else tiles.block_m)
-    _KERNELS[name][(n_bh * n_tiles,)](*args, group, **meta, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
-                                      num_warps=tiles.warps, num_stages=tiles.stages)
+    descriptors = _descriptors(name, tiles, described, meta["BLOCK_D"])
+    _KERNELS[name][(n_bh * n_tiles,)](*args, group, *descriptors, **meta, TMA=descriptors[0] is not None,
+                                      BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, num_warps=tiles.warps,
+                                      num_stages=tiles.stages)
 
 
 def _as_4d(x: torch.Tensor) -> torch.Tensor:
@@ -473,7 +594,7 @@ def flash_forward(Q, K, V, is_causal=False, tiles: dict | None = None, group: in
     meta, _ = _problem(Q, K, is_causal)
     group = group or group_size(B * H, _swept_bytes(K))  # each query tile sweeps K and V
     args = (q4, k4, v4, o4, L, *q4.stride()[:3], *k4.stride()[:3], H, Tq, Tk)
-    _launch("fwd", _tiles(Q, K, tiles)["fwd"], B * H, Tq, group, args, meta)
+    _launch("fwd", _tiles(Q, K, tiles)["fwd"], B * H, Tq, group, args, (q4, k4, v4, o4), meta)
     return O, L
 
 
@@ -495,9 +616,9 @@ def flash_backward(Q, K, V, O, L, dO, is_causal=False, tiles: dict | None = None
     strides = (*q4.stride()[:3], *k4.stride()[:3], H, Tq, Tk)
     # dQ first: it leaves D = rowsum(dO * O) for the dK/dV pass. dQ programs sweep K and V, dK/dV ones Q and dO.
     _launch("dq", chosen["dq"], B * H, Tq, group or group_size(B * H, _swept_bytes(K)),
-            (q4, k4, v4, o4, do4, L, delta, dq4, *strides), meta)
+            (q4, k4, v4, o4, do4, L, delta, dq4, *strides), (q4, k4, v4, o4, do4, dq4), meta)
     _launch("dkdv", chosen["dkdv"], B * H, Tk, group or group_size(B * H, _swept_bytes(Q)),
-            (q4, k4, v4, do4, L, delta, dk4, dv4, *strides), meta)
+            (q4, k4, v4, do4, L, delta, dk4, dv4, *strides), (q4, k4, v4, do4, dk4, dv4), meta)
     return dQ, dK, dV
 
 

@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from src.kernels import get_attention
+from src.kernels import get_attention, sdpa_backend, sdpa_only
 from src.kernels.triton_interpreter import interpreted
 from src.harness.cli import (EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, OneLineParser, UsageError,
                              parse_and_resolve, positive_float, positive_int, resolve_device)
@@ -28,8 +28,12 @@ from src.harness.results import append_record, check_writable
 from src.harness.timing import bench_ms
 from src.reports.anomalies import part_longer_than_whole
 
-IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled", "cudnn")
-ASKED_FOR_ONLY = ("cudnn",)  # not in the default sweep: bf16/fp16 only, where the default sweep times fp32 too
+IMPLEMENTATIONS = ("naive", "sdpa", "flash", "flash_pytorch", "flash_compiled", "cudnn", "sdpa_flash")
+# SDPA held to one of its kernels: which one "sdpa" runs depends on the GPU and torch's version (each row says)
+SDPA_ONLY = {"sdpa_flash": "FLASH_ATTENTION"}  # FlashAttention-2, SDPA's flash backend
+# Not in the default sweep: bf16/fp16 only, where the default sweep times fp32 too.
+ASKED_FOR_ONLY = ("cudnn", *SDPA_ONLY)
+BASELINES = ("sdpa", *SDPA_ONLY, "cudnn")  # what the Triton kernel's throughput is compared with, when present
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CUDA_SEQ_LENS = [2**i for i in range(7, 17)]  # 128 .. 65536
 CPU_SEQ_LENS = [64, 128]
@@ -101,10 +105,13 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
             raise UsageError("flash_compiled (torch.compile of the Triton kernels) needs a CUDA device")
         if impl == "cudnn" and not cuda:
             raise UsageError("cudnn is cuDNN's fused kernel (src/kernels/cudnn_attention.py) and needs a CUDA GPU")
+        if impl in SDPA_ONLY and not cuda:
+            raise UsageError(f"{impl} is SDPA held to its {SDPA_ONLY[impl]} kernel, a CUDA one; use sdpa on CPU")
     head_dims = args.head_dims or (CUDA_HEAD_DIMS if cuda else CPU_HEAD_DIMS)
-    if "cudnn" in implementations and any(d > 128 or d % 8 for d in head_dims):
-        raise UsageError(f"--head_dims: cudnn takes head dims <= 128 that are multiples of 8, got "
-                         f"{' '.join(map(str, head_dims))}")
+    for impl in ("cudnn", *SDPA_ONLY):
+        if impl in implementations and any(d > 128 or d % 8 for d in head_dims):
+            raise UsageError(f"--head_dims: {impl} takes head dims <= 128 that are multiples of 8, got "
+                             f"{' '.join(map(str, head_dims))}")
     if any(i.startswith("flash") for i in implementations):
         for d in head_dims:
             if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
@@ -112,8 +119,9 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[dict]]:
     dtypes = args.dtypes or (["bf16", "fp32"] if cuda else ["fp32"])
     if "fp16" in dtypes and not cuda:
         raise UsageError("--dtypes fp16 needs a CUDA device")
-    if "cudnn" in implementations and "fp32" in dtypes:
-        raise UsageError("--dtypes: cudnn runs bf16 or fp16 only; give --dtypes bf16 (or fp16)")
+    for impl in ("cudnn", *SDPA_ONLY):
+        if impl in implementations and "fp32" in dtypes:
+            raise UsageError(f"--dtypes: {impl} runs bf16 or fp16 only; give --dtypes bf16 (or fp16)")
     seq_lens = args.seq_lens or (CUDA_SEQ_LENS if cuda else CPU_SEQ_LENS)
     configs = []
     for dtype, causal, d, t, impl in itertools.product(dtypes, args.causal, head_dims, seq_lens, implementations):
@@ -131,7 +139,10 @@ def forward_flops(c: dict) -> float:
 
 
 def _attention_fn(impl: str):
-    """The kernels' registry's function (what the model runs with --attention); flash_compiled compiles flash."""
+    """The kernels' registry's function (what the model runs with --attention); flash_compiled compiles flash;
+    sdpa_flash is SDPA held to one kernel."""
+    if impl in SDPA_ONLY:
+        return sdpa_only(SDPA_ONLY[impl])
     if impl != "flash_compiled":
         return get_attention(impl)
     torch._dynamo.reset()  # each configuration compiles on its own: no recompile limit, no shared guards
@@ -145,6 +156,19 @@ def _tiles(c: dict) -> str:
     from src.kernels import flash_triton
 
     return flash_triton.chosen_tiles(DTYPES[c["dtype"]], c["seq_len"], c["head_dim"])
+
+
+def _sdpa_kernel(c: dict, q, k, v) -> str:
+    """Which SDPA kernel an sdpa row ran (asked of SDPA's own dispatch, under the row's restriction); "" else."""
+    impl = c["implementation"]
+    if impl == "sdpa":
+        return sdpa_backend(q, k, v, c["causal"])
+    if impl in SDPA_ONLY:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([getattr(SDPBackend, SDPA_ONLY[impl])]):
+            return sdpa_backend(q, k, v, c["causal"])
+    return ""
 
 
 def measure(c: dict, device: str) -> dict:
@@ -185,6 +209,7 @@ def measure(c: dict, device: str) -> dict:
     result["backward_tflops"] = 2.5 * flops / result["backward_ms"] / 1e9
     result["forward_backward_tflops"] = 3.5 * flops / result["forward_backward_ms"] / 1e9
     result["tiles"] = _tiles(c)
+    result["sdpa_kernel"] = _sdpa_kernel(c, q, k, v)
     # three separate timings: on a busy host the forward alone has read slower than forward+backward (issue 21)
     result["warnings"] = part_longer_than_whole(
         {p: result[f"{p}_ms"] / 1e3 for p in ("forward", "backward")}, "forward+backward",
@@ -230,7 +255,8 @@ def run_one(c: dict, device: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- reporting
-COLUMNS = [("implementation", "impl"), ("seq_len", "T"), ("head_dim", "d"), ("dtype", "dtype"), ("causal", "causal"),
+COLUMNS = [("implementation", "impl"), ("sdpa_kernel", "SDPA kernel"), ("seq_len", "T"), ("head_dim", "d"),
+           ("dtype", "dtype"), ("causal", "causal"),
            ("forward_ms", "fwd ms"), ("backward_ms", "bwd ms"), ("forward_backward_ms", "fwd+bwd ms"),
            ("forward_tflops", "fwd TFLOP/s"), ("backward_tflops", "bwd TFLOP/s"),
            ("forward_backward_tflops", "fwd+bwd TFLOP/s"), ("memory_before_backward_mib", "mem before bwd MiB"),
@@ -264,18 +290,21 @@ def format_comparison(records: list[dict], baseline: str = "sdpa", candidate: st
     def key(c):
         return (c["seq_len"], c["head_dim"], c["dtype"], c["causal"])
 
-    times = {}
+    times, kernels = {}, {}
     for r in records:
         if r.get("status") == "ok" and r["config"]["implementation"] in (baseline, candidate):
             times.setdefault(key(r["config"]), {})[r["config"]["implementation"]] = r["forward_backward_ms"]
+            if r["config"]["implementation"] == baseline:
+                kernels[key(r["config"])] = r.get("sdpa_kernel") or baseline
     rows = [(k, t) for k, t in times.items() if len(t) == 2]
     if not rows:
         return ""
-    lines = [f"| T | d | dtype | causal | {baseline} fwd+bwd ms | {candidate} fwd+bwd ms | "
-             f"{candidate} / {baseline} throughput |", "|---|---|---|---|---|---|---|"]
-    for (t, d, dtype, causal), ms in rows:
-        lines.append(f"| {t} | {d} | {dtype} | {causal} | {_cell(ms[baseline])} | {_cell(ms[candidate])} | "
-                     f"{ms[baseline] / ms[candidate]:.2f}x |")
+    lines = [f"| T | d | dtype | causal | {baseline} kernel | {baseline} fwd+bwd ms | {candidate} fwd+bwd ms | "
+             f"{candidate} / {baseline} throughput |", "|---|---|---|---|---|---|---|---|"]
+    for k, ms in rows:
+        t, d, dtype, causal = k
+        lines.append(f"| {t} | {d} | {dtype} | {causal} | {kernels[k]} | {_cell(ms[baseline])} | "
+                     f"{_cell(ms[candidate])} | {ms[baseline] / ms[candidate]:.2f}x |")
     return "\n".join(lines)
 
 
@@ -306,9 +335,10 @@ def main(argv=None) -> int:
         for warning in result.get("warnings", []):
             print(f"  warning: {warning}", file=sys.stderr)
     print(format_table(records))
-    comparison = format_comparison(records)
-    if comparison:
-        print("\n" + comparison)
+    for baseline in BASELINES:
+        comparison = format_comparison(records, baseline)
+        if comparison:
+            print("\n" + comparison)
     if args.standard_case and records[0]["status"] == "ok":
         r = records[0]
         print(f"\nstandard case: {r['forward_backward_ms']:.3f} ms forward+backward (median; 20-80%: "

@@ -183,7 +183,69 @@ def test_group_size_keeps_a_group_within_half_of_l2():
 @triton_runs
 def test_chosen_tiles_names_a_shape_for_every_kernel():
     text = flash_triton.chosen_tiles(torch.float16, 4096, 64)
-    assert re.fullmatch(r"fwd \d+x\d+ w\d+ s\d+; dq \d+x\d+ w\d+ s\d+; dkdv \d+x\d+ w\d+ s\d+", text), text
+    shape = r"\d+x\d+ w\d+ s\d+( tma)?"
+    assert re.fullmatch(f"fwd {shape}; dq {shape}; dkdv {shape}", text), text
+
+
+def test_tile_shapes_read_back_from_their_text():
+    for tiles in (flash_triton.Tiles(128, 64, 8, 3), flash_triton.Tiles(64, 128, 4, 2, tma=True)):
+        assert flash_triton.Tiles.parse(str(tiles)) == tiles
+    with pytest.raises(ValueError, match="not a tile shape"):
+        flash_triton.Tiles.parse("128x64 w8 s3 fast")
+
+
+def _layouts(tq, tk, d, dtype, seed):
+    """The same problem as contiguous (B, nh, T, d) tensors and as (B, nh, T, d) views of (B, T, nh, d) memory (the
+    model's layout after its head split)."""
+    q, k, v, dout = _inputs((1, 2, tq, d), (1, 2, tk, d), dtype, seed)
+    yield q, k, v, dout
+    q2, k2, v2, dout2 = (x.detach().transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v, dout))
+    yield q2.requires_grad_(), k2.requires_grad_(), v2.requires_grad_(), dout2
+
+
+@triton_runs
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("tq,tk", [(40, 40), (33, 70), (70, 33)])
+def test_triton_tiles_moved_by_tma_give_what_pointer_loads_give(tq, tk, is_causal):
+    """TMA (tensor descriptors) in all three kernels, both layouts, ragged ends where the descriptor's zero fill
+    and clipped stores stand in for the masks: against the float64 reference, and (under the interpreter, where
+    the arithmetic is the same) the very bits of the pointer path. float16: the interpreter's bfloat16 dot is
+    wrong (test_the_interpreter_still_gets_bfloat16_dot_wrong)."""
+    table = flash_triton.tile_table(torch.device(DEVICE), torch.float16, max(tq, tk), 32)
+    by_tma = {name: t._replace(tma=True) for name, t in table.items()}
+    for q, k, v, dout in _layouts(tq, tk, 32, torch.float16, seed=tq * tk):
+        assert all(x is not None for x in flash_triton._descriptors("fwd", by_tma["fwd"], (q, k, v, q), 32))
+        out, lse = flash_triton.flash_forward(q, k, v, is_causal, tiles=by_tma)
+        grads = flash_triton.flash_backward(q, k, v, out, lse, dout, is_causal, tiles=by_tma)
+        out_p, lse_p = flash_triton.flash_forward(q, k, v, is_causal, tiles=table)
+        grads_p = flash_triton.flash_backward(q, k, v, out_p, lse_p, dout, is_causal, tiles=table)
+        if INTERPRETED:
+            for a, b in zip((out, lse, *grads), (out_p, lse_p, *grads_p)):
+                assert torch.equal(a, b)
+        q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+        ref_out, _ = attention_reference(q64, k64, v64, is_causal)
+        ref_grads = torch.autograd.grad(ref_out, (q64, k64, v64), dout.double())
+        tol = TOLERANCES[torch.float16]
+        torch.testing.assert_close(out.double(), ref_out, atol=tol["out"][0], rtol=tol["out"][1])
+        for grad, ref in zip(grads, ref_grads):
+            torch.testing.assert_close(grad.double(), ref, atol=tol["grad"][0], rtol=tol["grad"][1])
+
+
+def test_tma_is_taken_only_where_the_tensors_allow_it(monkeypatch):
+    """Descriptors need 16-byte aligned starts and strides and a contiguous last dim; a padded head dim keeps
+    pointer loads. Where they cannot be used the kernels get None and load by pointer: no problem loses support."""
+    monkeypatch.setattr(flash_triton, "_INTERPRET", True)  # the device check is the GPU's; the layout rules are ours
+    tma = flash_triton.Tiles(32, 16, 4, 1, tma=True)
+    good = torch.zeros(1, 2, 40, 32, dtype=torch.float16)
+    assert flash_triton.tma_ready(good) and None not in flash_triton._descriptors("fwd", tma, (good,) * 4, 32)
+    assert flash_triton._descriptors("fwd", tma._replace(tma=False), (good,) * 4, 32) == (None,) * 4
+    d20 = torch.zeros(1, 2, 40, 20, dtype=torch.float16)  # 40-byte rows: not a multiple of 16
+    assert not flash_triton.tma_ready(d20)
+    d80 = torch.zeros(1, 2, 40, 80, dtype=torch.float16)  # 160-byte rows are fine, but d pads to 128
+    assert flash_triton.tma_ready(d80) and flash_triton._descriptors("fwd", tma, (d80,) * 4, 128) == (None,) * 4
+    shifted = torch.zeros(1 * 2 * 40 * 32 + 1, dtype=torch.float16)[1:].view(1, 2, 40, 32)  # starts 2 bytes in
+    assert not flash_triton.tma_ready(shifted)
+    assert not flash_triton.tma_ready(good.transpose(-1, -2))  # the last dim strided
 
 
 def test_triton_rejects_mixed_dtypes():
@@ -208,7 +270,8 @@ def _tile_shapes(d: int) -> list[dict]:
     cycling through its own shapes."""
     tables = [t for (d_class, _), t in flash_triton._SM90_TILES.items() if (d <= 64) == (d_class == 64)]
     tables += [flash_triton._DEFAULT_TILES, flash_triton._SHORT_TILES]
-    shapes = {name: sorted({t[name] for t in tables}) for name in flash_triton.KERNELS}
+    shapes = {name: sorted({t[name] for t in tables} | {t[name]._replace(tma=True) for t in tables})
+              for name in flash_triton.KERNELS}  # each also by TMA, whether the table asks for it or not
     return [{name: s[i % len(s)] for name, s in shapes.items()} for i in range(max(map(len, shapes.values())))]
 
 

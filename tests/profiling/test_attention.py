@@ -28,7 +28,14 @@ def test_sweep_prints_a_table_and_appends_one_record_per_configuration(tmp_path,
     for key in ("forward_ms", "backward_ms", "forward_backward_ms", "forward_backward_tflops"):
         assert first[key] > 0
     table = capsys.readouterr().out
-    assert table.count("\n| flash_pytorch | 33 | 16 | fp32 |") == 2
+    assert table.count("\n| flash_pytorch |  | 33 | 16 | fp32 |") == 2
+    # the sdpa rows say which of SDPA's kernels ran, as SDPA's own dispatch chose it for those tensors
+    q = torch.zeros(2, 3, 16, 16)
+    kernel = attention.sdpa_backend(q, q, q, True)
+    assert kernel in ("FLASH_ATTENTION", "MATH", "EFFICIENT_ATTENTION")
+    assert {r["sdpa_kernel"] for r in records if r["config"]["implementation"] == "sdpa"} == {kernel}
+    assert {r["sdpa_kernel"] for r in records if r["config"]["implementation"] != "sdpa"} == {""}
+    assert f"\n| sdpa | {kernel} | 33 | 16 | fp32 |" in table
 
 
 @pytest.mark.skipif(not INTERPRETED, reason="the Triton kernel runs on CPU only under TRITON_INTERPRET=1")
@@ -42,7 +49,7 @@ def test_the_triton_kernel_in_the_sweep_gets_rows_and_its_throughput_against_sdp
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["config"]["implementation"], r["status"]) for r in records] == [("sdpa", "ok"), ("flash", "ok")] * 4
     table = capsys.readouterr().out
-    assert table.count("\n| flash | 33 | 16 | fp32 |") == 2
+    assert table.count("\n| flash |  | 33 | 16 | fp32 |") == 2
     assert "flash / sdpa throughput" in table
 
 
@@ -84,6 +91,7 @@ def test_flash_pytorch_past_its_length_limit_is_skipped():
     (["--output", "/dev/full"], "not a regular file"),
     (["--output", "{tmp}/people.csv"], "not a CSV results file"),
     (["--implementations", "cudnn"], "cudnn is cuDNN's fused kernel"),
+    (["--implementations", "sdpa_flash"], "sdpa_flash is SDPA held to its FLASH_ATTENTION kernel"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     (tmp_path / "people.csv").write_text("name,age\nAda,36\n")
@@ -124,6 +132,8 @@ def test_consistent_timings_carry_no_warning(monkeypatch):
 @pytest.mark.parametrize("argv,message", [
     (["--implementations", "sdpa", "cudnn"], "cudnn runs bf16 or fp16 only"),  # the default dtypes hold fp32
     (["--implementations", "cudnn", "--dtypes", "bf16", "--head_dims", "64", "12"], "multiples of 8, got 64 12"),
+    (["--implementations", "sdpa_flash"], "sdpa_flash runs bf16 or fp16 only"),
+    (["--implementations", "sdpa_flash", "--dtypes", "bf16", "--head_dims", "20"], "sdpa_flash takes head dims"),
 ])
 def test_cudnn_shapes_it_cannot_take_are_refused_before_any_work(argv, message, capsys, monkeypatch):
     monkeypatch.setattr(attention, "resolve_device", lambda device: "cuda")  # the refusals of a CUDA machine
@@ -139,3 +149,20 @@ def test_the_default_cuda_sweep_leaves_cudnn_out_and_asking_for_it_works(monkeyp
     _, configs = attention.resolve(attention.build_parser().parse_args(["--implementations", "cudnn", "--dtypes",
                                                                         "bf16", "--head_dims", "64", "80"]))
     assert {(c["implementation"], c["dtype"]) for c in configs} == {("cudnn", "bf16")}
+    assert "sdpa_flash" not in {c["implementation"] for c in attention.resolve(attention.build_parser().parse_args(
+        []))[1]}
+
+
+def test_the_triton_kernel_is_compared_with_every_baseline_that_ran_and_the_row_names_sdpas_kernel():
+    def row(impl, ms, kernel=""):
+        return {"config": dict(implementation=impl, seq_len=4096, head_dim=64, dtype="bf16", causal=True),
+                "status": "ok", "forward_backward_ms": ms, "sdpa_kernel": kernel}
+
+    records = [row("sdpa", 2.0, "CUDNN_ATTENTION"), row("sdpa_flash", 3.0, "FLASH_ATTENTION"), row("flash", 2.5),
+               row("cudnn", 1.0)]
+    by_default = attention.format_comparison(records)
+    assert "| 4096 | 64 | bf16 | True | CUDNN_ATTENTION | 2.000 | 2.500 | 0.80x |" in by_default
+    against_fa2 = attention.format_comparison(records, "sdpa_flash")
+    assert "| FLASH_ATTENTION | 3.000 | 2.500 | 1.20x |" in against_fa2 and "sdpa_flash fwd+bwd ms" in against_fa2
+    assert "| cudnn | 1.000 | 2.500 | 0.40x |" in attention.format_comparison(records, "cudnn")
+    assert attention.format_comparison(records[:1]) == ""  # no flash row: nothing to compare

@@ -2,6 +2,7 @@
 depths, fp8 less bf16 by trace category) on rows of known times, and scripts/gpu_fp8_table.sh narrowed by SIZES,
 RECIPES and DEPTHS to the commands it would run."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -68,3 +69,30 @@ def test_gpu_script_narrows_to_what_is_missing(tmp_path):
     sizes, layers = log.read_text().splitlines()
     assert "--sizes medium small " in sizes and "--fp8_recipe tensorwise --" in sizes and "rowwise" not in sizes
     assert "--num_layers 4" in layers and "--model 10B llama-3.1-8b" in layers
+
+
+def _side_by_side(tmp_path, parts: str):
+    log = tmp_path / "commands.txt"
+    shim = logging_python3(tmp_path / "bin", {"src.profiling.benchmark": log, "src.profiling.table": tmp_path / "t"})
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "LMBENCH_SKIP_CUDA_CHECK": "1", "PARTS": parts}
+    result = subprocess.run(["bash", "scripts/gpu_side_by_side.sh", str(tmp_path / "out")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    return result, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_the_side_by_side_script_narrows_to_the_parts_asked_for(tmp_path):
+    result, commands = _side_by_side(tmp_path, "fast")
+    assert result.returncode == 0, result.stderr
+    assert len(commands) == 4 and all("--recipe fast" in c for c in commands)
+    assert any("--attention cudnn" in c for c in commands) and any("--optimizer overlap" in c for c in commands)
+    (tmp_path / "again").mkdir()
+    result, commands = _side_by_side(tmp_path / "again", "ours hf")
+    assert result.returncode == 0, result.stderr
+    hf = ["hf_llama"] * 2 if importlib.util.find_spec("transformers") else []  # the script asks the same python
+    assert [c.split("--backend ")[1].split()[0] for c in commands] == ["ours", "ours", *hf]
+    assert "--trace" in commands[0] and "--compile" in commands[1]
+
+
+def test_the_side_by_side_script_refuses_an_unknown_part_before_any_row(tmp_path):
+    result, commands = _side_by_side(tmp_path, "fast titan")
+    assert result.returncode == 2 and "unknown part titan" in result.stderr and commands == []
