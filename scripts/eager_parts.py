@@ -5,30 +5,25 @@
 At the 2.7B shape under bf16 autocast, forward + backward of: RMSNorm as ours writes it (fp32 pow/mean/rsqrt/mul)
 against F.rms_norm (what nn.RMSNorm, torchtitan's norm, calls); RoPE as ours rotates (strided even/odd halves,
 stack) against torchtitan's complex multiply on (B, T, nh, hs); SDPA with torch's own kernel choice against each
-kernel held alone. CUDA-event timing, median of 20 after 5 warm-ups. Printed: one markdown table. Needs CUDA.
+kernel held alone. Timed by the harness's bench_ms (triton's do_bench: CUDA events, L2 flushed, 25 ms warm-up,
+100 ms of repetitions), the median. Printed: one markdown table. Needs CUDA.
 """
 
 import argparse
-import statistics
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.harness.timing import bench_ms  # noqa: E402
 
-def timed(fn, warmup: int = 5, repeats: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+
+def timed(fn) -> float:
+    """The median ms of fn, by the harness's one kernel timer (do_bench: CUDA events, L2 flushed between runs)."""
+    return bench_ms(fn, "cuda", warmup_ms=25.0, rep_ms=100.0)[0]
 
 
 def forward_backward(make_inputs, body):
@@ -104,7 +99,7 @@ def main() -> int:
         except RuntimeError as error:
             rows.append((f"SDPA, {backend} only", f"unavailable: {str(error).splitlines()[0][:60]}"))
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
-          f"B {B}, T {T}, d {d}, {nh} heads of {hs}; forward + backward, bf16 autocast, median of 20\n")
+          f"B {B}, T {T}, d {d}, {nh} heads of {hs}; forward + backward, bf16 autocast, median (do_bench)\n")
     print("| part | ms (one layer's worth) |\n|---|---:|")
     for name, ms in rows:
         print(f"| {name} | {ms if isinstance(ms, str) else f'{ms:.3f}'} |")
