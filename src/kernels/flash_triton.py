@@ -419,10 +419,10 @@ KERNELS = ("fwd", "dq", "dkdv")
 # and length class (SHORT_SEQ < T <= MID_SEQ: "mid", longer: "long"). Against the H100's earlier winners, the
 # forward moved to 8 warps (128x128 at d 128, T 4096) and the backward kept them except at d 64.
 _SM90_TILES = {
-    (64, "mid"): {"fwd": Tiles(128, 64, 8, 4), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)},
+    (64, "mid"): {"fwd": Tiles(128, 64, 8, 3), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)},
     (64, "long"): {"fwd": Tiles(128, 64, 8, 3), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)},
-    (128, "mid"): {"fwd": Tiles(128, 128, 8, 3), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3)},
-    (128, "long"): {"fwd": Tiles(128, 64, 8, 4), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3)},
+    (128, "mid"): {"fwd": Tiles(128, 128, 8, 3, tma=True), "dq": Tiles(128, 64, 8, 3, tma=True), "dkdv": Tiles(64, 128, 8, 3, tma=True)},
+    (128, "long"): {"fwd": Tiles(128, 128, 8, 3, tma=True), "dq": Tiles(128, 64, 8, 3), "dkdv": Tiles(64, 128, 8, 3, tma=True)},
 }
 # 16-bit inputs on other GPUs: the H100's most frequent winners among the earlier autotune lists.
 _DEFAULT_TILES = {"fwd": Tiles(128, 64, 4, 3), "dq": Tiles(64, 64, 4, 3), "dkdv": Tiles(64, 64, 4, 3)}
