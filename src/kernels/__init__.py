@@ -42,23 +42,29 @@ def _sdpa(q, k, v, is_causal=False):
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
 
-def sdpa_backend(q, k, v, is_causal=False) -> str:
-    """The SDPA kernel torch picks for these tensors here and now (under any sdpa_kernel context in force): one of
-    FLASH_ATTENTION (FlashAttention-2), EFFICIENT_ATTENTION, CUDNN_ATTENTION, MATH, OVERRIDEABLE, or ERROR when none
-    can run. The same dispatch SDPA itself asks, so a row can say which kernel "sdpa" was."""
+def _held_to(backend: str | None):
+    """A context holding SDPA to one of its kernels (a SDPBackend name), or none for None."""
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, backend)])
+
+
+def sdpa_backend(q, k, v, is_causal=False, only: str | None = None) -> str:
+    """The SDPA kernel torch picks for these tensors here and now (held to `only`, a SDPBackend name, if given):
+    one of FLASH_ATTENTION (FlashAttention-2), EFFICIENT_ATTENTION, CUDNN_ATTENTION, MATH, OVERRIDEABLE, or ERROR
+    when none can run. The same dispatch SDPA itself asks, so a row can say which kernel "sdpa" was."""
     from torch.nn.attention import SDPBackend
 
-    return SDPBackend(torch._fused_sdp_choice(q, k, v, None, 0.0, is_causal)).name
+    with _held_to(only):
+        return SDPBackend(torch._fused_sdp_choice(q, k, v, None, 0.0, is_causal)).name
 
 
 def sdpa_only(backend: str):
     """SDPA restricted to one of its kernels (a SDPBackend name, e.g. FLASH_ATTENTION): f(q, k, v, is_causal)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    chosen = getattr(SDPBackend, backend)
-
     def attend(q, k, v, is_causal=False):
-        with sdpa_kernel([chosen]):
+        with _held_to(backend):
             return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
     return attend

@@ -161,13 +161,8 @@ def _tiles(c: dict) -> str:
 def _sdpa_kernel(c: dict, q, k, v) -> str:
     """Which SDPA kernel an sdpa row ran (asked of SDPA's own dispatch, under the row's restriction); "" else."""
     impl = c["implementation"]
-    if impl == "sdpa":
-        return sdpa_backend(q, k, v, c["causal"])
-    if impl in SDPA_ONLY:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel([getattr(SDPBackend, SDPA_ONLY[impl])]):
-            return sdpa_backend(q, k, v, c["causal"])
+    if impl == "sdpa" or impl in SDPA_ONLY:
+        return sdpa_backend(q, k, v, c["causal"], only=SDPA_ONLY.get(impl))
     return ""
 
 
