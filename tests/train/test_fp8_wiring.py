@@ -16,11 +16,21 @@ TINY = dict(size="tiny", d_model=64, d_ff=256, num_heads=4, num_layers=2, mode="
     (dict(precision="fp8"), "fp8 needs a GPU with fp8 tensor cores"),
     (dict(precision="fp8", device="cuda", timer="events", fp8_recipe="blockwise"), "fp8_recipe: must be one of"),
     (dict(precision="bf16", fp8_recipe="rowwise"), "applies to precision fp8 only"),
-    (dict(precision="fp8", device="cuda", timer="events", optimizer="ours"), "optimizer: ours keeps bf16 weights"),
 ])
 def test_what_fp8_cannot_run_is_refused_naming_the_field(changes, message):
     with pytest.raises(ValueError, match=message):
         RunSpec(**TINY, **changes)
+
+
+def test_the_fast_recipe_in_fp8_keeps_bf16_weights_with_fp32_masters_as_in_bf16():
+    from src.train.step import chosen_optimizer, uses_bf16_weights
+
+    fast = RunSpec(**TINY, precision="fp8", device="cuda", timer="events", recipe="fast")
+    assert uses_bf16_weights(fast) and chosen_optimizer(fast, parameters=10**9) == "ours"
+    explicit = RunSpec(**TINY, precision="fp8", device="cuda", timer="events", optimizer="ours")  # not refused
+    assert chosen_optimizer(explicit, parameters=10**9) == "ours"
+    assert chosen_optimizer(RunSpec(**TINY, precision="fp8", device="cuda", timer="events", recipe="fast",
+                                    optimizer="fused"), parameters=10**9) == "fused"  # the 2026-12-03 fp8 rows
 
 
 def test_an_fp8_row_defaults_to_tensorwise_and_says_so():
