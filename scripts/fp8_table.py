@@ -21,8 +21,16 @@ from src.instruments import op_categories  # noqa: E402
 CATEGORIES = (*op_categories.CATEGORIES, "idle")
 
 
+FP32_WEIGHTS = ("default", "fused")  # torch's AdamW over fp32 weights; ours keeps bf16 weights with fp32 masters
+
+
 def recipe(config: dict) -> str:
-    return f"fp8 {config.get('fp8_recipe') or 'tensorwise'}" if config.get("precision") == "fp8" else "bf16"
+    """The row's label: bf16, or the fp8 recipe, said "fp32 weights" where the AdamW kept fp32 weights (the fast
+    recipe's fp8 rows before 2026-12-03's third run, and torchtitan's): its weight scaling reads twice the bytes."""
+    if config.get("precision") != "fp8":
+        return "bf16"
+    weights = ", fp32 weights" if config.get("optimizer") in FP32_WEIGHTS else ""
+    return f"fp8 {config.get('fp8_recipe') or 'tensorwise'}{weights}"
 
 
 def model(config: dict) -> str:

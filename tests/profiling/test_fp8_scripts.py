@@ -40,6 +40,14 @@ def test_speedup_and_per_layer_figures_come_from_the_rows(tmp_path):
     assert "| tiny | ours, fast (blocks) | fp8 tensorwise | 4.00 | 1.25 |" in out
 
 
+def test_fp8_rows_with_fp32_weights_are_rows_of_their_own(tmp_path):
+    fp32 = _row(2, 0.018, "fp8")
+    fp32["config"]["optimizer"] = "fused"  # torch's fused AdamW over fp32 weights, beside the recipe's bf16 weights
+    out = _table(tmp_path, [_row(2, 0.020), _row(2, 0.016, "fp8"), fp32])
+    assert "| tiny | 2 | ours, fast (blocks) | fp8 tensorwise | 16.0 | 1.25 |" in out
+    assert "| tiny | 2 | ours, fast (blocks) | fp8 tensorwise, fp32 weights | 18.0 | 1.11 |" in out
+
+
 def test_trace_categories_are_given_as_fp8_less_bf16(tmp_path):
     cats = lambda matmul, scaling: {"matmul": matmul, "fp8 scaling and casts": scaling}
     rows = [_row(2, 0.020, trace_ms_per_step=cats(12.0, 0.0), trace_idle_ms_per_step=1.0, trace_step_ms=20.0),
