@@ -93,13 +93,17 @@ def compact_row(record: dict, other: list[str] = ()) -> dict:
 
 
 def _implied(field: str, config: dict) -> bool:
-    """Settings the compact view leaves out because another says them: the fast recipe always compiles, and a
-    compile's scope is the whole model unless it says blocks (2.7B side by side: 184 characters wide without this)."""
-    return (field == "compile" and config.get("recipe") == "fast") or (field == "compile_scope"
-                                                                         and config.get(field) == "model")
+    """Settings the compact view leaves out because another says them or because they are the default, as an
+    eager step goes without "compile": the fast recipe and a per-block scope always compile, a compile's scope is
+    the whole model unless it says blocks, a row without a backend is our model (2.7B side by side: 184, then 171
+    characters wide without these)."""
+    return ((field == "compile" and (config.get("recipe") == "fast" or config.get("compile_scope") == "blocks"))
+            or (field == "compile_scope" and config.get(field) == "model")
+            or (field == "backend" and config.get(field) == "ours"))
 
 
-SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": ""}  # "fast", "adamw fused", "hf_llama"
+SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": "", "compile_scope": "compile"}
+# -> "fast", "adamw fused", "hf_llama", "compile blocks"
 
 
 def _setting(field: str, value) -> str:
