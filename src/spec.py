@@ -76,6 +76,7 @@ PARALLEL_REFUSALS = (
 # in_backward: AdamW run inside the backward as each gradient is ready (src/train/optimizer_in_backward.py);
 # overlap: each block's AdamW on a side CUDA stream once its gradients are ready (src/train/optimizer_overlap.py)
 OPTIMIZERS = ("default", "fused", "ours", "in_backward", "overlap")
+MIN_STATISTICS_STEPS = 3  # a row's statistics leave the profiled steps out only if this many steps remain
 HOOKED_OPTIMIZERS = ("in_backward", "overlap")  # stepped from gradient hooks inside backward: refused alike
 
 
@@ -193,6 +194,17 @@ class RunSpec:
     def profiled_steps(self) -> int:
         """Measured steps inside the profilers' range: the first profile_steps, or all of them."""
         return self.profile_steps or self.benchmark_steps
+
+    @property
+    def statistics_from_step(self) -> int:
+        """The first measured step a row's statistics count (median, mean, tokens/s, MFU, the A/B verdict): past
+        the steps that ran under torch's profiler or the allocator's history (--trace / --memory_snapshot with
+        --profile_steps N) and the one after them, when at least MIN_STATISTICS_STEPS remain; else 0, every step.
+        The profiled steps are slower by the profiler's cost per op, and so, at times, is the next: 2.7B fp8 step,
+        profile_steps 2 (H200, 2026-12-03): 199.3, 180.8, 176.2, then 154.2-154.4 ms, warm-ups 153.5-154.4."""
+        skip = self.profile_steps + 1
+        profiled = bool(self.trace or self.memory_snapshot) and self.profile_steps > 0
+        return skip if profiled and self.benchmark_steps - skip >= MIN_STATISTICS_STEPS else 0
 
     @property
     def label(self) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import torch.distributed as dist
 
 from src.distributed.common import world  # the one process-level (rank, world size)
+from src.harness.record import counted_phase_times
 from src.spec import LOW_PRECISIONS, PHASES, RunSpec
 
 
@@ -26,8 +27,7 @@ def gather_ranks(record: dict) -> dict:
     mine = {
         "status": record.get("status"),
         "peak_memory_bytes": record.get("peak_memory_bytes"),
-        **{phase: float(np.median(record[f"time_{phase}"])) if record.get(f"time_{phase}") else None
-           for phase in PHASES},
+        **{phase: float(np.median(times)) if times else None for phase, times in counted_phase_times(record).items()},
     }
     everyone = [None] * world_size()
     dist.all_gather_object(everyone, mine)

@@ -42,6 +42,9 @@ FIELDS: dict[str, Any] = {
     "error": str,  # the OOM's one-line message
     **{phase_field(p): list[float] for p in PHASES},  # seconds per measured step; empty when the phase did not run
     "warmup_time_step": list[float],  # seconds per warm-up step (whole steps)
+    # the first measured step the statistics count (RunSpec.statistics_from_step: past profiled steps); the lists
+    # above keep every step. Absent in rows before 2026-12-03's third run: 0, every step.
+    "statistics_from_step": int,
     "compile_time_s": float | None,  # the first step under torch.compile, timed apart from the warm-up
     "recompilations": int,  # graphs torch.compile made after the first step
     # graphs the first step compiled (AOTAutograd's count): 1 for a whole model that compiled unbroken; fsdp2
@@ -89,6 +92,8 @@ FIELDS: dict[str, Any] = {
     "trace_idle_ms_per_step": float,  # step less busy: on CUDA the GPU waiting for the host to launch work
     "trace_kernels_per_step": float,  # launches (kernels, memcpys, memsets) on CUDA; ops on CPU
     "trace_top_kernels": list[dict],  # [{name, category, calls_per_step, ms_per_step}], trace_summary.py's KEPT largest
+    # [{call, op, calls_per_step, ms_per_step}]: runtime calls that wait for the device (CUDA; trace_summary.py)
+    "trace_host_waits": list[dict],
     "memory_summary": dict,  # --memory_snapshot: src/instruments/memory.py
     # --parallel (src/harness/ranks.py): the group, every rank's medians, the strategy's analytic memory and bytes
     "world_size": int,
@@ -221,6 +226,17 @@ def measured_step_times(record: dict) -> np.ndarray:
         return np.zeros(0)
     steps = min(p.size for p in phases)  # equal in well-formed records; never index past the shortest
     return np.sum([p[:steps] for p in phases], axis=0)
+
+
+def counted_phase_times(record: dict) -> dict[str, list[float]]:
+    """phase_times from the first step the statistics count (statistics_from_step; every step in older rows)."""
+    start = record.get("statistics_from_step") or 0
+    return {p: times[start:] for p, times in phase_times(record).items()}
+
+
+def counted_step_times(record: dict) -> np.ndarray:
+    """measured_step_times from the first step the statistics count."""
+    return measured_step_times(record)[record.get("statistics_from_step") or 0:]
 
 
 def warmup_step_times(record: dict) -> np.ndarray:

@@ -20,8 +20,8 @@ from src.harness.hardware import device_peak
 from src.harness.progress import StepProgress
 from src.harness.ranks import (data_parallel_rank, estimated_memory, gather_ranks, group_step_time, strategy_estimates,
                                world_size)
-from src.harness.record import (PHASES, STEP, Record, measured_step_times, new_record, phase_field, phase_times,
-                                stat_field, with_fields)
+from src.harness.record import (PHASES, STEP, Record, counted_phase_times, counted_step_times, new_record, phase_field,
+                                phase_times, stat_field, with_fields)
 from src.spec import RunSpec
 from src.harness.timing import make_timer, summarize
 from src.train.step import TrainStep, build_model
@@ -145,6 +145,7 @@ def _measure(spec: RunSpec, instruments) -> dict:
     step_times = timer.results()
     for name in PHASES:
         measured[phase_field(name)] = [s[name] for s in step_times if name in s]
+    measured["statistics_from_step"] = spec.statistics_from_step
     if spec.compiled:
         recompiles = _graph_count() - graphs_before_warmup
         measured["recompilations"] = recompiles
@@ -222,8 +223,8 @@ def derive_figures(spec: RunSpec, record: Record, gpu_name: str) -> dict:
     `gpu_name` picks the peak for MFU; the caller asks for it (the parent process asks nvidia-smi, not CUDA).
     """
     figures, warnings = {}, []
-    times = phase_times(record)
-    step_times = list(measured_step_times(record)) if times[PHASES[0]] else []
+    times = counted_phase_times(record)  # past the profiled steps, where enough steps remain
+    step_times = list(counted_step_times(record)) if times[PHASES[0]] else []
     for name, values in (*times.items(), (STEP, step_times)):
         for stat, value in summarize(values).items():
             figures[stat_field(stat, name)] = value

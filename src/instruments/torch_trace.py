@@ -19,7 +19,8 @@ rank whose trace failed leaves the reason in its `.done` marker, so rank 0 repor
 
 The profiled steps are slower than unprofiled ones (the profiler's own cost per op), and the table compares
 the trace with the harness's times for those same steps, so both sides carry the overhead. Use
---profile_steps to keep the rest of the measured steps clean.
+--profile_steps to keep the rest of the measured steps clean: the row's statistics then count only the steps
+after the profiled ones and the one after them (RunSpec.statistics_from_step), where at least 3 remain.
 """
 
 import contextlib

@@ -14,8 +14,14 @@ A kernel inherits the phase and category of the op that launched it, found throu
 its own name and counted in forward. GradScaler's .item() check and its loss scaling (fp16) are not inside any
 of these ranges and count as forward, though the harness times them in the optimizer and backward phases.
 
+Host waits (CUDA): the runtime calls that block the host until the device catches up (a stream, event or device
+synchronize, a blocking copy or a copy to host, cudaFree/cudaMalloc), by call and by the op that made them. Each
+one drains the launch queue: the GPU then idles for as long as the host takes to queue the next work, so a step
+with a sync per layer is launch-bound whatever its kernels. The harness's own end-of-step wait (no op) is listed
+too, so a healthy step shows one wait per step and nothing else.
+
 The row carries the same figures per profiled step (per_step_fields: ms by category and by phase x category, idle,
-launches per step, the top kernels), which the A/B report sets side by side for two rows.
+launches per step, the top kernels, the host waits), which the A/B report sets side by side for two rows.
 
 Why the JSON file and not prof.events(): Kineto's trace format has stayed the same across the torch versions we
 run on (2.11 to 2.15), while the in-memory FunctionEvent API has not (cuda_time renamed device_time, how
@@ -38,6 +44,11 @@ AGREEMENT = 0.10  # a trace whose steps span more or less than measured +-10% di
 TOP = 10  # kernels (ops) in the printed table
 KEPT = 15  # kept in the summary and the row: an A/B report lists those that differ, and a 10th of one side may be
 # a 13th of the other
+# Runtime calls that wait for the device (cudaMemcpyAsync only where its copy goes to the host, below)
+BLOCKING_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+                  "cudaFree", "cudaMalloc", "cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize",
+                  "cuMemcpyDtoH", "cuMemFree", "cuMemAlloc")
+NO_OP = "(no op)"  # a wait outside every op: the harness's own end-of-step synchronize
 _NESTING_SLACK_US = 0.01  # ts and dur are rounded to the nanosecond independently
 
 
@@ -65,6 +76,7 @@ class TraceSummary:
     measured_by_phase: dict = field(default_factory=dict)
     by_phase_category: dict = field(default_factory=dict)  # {phase: {category: seconds}}
     top: list = field(default_factory=list)  # [name, category, calls, seconds], the KEPT largest
+    host_waits: list = field(default_factory=list)  # [runtime call, op that made it, calls, seconds], largest first
     graph_replayed_s: float = 0.0  # kernels launched by a CUDA graph replay: no op launched them
     kernels: int = 0  # device events (kernels, memcpys, memsets: one launch each) on CUDA; ops on CPU
 
@@ -96,6 +108,8 @@ class TraceSummary:
             "trace_kernels_per_step": self.kernels / self.steps,
             "trace_top_kernels": [{"name": name, "category": category, "calls_per_step": calls / self.steps,
                                    "ms_per_step": seconds * ms} for name, category, calls, seconds in self.top],
+            "trace_host_waits": [{"call": call, "op": op, "calls_per_step": calls / self.steps,
+                                  "ms_per_step": seconds * ms} for call, op, calls, seconds in self.host_waits],
         }
 
     def warnings(self) -> list[str]:
@@ -138,6 +152,11 @@ class TraceSummary:
         for name, category, calls, seconds in self.top[:TOP]:
             shown = name if len(name) <= 90 else name[:87] + "..."
             lines.append(f"| `{shown}` | {category} | {calls} | {seconds * ms:.2f} | {share(seconds)} |")
+        if self.host_waits:
+            lines += ["", "| host wait (the GPU idles until the host queues more) | made by | calls | ms |",
+                      "|---|---|---:|---:|"]
+            lines += [f"| `{call}` | `{op}` | {calls} | {seconds * ms:.2f} |"
+                      for call, op, calls, seconds in self.host_waits[:TOP]]
         lines += [f"\nwarning: {note}" for note in self.warnings()]
         return "\n".join(lines) + "\n"
 
@@ -148,17 +167,18 @@ def load_trace(path: str) -> dict:
         return json.load(f)
 
 
-def _host_tree(events: list) -> tuple[list, dict]:
+def _host_tree(events: list) -> tuple[list, dict, set, list]:
     """Nest host events per thread by time and give each its phase, module context and category.
 
     Returns (nodes in start order, {runtime correlation id: node of the op that made the call}, the correlation
-    ids of CUDA graph launches, whose kernels were recorded at capture and have no op of their own).
+    ids of CUDA graph launches, whose kernels were recorded at capture and have no op of their own, and every
+    runtime call as (name, node of the op that made it or None, seconds, correlation id or None)).
     """
     ordered = sorted(events, key=lambda e: (e["ts"], -e["dur"]))
     stacks: dict[tuple, list] = {}
     forward_modules: dict[int, tuple] = {}  # forward op's sequence number -> its module context
     by_external_id: dict[int, _Node] = {}  # Kineto's link from a runtime call to its op, where nesting fails
-    nodes, launches, graph_launches = [], {}, set()
+    nodes, launches, graph_launches, calls = [], {}, set(), []
     for event in ordered:
         start, end = float(event["ts"]), float(event["ts"]) + float(event["dur"])
         name, cat, args = event.get("name", ""), event.get("cat"), event.get("args") or {}
@@ -176,6 +196,8 @@ def _host_tree(events: list) -> tuple[list, dict]:
                 launches[args["correlation"]] = parent
                 if "GraphLaunch" in name:  # cudaGraphLaunch, cuGraphLaunch
                     graph_launches.add(args["correlation"])
+            calls.append((name, parent if parent is not None and parent.is_op else None, (end - start) / 1e6,
+                          args.get("correlation")))
             continue  # a leaf: nothing nests in it, and its time is the op's, not device time
         node = _Node(name, start, end, is_op=cat == "cpu_op")
         if parent is not None:
@@ -199,7 +221,19 @@ def _host_tree(events: list) -> tuple[list, dict]:
             by_external_id[args["External id"]] = node
         stack.append(node)
         nodes.append(node)
-    return nodes, launches, graph_launches
+    return nodes, launches, graph_launches, calls
+
+
+def _host_waits(calls: list, to_host: set) -> list:
+    """[call, op, calls, seconds] for the runtime calls that wait for the device, largest first; to_host: the
+    correlation ids of copies whose destination is host memory (a cudaMemcpyAsync to the host waits too)."""
+    waits: dict[tuple, list] = {}
+    for name, op, seconds, correlation in calls:
+        if name in BLOCKING_CALLS or (name.startswith("cudaMemcpy") and correlation in to_host):
+            entry = waits.setdefault((name, op.name if op is not None else NO_OP), [0, 0.0])
+            entry[0] += 1
+            entry[1] += seconds
+    return sorted(([*key, *entry] for key, entry in waits.items()), key=lambda row: -row[3])
 
 
 def _category(node: _Node, parent: _Node | None) -> str | None:
@@ -231,7 +265,7 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
     """Busy time by category and phase, and the top ops or kernels, for `steps` steps the harness measured."""
     events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "dur" in e and "ts" in e]
     host = [e for e in events if e.get("cat") in HOST_EVENTS]
-    nodes, launches, graph_launches = _host_tree(host)
+    nodes, launches, graph_launches, calls = _host_tree(host)
     graph_replayed_s = 0.0
     by_category = dict.fromkeys(CATEGORIES, 0.0)
     by_phase = dict.fromkeys(PHASES, 0.0)
@@ -262,9 +296,12 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
                 self_us = max(node.end - node.start - node.children_us, 0.0)
                 count(node.name, node.category or OTHER, node.phase, self_us / 1e6)
     span_s = sum(n.end - n.start for n in nodes if n.name.startswith(STEP_RANGE_PREFIX)) / 1e6
+    to_host = {(e.get("args") or {}).get("correlation") for e in events
+               if e.get("cat") == "gpu_memcpy" and "DtoH" in e.get("name", "")}
     ranked = sorted(([*key, *entry] for key, entry in top.items()), key=lambda row: -row[3])
     return TraceSummary(device=device, steps=steps, measured_s=sum(measured_by_phase.values()), span_s=span_s,
                         by_category=by_category, by_phase=by_phase, measured_by_phase=dict(measured_by_phase),
                         by_phase_category=by_phase_category, top=ranked[:KEPT], graph_replayed_s=graph_replayed_s,
+                        host_waits=_host_waits(calls, to_host) if device == "cuda" else [],
                         kernels=sum(calls for _, _, calls, _ in ranked))
 

@@ -284,6 +284,17 @@ def kernel_differences(a: dict, b: dict, n: int = TOP_KERNEL_DIFFERENCES):
     return sorted(rows, key=lambda row: -abs(row[3]))[:n]
 
 
+def host_wait_differences(a: dict, b: dict) -> list[tuple[str, float, float]]:
+    """[("call in op", A calls, B calls)] per profiled step of the host waits (trace_summary.py) whose counts
+    differ, most different first; empty where they match or a row predates the field."""
+    if "trace_host_waits" not in a or "trace_host_waits" not in b:
+        return []
+    counts = lambda r: {f"`{w['call']}` in `{w['op']}`": w["calls_per_step"] for w in r["trace_host_waits"]}
+    ca, cb = counts(a), counts(b)
+    rows = [(key, ca.get(key, 0.0), cb.get(key, 0.0)) for key in dict.fromkeys([*ca, *cb])]
+    return sorted((row for row in rows if row[1] != row[2]), key=lambda row: -abs(row[2] - row[1]))
+
+
 def split_on(records: list[dict], field: str) -> tuple[tuple, list[dict], list[dict]]:
     """((A's value, B's value), A's rows, B's rows) of one file whose rows hold exactly two values of `field`: A is
     the value of its first row. Raises ValueError naming the values otherwise."""

@@ -9,7 +9,7 @@ A probe row's model is compared by its recorded Architecture (src/predict/split.
 import math
 import statistics
 
-from src.harness.record import world_size_of
+from src.harness.record import counted_phase_times, world_size_of
 from src.predict.scaling import ComputeTime, Workload
 from src.predict.split import (COPY_ENGINE, NCCL_LIKE, OVERLAP, SUMMARY, OverlapTiming, SplitProbe, SplitSummary,
                                probe_shape, read_body, read_config)
@@ -26,8 +26,9 @@ def _median(values: list[float]) -> float | None:
 
 def compute_from_record(record: dict, where: str = "") -> ComputeTime:
     """A measured single-GPU train row's median phase times (its median step where phases are missing)."""
-    forward, backward = _median(record.get("time_forward")), _median(record.get("time_backward"))
-    optimizer = _median(record.get("time_optimizer")) or 0.0
+    times = counted_phase_times(record)  # past profiled steps, as the row's own statistics
+    forward, backward = _median(times["forward"]), _median(times["backward"])
+    optimizer = _median(times["optimizer"]) or 0.0
     if forward is None or backward is None:
         step = record.get("median_time_step")
         if not step:

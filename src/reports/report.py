@@ -14,7 +14,7 @@ from tabulate import tabulate
 from src.reports import compare, distributed, labels, plots
 from src.harness.results import CONFIG_FIELDS, check_writable, read_records
 from src.reports.anomalies import anomalies, host_busy
-from src.harness.record import measured_step_times
+from src.harness.record import counted_phase_times, counted_step_times, measured_step_times, phase_field
 from src.reports.steady_state import step_curve, steady_start
 
 SWEEP_PLOTS = (("phase_times.png", plots.plot_phase_times), ("throughput.png", plots.plot_throughput),
@@ -40,7 +40,7 @@ class Sweep:
     runs: dict[tuple, list[np.ndarray]]  # compare.config_key(record, ignored=()) -> one array per ok run
 
     def runs_of(self, record: dict) -> list[np.ndarray]:
-        return self.runs.get(compare.config_key(record, ignored=())) or [measured_step_times(record)]
+        return self.runs.get(compare.config_key(record, ignored=())) or [counted_step_times(record)]
 
 
 def load(path: str) -> Sweep:
@@ -66,7 +66,7 @@ def load(path: str) -> Sweep:
                         "shown, and an A/B comparison uses every ok run of it (runs resampled, then steps)")
         for record in unique:
             key = compare.config_key(record, ignored=())
-            runs[key] = [measured_step_times(r) for r in records
+            runs[key] = [counted_step_times(r) for r in records
                          if compare.config_key(r, ignored=()) == key and labels.is_ok(r)]
     return Sweep(unique + distributed.latest_collectives(collectives), warnings, runs)  # collectives keyed by op and size
 
@@ -137,9 +137,10 @@ def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
               if name in ALWAYS_SHOWN_PHASES or any(r.get(field) for r in ok)]
     rows, late = [], []
     for r in ok:
-        steps = measured_step_times(r)
+        steps = counted_step_times(r)  # the steps the statistics count (past profiled ones)
+        counted = {phase_field(phase): times for phase, times in counted_phase_times(r).items()}
         q20, q50, q80 = np.percentile(steps, [20, 50, 80]) if steps.size else (np.nan,) * 3
-        warmup = len(step_curve(r)) - steps.size
+        warmup = len(step_curve(r)) - measured_step_times(r).size
         start = steady_start(step_curve(r))
         steady = "never" if start is None else str(start)
         if start is None or start > warmup:
@@ -147,7 +148,7 @@ def sweep_table(ok: list[dict], fields: list[str]) -> tuple[str, list[str]]:
             steady += " (late)"
         mfu = r.get("mfu")
         rows.append([*(r["config"].get(f) for f in fields)]
-                    + [fmt(np.median(r[p]), 1e3, 2) if r.get(p) else "-" for p, _ in phases]
+                    + [fmt(np.median(counted[p]), 1e3, 2) if counted.get(p) else "-" for p, _ in phases]
                     + [fmt(q50, 1e3, 2), fmt((q80 - q20) / q50, 100), fmt(r.get("tokens_per_second"), 1, 0),
                        fmt(r.get("tflops")), fmt(mfu, 100) if mfu is not None else "-",
                        fmt(r.get("speed_of_light_pct")), fmt(r.get("peak_memory_bytes"), 1 / plots.GIB, 2), steady])
@@ -321,6 +322,12 @@ def where_the_time_went(pairs: list[tuple[str, dict, dict]]) -> list[str]:
             lines += ["**A and B were traced on different devices: their busy times measure different things.**", ""]
         lines += [tabulate(rows, ["category", "A ms/step", "B ms/step", "B-A ms", "share of step difference"],
                            tablefmt="github", disable_numparse=True), ""]
+        waits = compare.host_wait_differences(a, b)
+        if waits:
+            lines += ["Host waits that differ (each drains the launch queue, so the GPU idles while the host "
+                      "catches up):", "", tabulate([[key, fmt(x, 1, 1), fmt(y, 1, 1)] for key, x, y in waits],
+                                                  ["host wait", "A calls/step", "B calls/step"],
+                                                  tablefmt="github", disable_numparse=True), ""]
         cells = compare.phase_category_differences(a, b, PHASE_CELLS)
         if cells:
             lines += [tabulate([[p, c, fmt(x, 1, 3), fmt(y, 1, 3), f"{d:+.3f}"] for p, c, x, y, d in cells],

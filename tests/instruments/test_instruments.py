@@ -109,7 +109,7 @@ def test_phases_match_the_harness_phases_and_ops_land_in_their_categories(traced
 
 def test_every_op_of_the_model_lands_in_its_category_in_both_directions(traced):
     _, record = traced
-    nodes, _, _ = _host_tree([e for e in load_trace(record["trace_summary"]["trace"])["traceEvents"]
+    nodes, _, _, _ = _host_tree([e for e in load_trace(record["trace_summary"]["trace"])["traceEvents"]
                            if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation")])
     seen = {}
     for node in nodes:

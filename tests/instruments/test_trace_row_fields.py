@@ -7,12 +7,12 @@ from src.harness.record import FIELDS, fields_problem
 from src.harness.results import append_record, read_records
 from src.harness.runner import run_spec_with_environment
 from src.instruments.op_categories import CATEGORIES, ELEMENTWISE, MATMUL, OPTIMIZER
-from src.instruments.trace_summary import KEPT, summarise_trace
+from src.instruments.trace_summary import KEPT, NO_OP, summarise_trace
 
 from tests.specs import tiny_spec
 
 TRACE_FIELDS = ("trace_device", "trace_steps", "trace_step_ms", "trace_ms_per_step", "trace_phase_ms_per_step",
-                "trace_idle_ms_per_step", "trace_kernels_per_step", "trace_top_kernels")
+                "trace_idle_ms_per_step", "trace_kernels_per_step", "trace_top_kernels", "trace_host_waits")
 
 
 def test_a_traced_cpu_run_writes_the_trace_fields_and_they_survive_a_csv(tmp_path):
@@ -67,3 +67,32 @@ def test_per_step_fields_of_a_made_up_two_step_cuda_trace():
     assert [(k["name"], k["category"], k["calls_per_step"]) for k in top] == [
         ("sm90_xmma_gemm_bf16bf16", MATMUL, 1), ("vectorized_elementwise_kernel<add>", ELEMENTWISE, 2)]
     assert [k["ms_per_step"] for k in top] == pytest.approx([0.3, 0.1])
+
+
+def test_host_waits_name_each_call_that_waits_for_the_device_and_the_op_that_made_it():
+    events = []
+    for step, start in enumerate((0, 1000)):  # per step: .item() syncs twice, one copy to the host, the harness's wait
+        c = 10 * step
+        events += [_x(f"measured step {step}", "user_annotation", start, 1000)]
+        for i in (1, 2):
+            events += [_x("aten::item", "cpu_op", start + 100 * i, 40),
+                       _x("cudaStreamSynchronize", "cuda_runtime", start + 100 * i + 5, 30, correlation=c + i)]
+        events += [_x("aten::copy_", "cpu_op", start + 400, 40),
+                   _x("cudaMemcpyAsync", "cuda_runtime", start + 405, 20, correlation=c + 3),
+                   _x("Memcpy DtoH (Device -> Pageable)", "gpu_memcpy", start + 410, 5, tid=7, pid=0, correlation=c + 3),
+                   _x("aten::copy_", "cpu_op", start + 500, 40),  # a copy to the device: the host does not wait
+                   _x("cudaMemcpyAsync", "cuda_runtime", start + 505, 20, correlation=c + 4),
+                   _x("Memcpy HtoD (Pageable -> Device)", "gpu_memcpy", start + 510, 5, tid=7, pid=0, correlation=c + 4),
+                   _x("aten::add", "cpu_op", start + 600, 20),  # a launch does not wait
+                   _x("cudaLaunchKernel", "cuda_runtime", start + 602, 2, correlation=c + 5),
+                   _x("vectorized_elementwise_kernel<add>", "kernel", start + 610, 50, tid=7, pid=0, correlation=c + 5),
+                   _x("cudaEventSynchronize", "cuda_runtime", start + 900, 70, correlation=c + 6)]  # outside any op
+    summary = summarise_trace({"traceEvents": events}, "cuda", {"forward": 2e-3}, steps=2)
+    waits = summary.per_step_fields()["trace_host_waits"]
+    assert [(w["call"], w["op"], w["calls_per_step"]) for w in waits] == [
+        ("cudaEventSynchronize", NO_OP, 1), ("cudaStreamSynchronize", "aten::item", 2),
+        ("cudaMemcpyAsync", "aten::copy_", 1)]
+    assert [w["ms_per_step"] for w in waits] == pytest.approx([0.07, 0.06, 0.02])
+    assert "| `cudaStreamSynchronize` | `aten::item` | 4 | 0.12 |" in summary.markdown("step")
+    cpu = summarise_trace({"traceEvents": events}, "cpu", {"forward": 2e-3}, steps=2)
+    assert cpu.per_step_fields()["trace_host_waits"] == [] and "host wait" not in cpu.markdown("step")

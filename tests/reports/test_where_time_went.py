@@ -3,7 +3,8 @@
 import pytest
 
 from src.profiling.report import main
-from src.reports.compare import IDLE, kernel_differences, phase_category_differences, trace_differences
+from src.reports.compare import (IDLE, host_wait_differences, kernel_differences, phase_category_differences,
+                                 trace_differences)
 
 from tests.reports.test_report import make_record, write
 
@@ -84,6 +85,22 @@ def test_the_report_shows_where_the_time_went_for_a_matched_pair(tmp_path, capsy
     assert table[0][1:] == ["3.000", "8.000", "+5.000", "76.9%"]  # 5.0 of 6.5 ms
     assert table[-2] == ["**step**", "20.000", "26.500", "+6.500", "100.0%"]
     assert table[-1][:4] == ["kernels per step", "400", "1,200", "+800"]
+
+
+def _waits(*entries):
+    return [{"call": call, "op": op, "calls_per_step": calls, "ms_per_step": 0.01 * calls} for call, op, calls in entries]
+
+
+def test_host_waits_that_differ_are_listed_most_different_first_and_shown_in_the_report(tmp_path, capsys):
+    a, b = rows()
+    a["trace_host_waits"] = _waits(("cudaEventSynchronize", "(no op)", 1))
+    b["trace_host_waits"] = _waits(("cudaEventSynchronize", "(no op)", 1), ("cudaStreamSynchronize", "aten::item", 24),
+                                   ("cudaFree", "aten::empty", 2))
+    assert host_wait_differences(a, b) == [("`cudaStreamSynchronize` in `aten::item`", 0.0, 24),
+                                           ("`cudaFree` in `aten::empty`", 0.0, 2)]
+    assert host_wait_differences(a, a) == [] and host_wait_differences(a, rows()[1]) == []  # same; an older row
+    assert main([write(tmp_path / "a.jsonl", [a]), write(tmp_path / "b.jsonl", [b]), "--out", str(tmp_path / "r")]) == 0
+    assert _table(capsys.readouterr().out, "host wait")[0] == ["`cudaStreamSynchronize` in `aten::item`", "0.0", "24.0"]
 
 
 def test_pair_on_backend_pairs_an_ours_row_with_an_hf_llama_row(tmp_path, capsys):
