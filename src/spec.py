@@ -76,8 +76,8 @@ PARALLEL_REFUSALS = (
 # in_backward: AdamW run inside the backward as each gradient is ready (src/train/optimizer_in_backward.py);
 # overlap: each block's AdamW on a side CUDA stream once its gradients are ready (src/train/optimizer_overlap.py)
 OPTIMIZERS = ("default", "fused", "ours", "in_backward", "overlap")
-MIN_STATISTICS_STEPS = 3  # a row's statistics leave the profiled steps out only if this many steps remain
 HOOKED_OPTIMIZERS = ("in_backward", "overlap")  # stepped from gradient hooks inside backward: refused alike
+MIN_STATISTICS_STEPS = 3  # a row's statistics leave the profiled steps out only if this many steps remain
 
 
 def checkpoint_group(activation_checkpointing: str) -> int:

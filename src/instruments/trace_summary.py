@@ -297,7 +297,7 @@ def summarise_trace(trace: dict, device: str, measured_by_phase: dict, steps: in
                 count(node.name, node.category or OTHER, node.phase, self_us / 1e6)
     span_s = sum(n.end - n.start for n in nodes if n.name.startswith(STEP_RANGE_PREFIX)) / 1e6
     to_host = {(e.get("args") or {}).get("correlation") for e in events
-               if e.get("cat") == "gpu_memcpy" and "DtoH" in e.get("name", "")}
+               if e.get("cat") == "gpu_memcpy" and "DtoH" in e.get("name", "")} - {None}  # only linked copies
     ranked = sorted(([*key, *entry] for key, entry in top.items()), key=lambda row: -row[3])
     return TraceSummary(device=device, steps=steps, measured_s=sum(measured_by_phase.values()), span_s=span_s,
                         by_category=by_category, by_phase=by_phase, measured_by_phase=dict(measured_by_phase),
