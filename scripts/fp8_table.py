@@ -22,15 +22,27 @@ CATEGORIES = (*op_categories.CATEGORIES, "idle")
 
 
 FP32_WEIGHTS = ("default", "fused")  # torch's AdamW over fp32 weights; ours keeps bf16 weights with fp32 masters
+OTHER_OPTIMIZERS = ("overlap", "in_backward")  # bf16 weights too, stepped inside the backward
 
 
 def recipe(config: dict) -> str:
     """The row's label: bf16, or the fp8 recipe, said "fp32 weights" where the AdamW kept fp32 weights (the fast
-    recipe's fp8 rows before 2026-12-03's third run, and torchtitan's): its weight scaling reads twice the bytes."""
+    recipe's fp8 rows before 2026-12-03's third run, and torchtitan's): its weight scaling reads twice the bytes.
+    A compile mode other than the default and an optimizer other than the recipe's are named."""
+    mode = config.get("compile_mode") or "default"
+    how = (f", {mode}" if mode != "default" else "") + (f", adamw {config['optimizer']}"
+                                                        if config.get("optimizer") in OTHER_OPTIMIZERS else "")
     if config.get("precision") != "fp8":
-        return "bf16"
+        return "bf16" + how
     weights = ", fp32 weights" if config.get("optimizer") in FP32_WEIGHTS else ""
-    return f"fp8 {config.get('fp8_recipe') or 'tensorwise'}{weights}"
+    return f"fp8 {config.get('fp8_recipe') or 'tensorwise'}{weights}{how}"
+
+
+def bf16_baseline(recipes: dict, traced: bool = False) -> tuple[str, dict | None]:
+    """The fastest bf16 row of a model (of those traced, where asked): what each fp8 row is compared with."""
+    rows = [(step_ms(row), r) for r, row in recipes.items()
+            if r.startswith("bf16") and (row.get("trace_ms_per_step") or not traced)]
+    return (min(rows)[1], recipes[min(rows)[1]]) if rows else ("", None)
 
 
 def model(config: dict) -> str:
@@ -74,10 +86,10 @@ def main(paths: list[str]) -> int:
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (name, how), depths in table.items():
         for layers, recipes in sorted(depths.items()):
-            bf16 = recipes.get("bf16")
+            _, bf16 = bf16_baseline(recipes)
             for r, row in sorted(recipes.items()):
                 speedup = f"{step_ms(bf16) / step_ms(row):.2f}" if bf16 else ""
-                mfu_eq = row.get("mfu_bf16_equivalent") if r != "bf16" else row.get("mfu")
+                mfu_eq = row.get("mfu_bf16_equivalent") if not r.startswith("bf16") else row.get("mfu")
                 print(f"| {name} | {layers} | {how} | {r} | {step_ms(row):.1f} | {speedup} "
                       f"| {row.get('fp8_flops_fraction') or 0:.0%} | {row.get('tflops') or 0:.0f} "
                       f"| {row.get('mfu') or 0:.1%} | {mfu_eq or 0:.1%} | {row.get('peak_memory_gb') or 0:.1f} "
@@ -93,7 +105,7 @@ def per_layer(table: dict) -> None:
         if len(depths) < 2:
             continue
         lo, hi = min(depths), max(depths)
-        base = depths[hi].get("bf16"), depths[lo].get("bf16")
+        base = bf16_baseline(depths[hi])[1], bf16_baseline(depths[lo])[1]
         for r in sorted(set(depths[lo]) & set(depths[hi])):
             ms = (step_ms(depths[hi][r]) - step_ms(depths[lo][r])) / (hi - lo)
             speedup = ""
@@ -112,16 +124,16 @@ def where_it_went(table: dict) -> None:
     lines = []
     for (name, how), depths in table.items():
         for layers, recipes in sorted(depths.items()):
-            bf16 = recipes.get("bf16")
-            if not bf16 or not bf16.get("trace_ms_per_step"):
+            name_bf16, bf16 = bf16_baseline(recipes, traced=True)
+            if not bf16:
                 continue
             cats = lambda row: {**row["trace_ms_per_step"], "idle": row.get("trace_idle_ms_per_step") or 0.0}
             base = cats(bf16)
             share = base.get("matmul", 0.0) / bf16["trace_step_ms"]
-            lines.append(f"| {name} | bf16 | {bf16['trace_step_ms']:.1f} | "
+            lines.append(f"| {name} | {name_bf16} | {bf16['trace_step_ms']:.1f} | "
                          + " | ".join(f"{base.get(c, 0.0):.1f}" for c in CATEGORIES) + f" | {share:.0%} |")
             for r, row in sorted(recipes.items()):
-                if r == "bf16" or not row.get("trace_ms_per_step"):
+                if r.startswith("bf16") or not row.get("trace_ms_per_step"):
                     continue
                 got = cats(row)
                 lines.append(f"| {name} | {r} - bf16 | {row['trace_step_ms'] - bf16['trace_step_ms']:+.1f} | "

@@ -29,7 +29,7 @@ from src.harness.cli import (EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, FINE_STA
 from src.harness.environment import gpu_supports_bf16, gpu_supports_fp8, visible_gpu_count
 from src.harness.progress import PROGRESS_DELAY_S, PROGRESS_VARIABLE
 from src.harness.results import append_record, check_writable
-from src.spec import (COMPILE_SCOPES, FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES,
+from src.spec import (COMPILE_MODES, COMPILE_SCOPES, FP8_RECIPES, BACKENDS, DIST_BACKENDS, MODES, OPTIMIZERS, PARALLEL, PRECISIONS, RECIPES,
                       TENSOR_PARALLEL, TIMERS, RunSpec)
 from src.train.step import chosen_optimizer
 from src.harness.sweep import run_sweep
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --compile or --recipe fast: model (default: the model and its loss as one graph) or "
                           "blocks (each transformer block compiled on its own, as torchtitan does: compile time of "
                           "one block, whatever the depth)")
+    run.add_argument("--compile_mode", nargs="+", choices=COMPILE_MODES,
+                     help="with --compile or --recipe fast: torch.compile's mode (default; the fast recipe picks "
+                          "reduce-overhead in fp8: each compiled graph replayed as a CUDA graph)")
     run.add_argument("--recipe", choices=RECIPES,
                      help="fast: bf16, fused attention, compile, fused AdamW, CUDA graphs when launch-bound")
     run.add_argument("--activation_checkpointing", nargs="+", default=["none"], metavar="none|blocks:N",
@@ -223,10 +226,11 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
     # the bucket size is an axis only for the strategies that bucket
     parallel = [(s, b) for s in args.parallel for b in (args.bucket_mb if s in BUCKETING else args.bucket_mb[:1])]
     precision_recipes = [(p, r) for p in precisions for r in ((args.fp8_recipe or [""]) if p == "fp8" else [""])]
-    for warmup, steps, mode, (precision, fp8_recipe), attention, optimizer, scope, checkpointing, batch, context, \
-            (strategy, bucket_mb), (name, model, source) in itertools.product(
+    for warmup, steps, mode, (precision, fp8_recipe), attention, optimizer, scope, compile_mode, checkpointing, \
+            batch, context, (strategy, bucket_mb), (name, model, source) in itertools.product(
                 args.warmup_steps, benchmark_steps, args.mode, precision_recipes, attentions,
                                                args.optimizer or [""], args.compile_scope or [""],
+                                               args.compile_mode or [""],
                                                args.activation_checkpointing,
                                                args.batch_size or [None], args.context_length or [None], parallel,
                                                models):
@@ -247,6 +251,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[RunSpec], list[str]]:
                 tp_size=(args.tp_size or 0) if strategy in TENSOR_PARALLEL else 0,
                 collective_timeout_s=args.collective_timeout_s or 0.0,
                 activation_checkpointing=checkpointing, optimizer=optimizer, compile_scope=scope,
+                compile_mode=compile_mode,
             )
         except ValueError as error:  # RunSpec's message starts with the field's name, which is the option's
             raise UsageError(f"--{error}") from None

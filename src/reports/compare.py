@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.harness.results import CONFIG_FIELDS
+from src.spec import COMPILE_MODE_BEFORE_THE_FIELD
 
 # How a configuration was measured (or where its profiles went), not what it is. peak_tflops is the device's
 # peak for MFU; a CSV round trip files it under config because the record has a field of the same name.
@@ -141,11 +142,14 @@ def normalized(value):
 
 # What a field absent from an older results file meant. The optimizer is not here: before --optimizer the recipe
 # chose it by size, so an old row's optimizer is unknown (--ignore optimizer matches across it).
-# compile_scope came later than --compile: a compiled row without it compiled the model whole (fsdp2: its blocks).
+# compile_scope came later than --compile: a compiled row without it compiled the model whole (fsdp2: its blocks);
+# compile_mode later still: such a row compiled in torch's default mode.
 ABSENT_FIELDS_MEANT = {
     "activation_checkpointing": lambda config: "none",
     "compile_scope": lambda config: (("blocks" if config.get("parallel") == "fsdp2" else "model")
                                      if config.get("compile") or config.get("recipe") else None),
+    "compile_mode": lambda config: (COMPILE_MODE_BEFORE_THE_FIELD
+                                    if config.get("compile") or config.get("recipe") else None),
 }
 
 

@@ -13,7 +13,7 @@ ORIGINAL_COLUMNS = [
 ]
 NEW_COLUMNS = [
     "size", "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe",
-    "compile_scope", "activation_checkpointing", "optimizer",
+    "compile_scope", "compile_mode", "activation_checkpointing", "optimizer",
     "median_time_forward", "min_time_forward", "median_time_backward", "min_time_backward",
     "mean_time_optimizer", "median_time_optimizer", "tokens_per_second", "tflops", "mfu", "speed_of_light_pct",
     "peak_memory_gb", "estimated_memory_gb", "compile_time_s", "status",
@@ -40,7 +40,8 @@ COLUMN_VIEWS = ("default", "compact")
 
 CONFIG_COLUMNS = {"d_model", "d_ff", "num_heads", "num_layers", "warmup_steps", "benchmark_steps", "size",
                   "context_length", "batch_size", "precision", "mode", "attention", "compile", "recipe", "parallel",
-                  "compile_scope", "activation_checkpointing", "optimizer", "backend", "num_kv_heads", "tie_embeddings"}
+                  "compile_scope", "compile_mode", "activation_checkpointing", "optimizer", "backend", "num_kv_heads",
+                  "tie_embeddings"}
 
 
 def _format(value):
@@ -99,11 +100,12 @@ def _implied(field: str, config: dict) -> bool:
     characters wide without these)."""
     return ((field == "compile" and (config.get("recipe") == "fast" or config.get("compile_scope") == "blocks"))
             or (field == "compile_scope" and config.get(field) == "model")
+            or (field == "compile_mode" and config.get(field) == "default")
             or (field == "backend" and config.get(field) == "ours"))
 
 
-SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": "", "compile_scope": "compile"}
-# -> "fast", "adamw fused", "hf_llama", "compile blocks"
+SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": "", "compile_scope": "compile", "compile_mode": ""}
+# -> "fast", "adamw fused", "hf_llama", "compile blocks", "reduce-overhead"
 
 
 def _setting(field: str, value) -> str:

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from src.spec import RunSpec
 from src.train.step import AUTOCAST_DTYPES  # the compute dtype of --precision, as the step's autocast uses it
+from src.train.step import compile_options
 
 
 @dataclass
@@ -60,7 +61,7 @@ def parallelize(spec: RunSpec, model: nn.Module) -> Parallel:
         policy = fsdp2_policy(spec)
         for block in spec.model_spec().blocks(model):  # one unit per transformer block, as torchtitan does
             if spec.compiled:  # compile first: fully_shard's hooks then run around the compiled block, not inside
-                block.compile()
+                block.compile(**compile_options(spec))
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return Parallel(model, None, None, compiled=spec.compiled)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src import nvtx
-from src.spec import HOOKED_OPTIMIZERS, SHARDED_OPTIMIZERS, RunSpec
+from src.spec import GRAPHED_COMPILE_MODE, HOOKED_OPTIMIZERS, SHARDED_OPTIMIZERS, RunSpec
 from src.train.quiet import quiet_cpu_compile_logs
 
 
@@ -67,10 +67,17 @@ def build_model(spec: RunSpec) -> nn.Module:
 
 
 def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
-    """fp8 is left out: torchao's per-step scaling under graph capture is not tried here; so are the strategies
-    (their collectives and hooks under graph capture are not built)."""
+    """The recipe's whole-step graphs (TrainStep._capture). fp8 is left out: it compiles in reduce-overhead mode
+    instead (inductor's own CUDA graphs, per compiled graph), and so is any step compiled that way: a replay of
+    inductor's graphs inside our capture fails ("Cannot prepare for replay during capturing stage", small, H200,
+    2026-12-04). So are the strategies (their collectives and hooks under graph capture are not built)."""
     return (spec.recipe == "fast" and spec.device == "cuda" and parameters < CUDA_GRAPH_MAX_PARAMETERS
-            and spec.precision != "fp8" and spec.parallel == "none")
+            and spec.precision != "fp8" and spec.parallel == "none" and spec.compile_mode != GRAPHED_COMPILE_MODE)
+
+
+def compile_options(spec: RunSpec) -> dict:
+    """torch.compile's keyword arguments for this step: its mode where not the default."""
+    return {"mode": spec.compile_mode} if spec.compile_mode not in ("", "default") else {}
 
 
 def uses_bf16_weights(spec: RunSpec) -> bool:
@@ -141,6 +148,9 @@ class TrainStep:
         self.optimizer_name = chosen_optimizer(spec, parameters)
         if cuda_graphs is None:
             cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name not in UNGRAPHED_OPTIMIZERS
+        if cuda_graphs and spec.compile_mode == GRAPHED_COMPILE_MODE:
+            raise ValueError(f"compile mode {GRAPHED_COMPILE_MODE} replays its own CUDA graphs; the step's whole-step "
+                             "graphs cannot capture them")
         if cuda_graphs and self.optimizer_name in HOOKED_OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer_name} steps from gradient hooks; CUDA graphs do not "
                              "capture it")
@@ -199,9 +209,12 @@ class TrainStep:
                 # Each block compiled in place (torchtitan's way); embedding, final norm, head and loss stay eager.
                 # The blocks share one graph (same code, parameters as inputs), so compile time is one block's.
                 for block in spec.model_spec().blocks(model):
-                    block.compile()
+                    block.compile(**compile_options(spec))
             else:
-                self.loss = torch.compile(self.loss)
+                self.loss = torch.compile(self.loss, **compile_options(spec))
+        # Inductor's CUDA graph trees must be told where a step begins, or a step's replay could overwrite outputs
+        # of the last one still held (the loss, gradients waiting for the optimizer).
+        self.graph_trees = spec.compiled and spec.compile_mode == GRAPHED_COMPILE_MODE
         self.graphs = None
 
     def _overlapped(self, make_optimizer):
@@ -213,6 +226,8 @@ class TrainStep:
         return OverlappedOptimizer(groups, make_optimizer, rest=rest)
 
     def _forward(self, inputs, targets):
+        if self.graph_trees:
+            torch.compiler.cudagraph_mark_step_begin()
         with self.grad_mode(), self.autocast():
             return self.loss(inputs, targets)
 
@@ -243,7 +258,8 @@ class TrainStep:
                 self._optimizer_step()
         if mode != "forward":
             self.model.zero_grad(set_to_none=True)
-        return loss.detach()
+        # a loss that is a graph tree's output (the model compiled whole) is overwritten by the next step's replay
+        return loss.detach().clone() if self.graph_trees else loss.detach()
 
     def loss_and_gradients(self, inputs, targets) -> torch.Tensor:
         """Forward and backward at the current weights, eagerly (no graphs, no timer, no optimizer step): the loss,
