@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 19's "where fp8 pays" table on one GPU: the fast recipe in bf16 against each torchao float8 recipe, every
 # model with its blocks compiled alone (--compile_scope blocks: compile time is one block's, so the sweep fits),
-# train, batch 4, context 1024.
+# train, batch 4, context 1024. The fp8 rows run in the recipe's compile mode for fp8, reduce-overhead (each compiled
+# graph replayed as a CUDA graph: below 2.7B fp8 was host-bound without it); COMPILE_MODES="default reduce-overhead"
+# runs every row in each mode given (bf16 in reduce-overhead then leaves the recipe's whole-step graphs).
 #   bash scripts/gpu_fp8_table.sh OUT_DIR sizes|layers|torchtitan|scope ...
 #   sizes:      small medium large xl 2.7B whole, traced (2 profiled steps: the categories say where time went)
 #   layers:     the 10B and Llama 3.1 8B shapes at 2 and 4 layers (whole, they do not fit with AdamW's state in
@@ -26,6 +28,7 @@ read -r -a recipes <<< "${RECIPES:-tensorwise rowwise rowwise_with_gw_hp}"
 read -r -a sizes <<< "${SIZES:-small medium large xl 2.7B}"
 read -r -a depths <<< "${DEPTHS:-2 4}"
 fast=(--recipe fast --precision bf16 fp8 --fp8_recipe "${recipes[@]}")
+[ -n "${COMPILE_MODES:-}" ] && { read -r -a modes <<< "$COMPILE_MODES"; fast+=(--compile_mode "${modes[@]}"); }
 for part in "$@"; do
     case $part in
         sizes) "${bench[@]}" "${fast[@]}" --compile_scope blocks --sizes "${sizes[@]}" \

@@ -97,10 +97,12 @@ def _implied(field: str, config: dict) -> bool:
     """Settings the compact view leaves out because another says them or because they are the default, as an
     eager step goes without "compile": the fast recipe and a per-block scope always compile, a compile's scope is
     the whole model unless it says blocks, a row without a backend is our model (2.7B side by side: 184, then 171
-    characters wide without these)."""
+    characters wide without these), and as many k/v heads as heads is plain multi-head attention (the sizes of
+    fp8_sizes_h200_2026-12-04.jsonl: 169 characters wide with "num_kv_heads 12" .. "25" in every row)."""
     return ((field == "compile" and (config.get("recipe") == "fast" or config.get("compile_scope") == "blocks"))
             or (field == "compile_scope" and config.get(field) == "model")
             or (field == "compile_mode" and config.get(field) == "default")
+            or (field == "num_kv_heads" and config.get(field) in (0, config.get("num_heads")))
             or (field == "backend" and config.get(field) == "ours"))
 
 

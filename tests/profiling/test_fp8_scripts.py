@@ -48,6 +48,21 @@ def test_fp8_rows_with_fp32_weights_are_rows_of_their_own(tmp_path):
     assert "| tiny | 2 | ours, fast (blocks) | fp8 tensorwise, fp32 weights | 18.0 | 1.11 |" in out
 
 
+def test_each_fp8_row_is_compared_with_the_fastest_bf16_row_and_a_mode_is_named(tmp_path):
+    def row(step_s, precision, mode, optimizer="ours"):
+        r = _row(2, step_s, precision)
+        r["config"].update(compile_mode=mode, optimizer=optimizer)
+        return r
+
+    rows = [row(0.020, "bf16", "default"), row(0.018, "bf16", "reduce-overhead", "overlap"),
+            row(0.030, "fp8", "default"), row(0.015, "fp8", "reduce-overhead")]
+    out = _table(tmp_path, rows)
+    assert "| tiny | 2 | ours, fast (blocks) | bf16, reduce-overhead, adamw overlap | 18.0 | 1.00 |" in out
+    assert "| tiny | 2 | ours, fast (blocks) | bf16 | 20.0 | 0.90 |" in out  # 18 / 20: slower than the best bf16
+    assert "| tiny | 2 | ours, fast (blocks) | fp8 tensorwise | 30.0 | 0.60 |" in out
+    assert "| tiny | 2 | ours, fast (blocks) | fp8 tensorwise, reduce-overhead | 15.0 | 1.20 |" in out
+
+
 def test_trace_categories_are_given_as_fp8_less_bf16(tmp_path):
     cats = lambda matmul, scaling: {"matmul": matmul, "fp8 scaling and casts": scaling}
     rows = [_row(2, 0.020, trace_ms_per_step=cats(12.0, 0.0), trace_idle_ms_per_step=1.0, trace_step_ms=20.0),
@@ -77,6 +92,13 @@ def test_gpu_script_narrows_to_what_is_missing(tmp_path):
     sizes, layers = log.read_text().splitlines()
     assert "--sizes medium small " in sizes and "--fp8_recipe tensorwise --" in sizes and "rowwise" not in sizes
     assert "--num_layers 4" in layers and "--model 10B llama-3.1-8b" in layers
+    assert "--compile_mode" not in sizes  # the recipe's mode unless COMPILE_MODES asks
+    log.unlink()
+    env["COMPILE_MODES"] = "default reduce-overhead"
+    result = subprocess.run(["bash", "scripts/gpu_fp8_table.sh", str(tmp_path / "out"), "sizes"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--compile_mode default reduce-overhead" in log.read_text()
 
 
 def _side_by_side(tmp_path, parts: str):

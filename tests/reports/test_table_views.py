@@ -50,3 +50,21 @@ def test_the_benchmark_prints_the_compact_view_when_asked(capsys):
     assert "every row: ctx 16, batch 4, prec fp32" in out
     assert header(out[out.index("|"):])[:2] == ["size", "fwd ms"] and "mean_time_forward" not in out
     assert benchmark_main(tiny + ["--columns", "wide"]) == 2
+
+
+def test_compact_leaves_out_what_is_implied_and_names_what_is_not():
+    """As many k/v heads as heads (plain multi-head attention) and torch's default compile mode go unsaid; GQA and
+    reduce-overhead are named."""
+    from src.harness.record import new_record
+    from tests.specs import tiny_spec
+
+    def record(**changes):
+        r = new_record(tiny_spec(compile=True))
+        r["config"].update(changes)
+        return r
+
+    assert tiny_spec().num_heads == 4
+    records = [record(num_kv_heads=0), record(num_kv_heads=4), record(compile_mode="reduce-overhead"),
+               record(num_kv_heads=2, compile_mode="default")]
+    other = [line.split("|")[2].strip() for line in format_table(records, "compact").splitlines()[4:]]
+    assert other == ["", "", "reduce-overhead", "num_kv_heads 2"], other
