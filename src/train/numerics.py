@@ -78,6 +78,9 @@ VARIANTS = {
     "compiled_fp32": Variant("torch.compile, no autocast", spec={"compile": True, "precision": "fp32"}),
     "compiled_cuda_graphs": Variant("torch.compile and CUDA graphs", spec={"compile": True},
                                     step={"cuda_graphs": True}),
+    "compiled_reduce_overhead": Variant("torch.compile in reduce-overhead mode: inductor replays each graph as a "
+                                        "CUDA graph (the fast recipe's fp8 mode)",
+                                        spec={"compile": True, "compile_mode": "reduce-overhead"}),
     "fast": Variant("the fast recipe", spec={"recipe": "fast"}),
     "fast_cudnn": Variant("the fast recipe with cuDNN's attention as our opaque op (--attention cudnn)",
                           spec={"recipe": "fast", "attention": "cudnn"}),

@@ -1,5 +1,7 @@
 """The numerics command: its help and its refusals, before any work."""
 
+import pytest
+
 
 def test_help_describes_in_whole_sentences(capsys):
     import pytest
@@ -25,14 +27,17 @@ def test_an_out_that_cannot_be_a_directory_is_refused_in_one_line_before_any_wor
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_a_variant_the_device_cannot_run_is_refused_before_the_first_trains(tmp_path, capsys):
+@pytest.mark.parametrize("variant,message", [
+    ("fast_fp8_rowwise", "precision: fp8 needs a GPU"),
+    ("compiled_reduce_overhead", "compile_mode: reduce-overhead replays CUDA graphs and needs a CUDA device"),
+])
+def test_a_variant_the_device_cannot_run_is_refused_before_the_first_trains(tmp_path, capsys, variant, message):
     from src.profiling.numerics import main
 
     out = tmp_path / "numerics"
-    assert main(["--size", "tiny", "--device", "cpu", "--out", str(out),
-                 "--variants", "plain", "fast_fp8_rowwise"]) == 2
+    assert main(["--size", "tiny", "--device", "cpu", "--out", str(out), "--variants", "plain", variant]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("numerics: error: --variants fast_fp8_rowwise: precision: fp8 needs a GPU")
+    assert err.startswith(f"numerics: error: --variants {variant}: {message}")
     assert err.count("\n") == 1 and not out.exists()  # nothing trained, nothing written
 
 
