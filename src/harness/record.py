@@ -45,7 +45,7 @@ FIELDS: dict[str, Any] = {
     # the first measured step the statistics count (RunSpec.statistics_from_step: past profiled steps); the lists
     # above keep every step. Absent in rows before 2026-12-03's third run: 0, every step.
     "statistics_from_step": int,
-    "compile_time_s": float | None,  # the first step under torch.compile, timed apart from the warm-up
+    "compile_time_s": float | None,  # RunSpec.compile_steps under torch.compile, timed apart from the warm-up
     "recompilations": int,  # graphs torch.compile made after the first step
     # graphs the first step compiled (AOTAutograd's count): 1 for a whole model that compiled unbroken; fsdp2
     # compiles its blocks (blocks of one code share a graph), torch_ddp's DDPOptimizer splits the model at DDP's

@@ -95,7 +95,7 @@ def _measure(spec: RunSpec, instruments) -> dict:
     torch.manual_seed(spec.seed)
     model = build_model(spec)
     _inject_fault(spec, model)
-    steps = spec.warmup_steps + spec.benchmark_steps + (1 if spec.compiled else 0)
+    steps = spec.warmup_steps + spec.benchmark_steps + spec.compile_steps
     B, T = spec.batch_size, spec.context_length
     # every data-parallel rank its own batches (a tensor-parallel group shares them); one rank draws what it did alone
     index, replicas = data_parallel_rank(spec)
@@ -115,10 +115,11 @@ def _measure(spec: RunSpec, instruments) -> dict:
         compiled_before = _graph_count(COMPILED_GRAPHS)
         start = timeit.default_timer()
         with nvtx.range("compile"):
-            losses += _run_steps(step, batches, 0, 1, make_timer("sync", spec.device), "compile", progress)
+            losses += _run_steps(step, batches, 0, spec.compile_steps, make_timer("sync", spec.device), "compile",
+                                 progress)
         measured["compile_time_s"] = timeit.default_timer() - start
         measured["compiled_graphs"] = _graph_count(COMPILED_GRAPHS) - compiled_before
-        first = 1
+        first = spec.compile_steps
     graphs_before_warmup = _graph_count() if spec.compiled else 0  # torch._dynamo: imported only where it runs
 
     with nvtx.range("warmup"):

@@ -30,6 +30,12 @@ def test_the_mode_is_recorded_as_what_ran():
     assert "mode=" not in tiny_spec(compile=True).label
 
 
+def test_reduce_overhead_counts_the_step_that_records_its_graphs_as_compilation():
+    graphed = dict(compile=True, compile_mode="reduce-overhead", device="cuda", timer="events")
+    assert (tiny_spec().compile_steps, tiny_spec(compile=True).compile_steps, tiny_spec(**graphed).compile_steps) \
+        == (0, 1, 2)
+
+
 def test_a_row_written_before_the_field_ran_the_default_mode():
     """An fp8 fast row from before compile_mode: read back as default, not as today's recipe choice."""
     old = tiny_spec(recipe="fast", precision="fp8", attention="sdpa", device="cuda", timer="events").to_dict()
