@@ -25,6 +25,7 @@ def test_the_mode_is_recorded_as_what_ran():
     assert tiny_spec(**fp8).compile_mode == "reduce-overhead"  # the recipe's choice in fp8 on one GPU
     assert tiny_spec(**fp8, compile_mode="default").compile_mode == "default"  # an explicit choice beats it
     assert tiny_spec(**fp8, parallel="fsdp2", nproc_per_node=2).compile_mode == "default"
+    assert tiny_spec(**fp8, backend="torchtitan").compile_mode == "default"  # not measured in that mode
     assert tiny_spec(**{**fp8, "precision": "bf16"}).compile_mode == "default"
     assert "mode=reduce-overhead" in tiny_spec(**fp8).label
     assert "mode=" not in tiny_spec(compile=True).label
