@@ -41,9 +41,16 @@ def field_label(field: str, value) -> str:
     return f"{field} {value}"
 
 
+def says_nothing(field: str, config: dict) -> bool:
+    """A field whose value tells nothing in a row's name: unset (an fp8 recipe on a bf16 row), or as many k/v heads
+    as heads, which is plain multi-head attention."""
+    value = config.get(field)
+    return value is None or value == "" or (field == "num_kv_heads" and value in (0, config.get("num_heads")))
+
+
 def config_label(record: dict, fields: list[str]) -> str:
     config = record.get("config") or {}
-    return ", ".join(field_label(f, config.get(f)) for f in fields)
+    return ", ".join(field_label(f, config.get(f)) for f in fields if f == "size" or not says_nothing(f, config))
 
 
 def sort_key(config_values: tuple):

@@ -280,7 +280,8 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
     lines += where_the_time_went(traced)
     if skipped:
         lines += ["## Not compared (listed here, not plotted)", "", *skipped, ""]
-    label_fields = ["size"] + labels.varying_fields(records_a + records_b)
+    # a row's key holds its matched fields only: the ignored ones (pair_on among them) are not in it
+    label_fields = ["size"] + [f for f in labels.varying_fields(records_a + records_b) if f not in ignored]
     for name, keys in (("A", only_a), ("B", only_b)):
         if keys:
             names = [labels.config_label({"config": dict(key)}, label_fields) for key in keys]

@@ -5,6 +5,7 @@ import pandas as pd
 
 from src.harness.record import PHASES, config_of, stat_field
 from src.reports.compare import env_value
+from src.reports.labels import says_nothing
 from src.spec import RunSpec
 
 ORIGINAL_COLUMNS = [
@@ -102,7 +103,7 @@ def _implied(field: str, config: dict) -> bool:
     return ((field == "compile" and (config.get("recipe") == "fast" or config.get("compile_scope") == "blocks"))
             or (field == "compile_scope" and config.get(field) == "model")
             or (field == "compile_mode" and config.get(field) == "default")
-            or (field == "num_kv_heads" and config.get(field) in (0, config.get("num_heads")))
+            or (field == "num_kv_heads" and says_nothing(field, config))
             or (field == "backend" and config.get(field) == "ours"))
 
 

