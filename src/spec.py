@@ -25,9 +25,9 @@ RECIPES = ("fast",)
 # time stops growing with depth; the fp8 2.7B step took 166 s to compile whole). "" when nothing is compiled.
 COMPILE_SCOPES = ("model", "blocks")
 # torch.compile's mode. "reduce-overhead" replays each compiled graph as a CUDA graph (inductor's CUDA graph trees):
-# no per-kernel launches left on the host. The fast recipe picks it for fp8, whose float8 linears add ~69 launches
-# a block (4,072 kernels a 2.7B step against 1,861 in bf16): blocks compiled alone, H200, 2026-12-04, the fp8 step
-# in one run small 38.7 -> 14.7 ms, medium 92.9 -> 32.5, large 120.0 -> 64.1, xl 185.5 -> 116.5; 2.7B 155.2 ->
+# no per-kernel launches left on the host. The fast recipe picks it for our model in fp8 (float8 linears add ~69
+# launches a block: 4,072 kernels a 2.7B step against 1,861 in bf16). Blocks compiled alone, H200, 2026-12-04, fp8
+# step in one run small 38.7 -> 14.7 ms, medium 92.9 -> 32.5, large 120.0 -> 64.1, xl 185.5 -> 116.5; 2.7B 155.2 ->
 # 153.5 (two calls). bf16 gains less (large 66.1 -> 64.0, xl 126.4 -> 124.7), so the recipe leaves bf16 alone.
 # "max-autotune-no-cudagraphs" searches Triton configs for every matmul and reduction (long compiles).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")

@@ -6,8 +6,8 @@ and changes only how the step runs: fused attention, model and loss compiled tog
 fuses with the head's output), linear weights kept in bf16 with their fp32 masters in an AdamW that writes the
 bf16 copy as it updates (no weight or gradient casts; one fused pass per parameter), and CUDA graphs for models
 small enough to be launch-bound; in fp8, inductor's own CUDA graphs instead (compile mode reduce-overhead: torchao's
-scaling kernels make every size launch-bound below 2.7B). Under a --parallel strategy it is bf16 autocast, fused attention, torch.compile
-and fused AdamW only (src/train/parallel.py says what each strategy compiles).
+scaling kernels make every size launch-bound below 2.7B). Under a --parallel strategy it is bf16 autocast, fused
+attention, torch.compile and fused AdamW only (src/train/parallel.py says what each strategy compiles).
 """
 
 import contextlib
