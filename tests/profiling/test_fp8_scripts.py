@@ -126,3 +126,18 @@ def test_the_side_by_side_script_narrows_to_the_parts_asked_for(tmp_path):
 def test_the_side_by_side_script_refuses_an_unknown_part_before_any_row(tmp_path):
     result, commands = _side_by_side(tmp_path, "fast titan")
     assert result.returncode == 2 and "unknown part titan" in result.stderr and commands == []
+
+
+def test_the_graph_census_counts_a_tensorwise_blocks_fp8_work():
+    """One block of 7 float8 linears: 7 matmuls forward and 14 backward; each gradient cast to e5m2 once and
+    transposed once for the grad_weight matmul (tensorwise: one scale serves both layouts)."""
+    spec = importlib.util.spec_from_file_location("fp8_graph_census", os.path.join(REPO, "scripts",
+                                                                                   "fp8_graph_census.py"))
+    census = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(census)
+    graphs = census.census("tensorwise")
+    forward, backward = graphs["forward"], graphs["backward"]
+    assert (forward["matmuls"], backward["matmuls"]) == (7, 14)
+    assert forward["fp8 cast to float8_e4m3fn"] >= 7  # every weight, and the inputs
+    assert backward["fp8 cast to float8_e5m2"] == backward["fp8 t to float8_e5m2"] == 7
+    assert sum(n for key, n in forward.items() if key.startswith("saved ")) > 0
