@@ -154,11 +154,11 @@ ABSENT_FIELDS_MEANT = {
 
 
 def config_value(config: dict, field: str):
-    """A row's config field, or what its absence meant in the older files that lack it."""
-    if field in config:
-        return config[field]
+    """A row's config field, or what its absence meant in the older files that lack it. A CSV written before the
+    field and then rewritten with the union of both headers holds it as an empty cell: that is absent too."""
+    value = config.get(field)
     meant = ABSENT_FIELDS_MEANT.get(field)
-    return meant(config) if meant else None
+    return meant(config) if meant and value in ("", None) else value
 
 
 def config_key(record: dict, ignored: tuple[str, ...] = IGNORED_FIELDS) -> tuple:

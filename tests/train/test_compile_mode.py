@@ -48,6 +48,24 @@ def test_a_row_written_before_the_field_ran_the_default_mode():
     assert config_value({"compile": False}, "compile_mode") is None
 
 
+def test_an_old_csv_row_rewritten_under_the_new_header_still_ran_the_default_mode(tmp_path):
+    """Appending a row with compile_mode to an older CSV rewrites it with both headers: the old row's cell is
+    empty, which means what the absent field meant."""
+    from src.harness.record import new_record
+    from src.harness.results import append_record, read_records
+    from src.reports.compare import config_key, config_value
+
+    path = str(tmp_path / "rows.csv")
+    old, new = new_record(tiny_spec(compile=True)), new_record(tiny_spec(compile=True))
+    del old["config"]["compile_mode"]
+    append_record(path, old)
+    append_record(path, new)
+    (old_back, new_back), _ = read_records(path)
+    assert old_back["config"].get("compile_mode") in ("", None)  # the empty cell
+    assert config_value(old_back["config"], "compile_mode") == config_value(new_back["config"], "compile_mode")
+    assert config_key(old_back) == config_key(new_back)  # the same configuration for the A/B report
+
+
 @pytest.mark.parametrize("changes,message", [
     (dict(compile_mode="default"), "compile_mode: applies to compiled steps"),
     (dict(compile=True, compile_mode="max-autotune"), "compile_mode: must be one of default, reduce-overhead"),
