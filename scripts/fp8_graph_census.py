@@ -41,7 +41,7 @@ def count(gm: torch.fx.GraphModule, forward: bool) -> collections.Counter:
             c["abs (the amax's first half)"] += 1
         if target.startswith(("aten.amax", "aten.max")):
             c["max reductions"] += 1
-        if _dtype(node) in ("float8_e4m3fn", "float8_e5m2"):
+        if getattr(node.meta.get("val"), "dtype", None) in FP8_DTYPES:
             kind = "cast" if ("convert_element_type" in target or "_to_copy" in target) else target.split(".")[1]
             c[f"fp8 {kind} to {_dtype(node)}"] += 1
         if target.startswith(("aten.mm", "aten._scaled_mm")):

@@ -42,7 +42,8 @@ def bf16_baseline(recipes: dict, traced: bool = False) -> tuple[str, dict | None
     """The fastest bf16 row of a model (of those traced, where asked): what each fp8 row is compared with."""
     rows = [(step_ms(row), r) for r, row in recipes.items()
             if r.startswith("bf16") and (row.get("trace_ms_per_step") or not traced)]
-    return (min(rows)[1], recipes[min(rows)[1]]) if rows else ("", None)
+    fastest = min(rows)[1] if rows else ""
+    return fastest, recipes.get(fastest)
 
 
 def model(config: dict) -> str:

@@ -186,8 +186,8 @@ class RunSpec:
     def from_dict(cls, d: dict) -> "RunSpec":
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in d.items() if k in names}
-        if "compile_mode" not in known and (known.get("compile") or known.get("recipe")):
-            known["compile_mode"] = COMPILE_MODE_BEFORE_THE_FIELD  # not the recipe's choice of today
+        if not known.get("compile_mode"):  # a row from before the field: not the recipe's choice of today
+            known["compile_mode"] = compile_mode_before_the_field(known) or ""
         return cls(**known)
 
     @property
@@ -205,7 +205,12 @@ class RunSpec:
         """Steps timed as compilation, apart from the warm-up: the first step of a compiled run, and in reduce-overhead
         mode the second too, when inductor records its CUDA graphs (2.7B fp8, H200, 2026-12-04: 2.6 s, against
         152-154 ms for the steps after it)."""
-        return (2 if self.compile_mode == GRAPHED_COMPILE_MODE else 1) if self.compiled else 0
+        return (2 if self.replays_compiled_graphs else 1) if self.compiled else 0
+
+    @property
+    def replays_compiled_graphs(self) -> bool:
+        """Whether inductor replays the compiled graphs as CUDA graphs (compile mode reduce-overhead)."""
+        return self.compile_mode == GRAPHED_COMPILE_MODE
 
     @property
     def checkpoint_group(self) -> int:
@@ -399,6 +404,11 @@ def _check_parallel(spec: RunSpec) -> None:
     _check_compile_mode(spec)
 
 
+def compile_mode_before_the_field(config: dict) -> str | None:
+    """What a row written before compile_mode existed ran: torch's default mode where it compiled, else nothing."""
+    return COMPILE_MODE_BEFORE_THE_FIELD if config.get("compile") or config.get("recipe") else None
+
+
 def recipe_compile_mode(spec: RunSpec) -> str:
     """The compile mode a compiled step gets when none is asked for: reduce-overhead for the fast recipe in fp8 on
     one CUDA process with our model (see COMPILE_MODES for the measurement), default elsewhere. The Hugging Face and
@@ -413,9 +423,9 @@ def _check_compile_mode(spec: RunSpec) -> None:
         raise ValueError(f"compile_mode: must be one of {', '.join(COMPILE_MODES)}, got {spec.compile_mode!r}")
     if spec.compile_mode and not spec.compiled:
         raise ValueError("compile_mode: applies to compiled steps (--compile or --recipe fast)")
-    if spec.compile_mode == GRAPHED_COMPILE_MODE and spec.device != "cuda":
+    if spec.replays_compiled_graphs and spec.device != "cuda":
         raise ValueError(f"compile_mode: {GRAPHED_COMPILE_MODE} replays CUDA graphs and needs a CUDA device")
-    if spec.compile_mode == GRAPHED_COMPILE_MODE and spec.parallel != "none":
+    if spec.replays_compiled_graphs and spec.parallel != "none":
         raise ValueError(f"compile_mode: {GRAPHED_COMPILE_MODE} with parallel {spec.parallel}: collectives and "
                          "gradient hooks under CUDA graph capture are not built; one process only")
 

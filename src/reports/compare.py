@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.harness.results import CONFIG_FIELDS
-from src.spec import COMPILE_MODE_BEFORE_THE_FIELD
+from src.spec import compile_mode_before_the_field
 
 # How a configuration was measured (or where its profiles went), not what it is. peak_tflops is the device's
 # peak for MFU; a CSV round trip files it under config because the record has a field of the same name.
@@ -148,8 +148,7 @@ ABSENT_FIELDS_MEANT = {
     "activation_checkpointing": lambda config: "none",
     "compile_scope": lambda config: (("blocks" if config.get("parallel") == "fsdp2" else "model")
                                      if config.get("compile") or config.get("recipe") else None),
-    "compile_mode": lambda config: (COMPILE_MODE_BEFORE_THE_FIELD
-                                    if config.get("compile") or config.get("recipe") else None),
+    "compile_mode": compile_mode_before_the_field,
 }
 
 

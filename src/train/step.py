@@ -73,7 +73,7 @@ def uses_cuda_graphs(spec: RunSpec, parameters: int) -> bool:
     inductor's graphs inside our capture fails ("Cannot prepare for replay during capturing stage", small, H200,
     2026-12-04). So are the strategies (their collectives and hooks under graph capture are not built)."""
     return (spec.recipe == "fast" and spec.device == "cuda" and parameters < CUDA_GRAPH_MAX_PARAMETERS
-            and spec.precision != "fp8" and spec.parallel == "none" and spec.compile_mode != GRAPHED_COMPILE_MODE)
+            and spec.precision != "fp8" and spec.parallel == "none" and not spec.replays_compiled_graphs)
 
 
 def compile_options(spec: RunSpec) -> dict:
@@ -149,7 +149,7 @@ class TrainStep:
         self.optimizer_name = chosen_optimizer(spec, parameters)
         if cuda_graphs is None:
             cuda_graphs = uses_cuda_graphs(spec, parameters) and self.optimizer_name not in UNGRAPHED_OPTIMIZERS
-        if cuda_graphs and spec.compile_mode == GRAPHED_COMPILE_MODE:
+        if cuda_graphs and spec.replays_compiled_graphs:
             raise ValueError(f"compile mode {GRAPHED_COMPILE_MODE} replays its own CUDA graphs; the step's whole-step "
                              "graphs cannot capture them")
         if cuda_graphs and self.optimizer_name in HOOKED_OPTIMIZERS:
@@ -213,9 +213,6 @@ class TrainStep:
                     block.compile(**compile_options(spec))
             else:
                 self.loss = torch.compile(self.loss, **compile_options(spec))
-        # Inductor's CUDA graph trees must be told where a step begins, or a step's replay could overwrite outputs
-        # of the last one still held (the loss, gradients waiting for the optimizer).
-        self.graph_trees = spec.compiled and spec.compile_mode == GRAPHED_COMPILE_MODE
         self.graphs = None
 
     def _overlapped(self, make_optimizer):
@@ -227,8 +224,8 @@ class TrainStep:
         return OverlappedOptimizer(groups, make_optimizer, rest=rest)
 
     def _forward(self, inputs, targets):
-        if self.graph_trees:
-            torch.compiler.cudagraph_mark_step_begin()
+        if self.spec.replays_compiled_graphs:  # tell inductor's graph trees a step begins, or a replay could
+            torch.compiler.cudagraph_mark_step_begin()  # overwrite outputs of the last one still held
         with self.grad_mode(), self.autocast():
             return self.loss(inputs, targets)
 
@@ -260,7 +257,7 @@ class TrainStep:
         if mode != "forward":
             self.model.zero_grad(set_to_none=True)
         # a loss that is a graph tree's output (the model compiled whole) is overwritten by the next step's replay
-        return loss.detach().clone() if self.graph_trees else loss.detach()
+        return loss.detach().clone() if self.spec.replays_compiled_graphs else loss.detach()
 
     def loss_and_gradients(self, inputs, targets) -> torch.Tensor:
         """Forward and backward at the current weights, eagerly (no graphs, no timer, no optimizer step): the loss,

@@ -4,8 +4,6 @@ import pytest
 
 
 def test_help_describes_in_whole_sentences(capsys):
-    import pytest
-
     from src.profiling.numerics import main
 
     with pytest.raises(SystemExit) as exit_:
