@@ -113,8 +113,9 @@ def _side_by_side(tmp_path, parts: str):
 def test_the_side_by_side_script_narrows_to_the_parts_asked_for(tmp_path):
     result, commands = _side_by_side(tmp_path, "fast")
     assert result.returncode == 0, result.stderr
-    assert len(commands) == 4 and all("--recipe fast" in c for c in commands)
+    assert len(commands) == 3 and all("--recipe fast" in c for c in commands)
     assert any("--attention cudnn" in c for c in commands) and any("--optimizer overlap" in c for c in commands)
+    assert ["--trace" in c for c in commands] == [True, True, False]  # the recipe with and without cuDNN's op
     (tmp_path / "again").mkdir()
     result, commands = _side_by_side(tmp_path / "again", "ours hf")
     assert result.returncode == 0, result.stderr
