@@ -101,26 +101,13 @@ def _autograd_backward(ctx, grad_out, grad_lse):
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-def heads_inner(t: torch.Tensor) -> torch.Tensor:  # (B, nh, T, hs) -> the same, in (B, T, nh, hs) memory
-    """t in the memory order the q/k/v projections produce ((B, T, nh * hs) viewed as heads): itself where it is,
-    else a copy, which inductor fuses into t's producer (RoPE, a GQA repeat) so that the producer writes it so."""
-    return t.transpose(1, 2).contiguous().transpose(1, 2)
-
-
 def cudnn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
     """Softmax(q k^T / sqrt(hs)) v by cuDNN's kernel on (B, nh, T, hs) tensors (`--attention cudnn`); raises
-    ValueError naming the reason where it does not apply (why_not_cudnn).
-
-    q, k and v go in with their heads inside each token (heads_inner), so the output and the gradients follow
-    (_strides_like): the output projection reads the output as a view, and dq, dk, dv reach the projections'
-    backward without transposing. Left to inductor, RoPE's q and k came contiguous (B, nh, T, hs) beside v's
-    projection view; every output followed q's layout, and the 2.7B step paid about 6.5 ms of transposes and copies
-    for a 8.9 ms kernel gain (H200, 2026-12-04). One layout for all five tensors is the case the GPU test checks
-    against the reference (tests/kernels/test_cudnn_attention.py: projected q, k, v, dO in O's layout)."""
+    ValueError naming the reason where it does not apply (why_not_cudnn)."""
     reason = why_not_cudnn(q, k, v)
     if reason:
         raise ValueError(f"attention: cudnn {reason}")
-    return _forward(heads_inner(q), heads_inner(k), heads_inner(v), is_causal)[0]
+    return _forward(q, k, v, is_causal)[0]
 
 
 def why_not_cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from src.kernels import get_attention
-from src.kernels.cudnn_attention import (_forward, _layout_like, _output_shape, cudnn_attention, heads_inner,
-                                        why_not_cudnn)
+from src.kernels.cudnn_attention import _forward, _layout_like, _output_shape, cudnn_attention, why_not_cudnn
 from tests.specs import tiny_spec
 from src.kernels.reference import attention_reference
 
@@ -34,15 +33,6 @@ def test_layout_rule_keeps_the_dimension_order_of_its_reference():
     out = _layout_like((2, 3, 5, 4), q)
     assert out.shape == (2, 3, 5, 4) and out.stride() == (60, 4, 12, 1)  # (B, T, H, 4) memory, dense
     assert _layout_like((2, 3, 5, 4), q.contiguous()).is_contiguous()
-
-
-def test_heads_inner_gives_the_projections_layout_and_copies_only_where_it_must():
-    v = _projected(2, 3, 5, 8, "cpu", torch.float32)[2]  # a projection's view: already (B, T, H, D) memory
-    assert heads_inner(v).data_ptr() == v.data_ptr()
-    q = v.contiguous()  # what RoPE gave: (B, H, T, D) memory
-    inner = heads_inner(q)
-    assert torch.equal(inner, q) and inner.stride() == v.stride() == (120, 8, 24, 1)
-    assert inner.transpose(1, 2).reshape(2, 5, 24).data_ptr() == inner.data_ptr()  # the output projection's view
 
 
 def test_fake_implementation_gives_the_rule_s_layouts_and_gradients_shaped_like_inputs():
