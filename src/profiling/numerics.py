@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import sys
+import time
 
 import torch
 
@@ -84,14 +85,16 @@ def main(argv=None) -> int:
         _compare_first_gradients(base, args.variants, tokens[0], os.path.join(args.out, "gradients.csv"))
     losses = {}
     for name in args.variants:
+        start = time.perf_counter()
         with variant_context(VARIANTS[name]):
             losses[name] = train_losses(build_variant(base, VARIANTS[name], args.lr), tokens, args.warmup)
+        # After every variant, not once at the end: a GPU run of six variants cut by its call's time limit
+        # (2026-12-04, 280 s) left nothing of the four it had finished.
+        _write_losses(os.path.join(args.out, "losses.csv"), losses, args.steps)
+        print(f"numerics: {name}: {args.steps} steps in {time.perf_counter() - start:.1f} s", file=sys.stderr,
+              flush=True)
     reference, others = args.variants[0], args.variants[1:]
     deviation = {n: [abs(x - r) / r for r, x in zip(losses[reference], losses[n])] for n in others}
-    with open(os.path.join(args.out, "losses.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", *args.variants])
-        writer.writerows([i, *(f"{losses[n][i]:.6f}" for n in args.variants)] for i in range(args.steps))
     _plot(losses, deviation, reference, args, os.path.join(args.out, "losses.png"))
     print(f"| step | {' | '.join(args.variants)} |\n|---:|{'---:|' * len(args.variants)}")
     for i in sorted({*range(0, args.steps, 10), args.steps - 1}):
@@ -109,6 +112,16 @@ def main(argv=None) -> int:
         print(f"{n}: largest relative difference from {reference} {deviation[n][worst]:.2%} at step {worst} "
               f"({'within' if within else 'OUTSIDE'} {TOLERANCE:.0%}); at the last step {deviation[n][-1]:.2%}")
     return 0 if ok else 1
+
+
+def _write_losses(path: str, losses: dict[str, list[float]], steps: int) -> None:
+    """losses.csv, a column per variant trained so far; replaced whole (a kill mid-write keeps the previous one)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", *losses])
+        writer.writerows([i, *(f"{column[i]:.6f}" for column in losses.values())] for i in range(steps))
+    os.replace(tmp, path)
 
 
 def _compare_first_gradients(base: dict, names: list[str], batch: torch.Tensor, path: str) -> None:

@@ -45,3 +45,24 @@ def test_num_layers_cuts_the_preset_and_keeps_its_width():
     spec = base_spec(build_parser().parse_args(["--size", "small", "--num_layers", "2"]), "cpu")
     assert (spec["num_layers"], spec["d_model"], spec["d_ff"]) == (2, 768, 3072)
     assert base_spec(build_parser().parse_args(["--size", "small"]), "cpu")["num_layers"] == 12
+
+
+def test_a_run_cut_short_keeps_the_losses_of_every_variant_it_finished(tmp_path, monkeypatch, capsys):
+    import src.profiling.numerics as numerics
+
+    trained = []
+
+    def train_then_stop(step, tokens, warmup):
+        if trained:  # the second variant: as if the call's time limit killed it
+            raise KeyboardInterrupt
+        trained.append(step)
+        return [5.0 - i for i in range(tokens.shape[0])]
+
+    monkeypatch.setattr(numerics, "train_losses", train_then_stop)
+    out = tmp_path / "numerics"
+    with pytest.raises(KeyboardInterrupt):
+        numerics.main(["--size", "tiny", "--device", "cpu", "--steps", "3", "--context_length", "16",
+                       "--out", str(out), "--variants", "plain", "fast"])
+    assert (out / "losses.csv").read_text().splitlines() == ["step,plain", "0,5.000000", "1,4.000000", "2,3.000000"]
+    assert sorted(p.name for p in out.iterdir()) == ["losses.csv"]  # no temporary file left
+    assert "numerics: plain: 3 steps in" in capsys.readouterr().err
