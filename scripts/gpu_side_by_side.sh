@@ -28,8 +28,10 @@ else
     echo "gpu_side_by_side.sh: torchtitan is not installed: its rows are left out" >&2
 fi
 traces=${TRACE_DIR:-$out/traces}
+# 8 measured steps: a traced row's statistics leave out its 2 profiled steps and the next, and 5 must remain for
+# the A/B report's verdict (with 6, on 2026-12-04, its eager rows kept 3 and got none).
 bench=(python3 -m src.profiling.benchmark --device cuda --sizes "$size" --context_length 1024 --batch_size 4
-       --mode train --warmup_steps 3 --benchmark_steps 6 --output "$out/side_by_side.jsonl")
+       --mode train --warmup_steps 3 --benchmark_steps 8 --output "$out/side_by_side.jsonl")
 for backend in "${backends[@]+"${backends[@]}"}"; do
     "${bench[@]}" --backend "$backend" --precision bf16 --attention sdpa --optimizer fused --trace "$traces" \
         --profile_steps 2

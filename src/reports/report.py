@@ -255,15 +255,18 @@ def comparison_report(paths: list[str], sweep_a: Sweep, sweep_b: Sweep, ignored:
         if not (labels.is_ok(a) and labels.is_ok(b)):
             skipped.append(f"- {label}: A {a.get('status') or 'no status'}, B {b.get('status') or 'no status'}")
             continue
+        # Traces are compared whether or not the step times allow a verdict: a traced row measures few steps (the
+        # profiled ones and the next are left out of its statistics), and its categories are what the user asks.
+        traced.append((label, a, b))
         runs_a, runs_b = sweep_a.runs_of(a), sweep_b.runs_of(b)
         try:
             est = compare.compare_samples(runs_a, runs_b, min_effect, busy_host=bool(host_busy(a) or host_busy(b)))
         except ValueError as e:
-            skipped.append(f"- {label}: {e}")
+            both_traced = compare.has_trace(a) and compare.has_trace(b)
+            skipped.append(f"- {label}: {e}{'; its traces are compared above' if both_traced else ''}")
             continue
         counts[est.verdict] = counts.get(est.verdict, 0) + 1
         plotted.append((label, est))
-        traced.append((label, a, b))
         pooled_a, pooled_b = np.concatenate(runs_a), np.concatenate(runs_b)
         rows.append([label, fmt(np.median(pooled_a), 1e3, 2), fmt(np.median(pooled_b), 1e3, 2), f"{est.ratio:.3f}",
                      f"{est.low:.3f}-{est.high:.3f}", est.noise, est.verdict])

@@ -122,6 +122,7 @@ def test_the_side_by_side_script_narrows_to_the_parts_asked_for(tmp_path):
     hf = ["hf_llama"] * 2 if importlib.util.find_spec("transformers") else []  # the script asks the same python
     assert [c.split("--backend ")[1].split()[0] for c in commands] == ["ours", "ours", *hf]
     assert "--trace" in commands[0] and "--compile" in commands[1]
+    assert all("--benchmark_steps 8" in c for c in commands)  # traced: 8 - 2 profiled - 1 = the report's 5
 
 
 def test_the_side_by_side_script_refuses_an_unknown_part_before_any_row(tmp_path):

@@ -129,3 +129,14 @@ def test_pair_on_an_unknown_field_or_a_file_without_two_values_is_one_line_exit_
     err = capsys.readouterr().err
     assert "exactly two backend values" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_traced_rows_too_short_for_a_verdict_still_show_where_the_time_went(tmp_path, capsys):
+    """gpu_side_by_side.sh's traced eager rows of 2026-12-04: 3 measured steps, below the verdict's 5, and the
+    report had then said nothing of their traces."""
+    a = traced(make_record(seed=1, steps=3), A_MS, A_IDLE, 400, A_TOP)
+    b = traced(make_record(seed=2, step_s=0.2, steps=3), B_MS, B_IDLE, 1200, B_TOP)
+    assert main([write(tmp_path / "a.jsonl", [a]), write(tmp_path / "b.jsonl", [b]), "--out", str(tmp_path / "r")]) == 0
+    text = capsys.readouterr().out
+    assert "need 5); its traces are compared above" in text
+    assert _table(text, "category")[0][1:] == ["3.000", "8.000", "+5.000", "76.9%"]
