@@ -107,14 +107,18 @@ def _implied(field: str, config: dict) -> bool:
             or (field == "backend" and config.get(field) == "ours"))
 
 
-SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": "", "compile_scope": "compile", "compile_mode": ""}
-# -> "fast", "adamw fused", "hf_llama", "compile blocks", "reduce-overhead"
+SHORT_NAMES = {"recipe": "", "optimizer": "adamw", "backend": "", "compile_scope": "", "compile_mode": ""}
+# -> "fast", "adamw fused", "hf_llama", "per-block", "reduce-overhead"
+# torchtitan's word for a scope of blocks: "compile blocks, reduce-overhead" made a committed file's compact view 164
+# characters wide (cudnn_heads_inner_reverted_h200_2026-12-04b.jsonl), over a terminal's 160
+SHORT_VALUES = {("compile_scope", "blocks"): "per-block"}
 
 
 def _setting(field: str, value) -> str:
     """One varying setting, as short as it stays clear: "compile" for True, "fast", "adamw fused", "warmup_steps 0"."""
     if value is True:
         return field
+    value = SHORT_VALUES.get((field, value), value)
     name = SHORT_NAMES.get(field, field)
     return f"{name} {value}" if name else str(value)
 
