@@ -277,10 +277,16 @@ def _rewrite_csv_with_union(path: str, header: list[str], row: dict) -> None:
         elif fields:
             writer.writerow(fields)
     buf.write(_csv_text(union, [row]))
+    replace_whole(path, buf.getvalue())
+
+
+def replace_whole(path: str, text: str) -> None:
+    """Replace the file at `path` by `text` through a temporary file and an atomic rename: a reader, or a kill
+    mid-write, sees the old file or the new one, never part of either; the temporary file is removed on failure."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "w") as f:
-            f.write(buf.getvalue())
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,6 +9,7 @@ options, the loss table and plot, and the verdict (exit 1 when a variant leaves 
 
 import argparse
 import csv
+import io
 import math
 import os
 import sys
@@ -18,7 +19,7 @@ import torch
 
 from src.harness.cli import (EXIT_USAGE, OneLineParser, UsageError, first_paragraph, non_negative_int,
                              parse_and_resolve, positive_float, positive_int, resolve_device)
-from src.harness.results import check_writable
+from src.harness.results import check_writable, replace_whole
 from src.model.config import PRESETS
 from src.spec import RunSpec
 from src.train.numerics import (LEARNING_RATE, SUCCESSORS, VARIANTS, WARMUP_STEPS, attention_kernels, build_variant,
@@ -116,12 +117,11 @@ def main(argv=None) -> int:
 
 def _write_losses(path: str, losses: dict[str, list[float]], steps: int) -> None:
     """losses.csv, a column per variant trained so far; replaced whole (a kill mid-write keeps the previous one)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", *losses])
-        writer.writerows([i, *(f"{column[i]:.6f}" for column in losses.values())] for i in range(steps))
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    writer = csv.writer(buf)  # csv's own "\r\n" line ends, as before
+    writer.writerow(["step", *losses])
+    writer.writerows([i, *(f"{column[i]:.6f}" for column in losses.values())] for i in range(steps))
+    replace_whole(path, buf.getvalue())
 
 
 def _compare_first_gradients(base: dict, names: list[str], batch: torch.Tensor, path: str) -> None:
